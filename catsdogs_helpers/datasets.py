@@ -1,0 +1,266 @@
+"""Datasets and loaders: decode every photo once into a uint8 cache, then train from it.
+
+Decoding a JPEG costs more than all of the augmentation at these image sizes, so
+:func:`build_cache` decodes each photo once (at reduced scale), resizes it to a square of
+``cache_size`` pixels and stores it in a memory-mapped ``.npy`` file under ``data/cache/``.
+Epochs then read arrays from that file (from RAM when it fits, from disk when not).
+
+The classes here live in a module, not in a notebook, so ``num_workers > 0`` also works on
+Windows and macOS, where worker processes are started fresh and must import them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import random
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader, Dataset, get_worker_info
+from tqdm.auto import tqdm
+
+from .images import load_square
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ImageCache:
+    """A decoded cache: ``path`` holds ``(N, size, size, 3)`` uint8 images, one per row of
+    ``rows``; ``ok[i]`` is False where image ``i`` could not be decoded when it was built."""
+
+    path: Path
+    rows: pd.DataFrame
+    ok: np.ndarray
+    size: int
+
+    def array(self) -> np.ndarray:
+        """The images, memory-mapped read-only."""
+        return np.load(self.path, mmap_mode="r")
+
+
+def cache_key(rows: pd.DataFrame, size: int) -> str:
+    """A short name for the cache of these files at this size (changes when any file does)."""
+    digest = hashlib.sha1(f"{size}".encode())
+    for path, sha in zip(rows["path"], rows["sha256"], strict=True):
+        digest.update(f"{path}\0{sha}\n".encode())
+    return digest.hexdigest()[:16]
+
+
+def _decode_chunk(paths: list[str], size: int) -> tuple[np.ndarray, list[str]]:
+    images = np.zeros((len(paths), size, size, 3), dtype=np.uint8)
+    errors = []
+    for i, path in enumerate(paths):
+        try:
+            images[i] = load_square(path, size)
+            errors.append("")
+        except Exception as err:  # any decoder failure: skip this image, keep the cache
+            errors.append(f"{type(err).__name__}: {err}"[:200])
+    return images, errors
+
+
+def build_cache(
+    image_root: str | os.PathLike[str],
+    rows: pd.DataFrame,
+    cache_dir: str | os.PathLike[str],
+    size: int,
+    *,
+    workers: int | None = None,
+    progress: bool = True,
+) -> ImageCache:
+    """Decode the files in ``rows`` (columns ``path``, ``sha256``) into a square uint8 cache.
+
+    Reuses a finished cache of the same files and size. The file is written under a
+    temporary name and renamed when complete, so an interrupted build is never reused.
+    Files that no longer decode are logged and marked in ``ok``.
+    """
+    rows = rows[["path", "sha256"]].reset_index(drop=True)
+    cache_dir = Path(cache_dir)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    key = cache_key(rows, size)
+    path = cache_dir / f"images-{size}px-{key}.npy"
+    ok_path = cache_dir / f"images-{size}px-{key}.ok.npy"
+    if path.is_file() and ok_path.is_file():
+        log.info("reusing decoded cache %s", path.name)
+        return ImageCache(path, rows, np.load(ok_path), size)
+
+    root = Path(image_root)
+    partial = path.with_name(path.name + ".partial")
+    array = np.lib.format.open_memmap(
+        partial, mode="w+", dtype=np.uint8, shape=(len(rows), size, size, 3)
+    )
+    ok = np.ones(len(rows), dtype=bool)
+    paths = [str(root / p) for p in rows["path"]]
+    chunk = 64
+    starts = list(range(0, len(paths), chunk))
+    workers = workers if workers is not None else (os.cpu_count() or 1)
+    bar = tqdm(total=len(paths), desc=f"decoding to {size}px cache", unit="img",
+               disable=not progress)  # fmt: skip
+
+    def store(start: int, result: tuple[np.ndarray, list[str]]) -> None:
+        images, errors = result
+        array[start : start + len(images)] = images
+        for offset, error in enumerate(errors):
+            if error:
+                ok[start + offset] = False
+                log.warning("skipping %s: %s", rows.at[start + offset, "path"], error)
+        bar.update(len(images))
+
+    if workers <= 1 or len(paths) <= 2 * chunk:
+        for start in starts:
+            store(start, _decode_chunk(paths[start : start + chunk], size))
+    else:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            chunks = [paths[s : s + chunk] for s in starts]
+            for start, result in zip(
+                starts, pool.map(_decode_chunk, chunks, [size] * len(chunks)), strict=True
+            ):
+                store(start, result)
+    bar.close()
+    array.flush()
+    array = None  # close the memory map before renaming the file
+    np.save(ok_path, ok)
+    partial.replace(path)
+    return ImageCache(path, rows, ok, size)
+
+
+class CachedImageDataset(Dataset):
+    """Images from an :class:`ImageCache` (selected by ``indices``) with integer labels.
+
+    Items are ``(uint8 HWC array, label)`` after ``transform``. The memory map is opened
+    lazily in each process, so worker processes share the file instead of copies of it.
+    """
+
+    def __init__(self, cache: ImageCache, indices, labels, transform=None) -> None:
+        indices = np.asarray(indices, dtype=np.int64)
+        labels = np.asarray(labels, dtype=np.int64)
+        keep = cache.ok[indices]
+        if not keep.all():
+            log.warning("leaving out %d images that failed to decode", int((~keep).sum()))
+        self.cache_path = cache.path
+        self.indices = indices[keep]
+        self.labels = labels[keep]
+        self.transform = transform
+        self._array: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int):
+        if self._array is None:
+            self._array = np.load(self.cache_path, mmap_mode="r")
+        image = np.array(self._array[self.indices[i]])
+        if self.transform is not None:
+            image = self.transform(image=image)["image"]
+        return image, int(self.labels[i])
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_array"] = None
+        return state
+
+
+class ImageFileDataset(Dataset):
+    """Images decoded from files on every access (for your own photos, or without a cache).
+
+    A file that cannot be decoded yields ``None`` and is dropped by :func:`collate_images`
+    with a logged warning, so one bad file never ends an epoch.
+    """
+
+    def __init__(self, paths, labels=None, size: int = 128, transform=None) -> None:
+        self.paths = [str(p) for p in paths]
+        self.labels = list(labels) if labels is not None else [-1] * len(self.paths)
+        self.size = size
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int):
+        try:
+            image = load_square(self.paths[i], self.size)
+        except Exception as err:
+            log.warning("skipping %s: %s: %s", self.paths[i], type(err).__name__, err)
+            return None
+        if self.transform is not None:
+            image = self.transform(image=image)["image"]
+        return image, int(self.labels[i]), i
+
+
+def collate_images(batch: list) -> tuple[torch.Tensor, ...]:
+    """Stack items into a uint8 ``(N, H, W, 3)`` tensor and label (and index) tensors,
+    dropping items that failed to load (``None``)."""
+    batch = [item for item in batch if item is not None]
+    if not batch:
+        return (torch.empty(0, 0, 0, 3, dtype=torch.uint8), torch.empty(0, dtype=torch.long))
+    images = torch.from_numpy(np.stack([item[0] for item in batch]))
+    rest = [torch.tensor([item[k] for item in batch]) for k in range(1, len(batch[0]))]
+    return (images, *rest)
+
+
+def seed_worker(worker_id: int) -> None:
+    """Give each loader worker its own seeded random state, different every epoch.
+
+    ``torch.initial_seed()`` in a worker is derived from the loader's generator, so runs with
+    the same seed repeat exactly while each worker and epoch still draws new augmentations.
+    """
+    seed = torch.initial_seed() % 2**32
+    np.random.seed(seed)
+    random.seed(seed)
+    info = get_worker_info()
+    transform = getattr(info.dataset, "transform", None) if info else None
+    if transform is not None and hasattr(transform, "set_random_seed"):
+        transform.set_random_seed(seed)
+
+
+def make_loader(
+    dataset: Dataset,
+    *,
+    batch_size: int,
+    shuffle: bool,
+    num_workers: int = 0,
+    seed: int = 42,
+    drop_last: bool = False,
+) -> DataLoader:
+    """A seeded DataLoader that yields uint8 batches (see :func:`collate_images`)."""
+    generator = torch.Generator()
+    generator.manual_seed(seed)
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        num_workers=num_workers,
+        collate_fn=collate_images,
+        worker_init_fn=seed_worker,
+        generator=generator,
+        drop_last=drop_last,
+        persistent_workers=num_workers > 0,
+        pin_memory=torch.cuda.is_available(),
+    )
+
+
+def split_datasets(
+    cache: ImageCache,
+    split: pd.DataFrame,
+    class_names: list[str],
+    transforms: dict,
+) -> dict[str, CachedImageDataset]:
+    """One dataset per split name in ``transforms`` (e.g. ``{"train": ..., "val": ...}``)."""
+    position = pd.Series(range(len(cache.rows)), index=cache.rows["path"])
+    label_index = {name: i for i, name in enumerate(class_names)}
+    out = {}
+    for name, transform in transforms.items():
+        part = split[split["split"] == name]
+        out[name] = CachedImageDataset(
+            cache,
+            position.loc[part["path"]].to_numpy(),
+            part["label"].map(label_index).to_numpy(),
+            transform,
+        )
+    return out

@@ -1,0 +1,70 @@
+"""Devices and number formats: CUDA, Apple MPS or CPU, mixed precision, channels_last.
+
+- **Mixed precision** runs most of the network in 16-bit floats: bfloat16 on CPUs that have
+  bf16 instructions and on recent GPUs, float16 (with loss scaling) on older GPUs. The
+  weights stay in float32, so accuracy is unchanged; speed roughly doubles or triples.
+- **channels_last** stores images as height x width x channels in memory, the layout the
+  fast convolution kernels of CPUs and tensor-core GPUs want.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+from .transforms import IMAGENET_MEAN, IMAGENET_STD
+
+
+def pick_device(preference: str = "auto") -> torch.device:
+    """``auto`` picks CUDA, then Apple MPS, then the CPU; a name asks for that device."""
+    if preference == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if preference == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("DEVICE='cuda' but no CUDA GPU is visible: use DEVICE='auto'")
+    if preference == "mps" and not torch.backends.mps.is_available():
+        raise RuntimeError("DEVICE='mps' but Apple MPS is not available: use DEVICE='auto'")
+    return torch.device(preference)
+
+
+def cpu_supports_bf16() -> bool:
+    """True on CPUs with native bfloat16 instructions (AVX512-BF16 or AMX)."""
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
+
+
+def amp_dtype(device: torch.device, enabled: bool = True) -> torch.dtype | None:
+    """The autocast dtype for ``device``: bf16 or fp16 on CUDA, bf16 on able CPUs, else None."""
+    if not enabled:
+        return None
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if device.type == "cpu" and cpu_supports_bf16():
+        return torch.bfloat16
+    return None
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None):
+    """An autocast context for ``dtype``, or a no-op context when it is None."""
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def to_model_input(
+    images: torch.Tensor, device: torch.device, *, channels_last: bool = True
+) -> torch.Tensor:
+    """uint8 ``(N, H, W, 3)`` batch -> normalised float ``(N, 3, H, W)`` on ``device``.
+
+    Done once per batch on the device, instead of per image in the loader.
+    """
+    mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1) * 255
+    std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1) * 255
+    x = images.to(device, non_blocking=True).permute(0, 3, 1, 2).float()
+    x = (x - mean) / std
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    return x.contiguous(memory_format=memory_format)

@@ -1,0 +1,295 @@
+"""Downloading and extracting the data set: resumable, verified, and safe to extract.
+
+- A download goes to ``<name>.part`` and is renamed only once its size (and sha256, when
+  known) checks out, so a half-written file is never mistaken for a finished one.
+- A cut connection resumes from where it stopped (HTTP ``Range``); a server that ignores
+  ranges restarts cleanly.
+- Extraction refuses entries that would land outside the target folder, links, and archives
+  whose size or file count is beyond a sane cap, and it is all-or-nothing.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import http.client
+import logging
+import os
+import shutil
+import stat
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import zipfile
+from pathlib import Path, PurePosixPath
+
+from tqdm.auto import tqdm
+
+log = logging.getLogger(__name__)
+
+IMAGE_ROOT_NAME = "PetImages"
+MAX_ARCHIVE_FILES = 200_000
+MAX_ARCHIVE_BYTES = 8 * 1024**3  # the real archive unpacks to about 0.8 GB
+_LOCAL_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EDQUOT}
+_USER_AGENT = "catsdogs-helpers (+https://pypi.org/project/catsdogs-helpers)"
+
+
+class DownloadError(RuntimeError):
+    """The data set could not be fetched or failed verification."""
+
+
+class UnsafeArchiveError(RuntimeError):
+    """The archive holds entries that must not be extracted."""
+
+
+def sha256_of(path: Path, chunk_size: int = 1 << 20) -> str:
+    """The sha256 hex digest of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(chunk_size):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _offline_message(url: str, reason: object) -> str:
+    return (
+        f"Could not download {url} ({reason}). Check your connection, or get the archive "
+        "another way and point DATASET_URL (CATSDOGS_DATASET_URL) at the local .zip file, or "
+        f"put an extracted {IMAGE_ROOT_NAME}/ folder inside DATA_DIR (CATSDOGS_DATA_DIR)."
+    )
+
+
+def _quarantine(path: Path, why: str) -> Path:
+    """Move a file that failed verification aside (never delete data) and return where."""
+    bad = path.with_name(f"{path.name}.bad-{time.strftime('%Y%m%d-%H%M%S')}")
+    path.rename(bad)
+    log.warning("%s: %s; moved aside to %s", path.name, why, bad.name)
+    return bad
+
+
+def download(
+    url: str,
+    dest: str | os.PathLike[str],
+    *,
+    sha256: str = "",
+    timeout: float = 30.0,
+    retries: int = 5,
+    progress: bool = True,
+) -> Path:
+    """Download ``url`` to ``dest`` with a byte progress bar, resuming where it stopped.
+
+    Returns ``dest`` at once when it already exists (it only ever appears verified). A file
+    whose size or sha256 does not match is moved aside with a ``.bad-<time>`` suffix and a
+    :class:`DownloadError` is raised.
+    """
+    dest = Path(dest)
+    if dest.is_file():
+        log.info("%s already downloaded, skipping", dest.name)
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    part = dest.with_name(dest.name + ".part")
+    total: int | None = None
+    failures = 0
+    while True:
+        start = part.stat().st_size if part.exists() else 0
+        headers = {"User-Agent": _USER_AGENT}
+        if start:
+            headers["Range"] = f"bytes={start}-"
+        request = urllib.request.Request(url, headers=headers)
+        try:
+            response = urllib.request.urlopen(request, timeout=timeout)
+        except urllib.error.HTTPError as err:
+            if err.code == 416 and start:  # asked past the end: the .part is suspicious
+                _quarantine(part, "server refused to resume it")
+                failures += 1
+                if failures > retries:
+                    raise DownloadError(f"{url}: the server refuses range requests") from err
+                continue
+            raise DownloadError(f"{url} answered HTTP {err.code} {err.reason}") from err
+        except (urllib.error.URLError, OSError) as err:
+            raise DownloadError(_offline_message(url, getattr(err, "reason", err))) from err
+        with response:
+            if start and response.status == 200:
+                log.info("server ignores ranges: restarting %s from the beginning", dest.name)
+                start = 0
+            length = response.headers.get("Content-Length")
+            if response.status == 206:
+                content_range = response.headers.get("Content-Range", "")
+                total = int(content_range.rsplit("/", 1)[-1]) if "/" in content_range else None
+            elif length is not None:
+                total = int(length)
+            try:
+                with (
+                    open(part, "ab" if start else "wb") as out,
+                    tqdm(
+                        total=total,
+                        initial=start,
+                        unit="B",
+                        unit_scale=True,
+                        unit_divisor=1024,
+                        desc=dest.name,
+                        disable=not progress,
+                    ) as bar,
+                ):
+                    while chunk := response.read(1 << 20):
+                        out.write(chunk)
+                        bar.update(len(chunk))
+            except (http.client.IncompleteRead, OSError) as err:
+                if isinstance(err, OSError) and err.errno in _LOCAL_ERRNOS:
+                    raise DownloadError(
+                        f"cannot write {part} ({err.strerror}): free space in, or choose "
+                        f"another, DATA_DIR ({part.parent})"
+                    ) from err
+                failures += 1
+                if failures > retries:
+                    raise DownloadError(
+                        f"{url}: connection kept dropping ({err}); run again to resume from "
+                        f"{part.stat().st_size if part.exists() else 0} bytes"
+                    ) from err
+                log.warning("connection dropped (%s); resuming", err)
+                time.sleep(min(2.0 * failures, 10.0))
+                continue
+        size = part.stat().st_size
+        if total is not None and size < total:
+            failures += 1
+            if failures > retries:
+                raise DownloadError(f"{url}: got {size} of {total} bytes; run again to resume")
+            log.warning("got %d of %d bytes; resuming", size, total)
+            continue
+        break
+    if total is not None and size != total:
+        _quarantine(part, f"size {size} differs from the expected {total}")
+        raise DownloadError(f"{url}: size {size} differs from the expected {total}")
+    if sha256:
+        actual = sha256_of(part)
+        if actual != sha256.lower():
+            _quarantine(part, f"sha256 {actual} differs from the expected {sha256}")
+            raise DownloadError(f"{url}: sha256 {actual} differs from the expected {sha256}")
+    part.replace(dest)
+    log.info("downloaded %s (%.1f MB)", dest.name, dest.stat().st_size / 1e6)
+    return dest
+
+
+def _check_member(info: zipfile.ZipInfo) -> str | None:
+    """Why an archive entry must not be extracted, or None when it is fine."""
+    name = info.filename.replace("\\", "/")
+    path = PurePosixPath(name)
+    if name.startswith("/") or (len(name) > 1 and name[1] == ":"):
+        return "absolute path"
+    if ".." in path.parts:
+        return "path leaves the target folder"
+    mode = info.external_attr >> 16
+    if stat.S_ISLNK(mode):
+        return "symbolic link"
+    return None
+
+
+def extract_zip(
+    archive: str | os.PathLike[str],
+    target: str | os.PathLike[str],
+    *,
+    max_files: int = MAX_ARCHIVE_FILES,
+    max_bytes: int = MAX_ARCHIVE_BYTES,
+    progress: bool = True,
+) -> Path:
+    """Extract ``archive`` into ``target``, all or nothing.
+
+    Every entry is checked before anything is written; extraction happens in a temporary
+    folder inside ``target`` that is moved into place only when complete. Raises
+    :class:`UnsafeArchiveError` on a dangerous entry or an archive beyond the caps.
+    """
+    archive, target = Path(archive), Path(target)
+    target.mkdir(parents=True, exist_ok=True)
+    try:
+        zf = zipfile.ZipFile(archive)
+    except zipfile.BadZipFile as err:
+        raise DownloadError(
+            f"{archive} is not a readable zip archive ({err}); delete it and download again"
+        ) from err
+    with zf:
+        members = zf.infolist()
+        for info in members:
+            why = _check_member(info)
+            if why:
+                raise UnsafeArchiveError(f"{archive.name}: refusing entry {info.filename!r}: {why}")
+        if len(members) > max_files:
+            raise UnsafeArchiveError(
+                f"{archive.name} holds {len(members)} entries, over the cap of {max_files}"
+            )
+        total = sum(info.file_size for info in members)
+        if total > max_bytes:
+            raise UnsafeArchiveError(
+                f"{archive.name} would unpack to {total / 1e9:.1f} GB, over the cap of "
+                f"{max_bytes / 1e9:.1f} GB"
+            )
+        staging = target / f".extracting-{archive.stem}"
+        if staging.exists():
+            shutil.rmtree(staging)
+        staging.mkdir()
+        try:
+            for info in tqdm(members, desc=f"extracting {archive.name}", disable=not progress):
+                zf.extract(info, staging)
+        except Exception:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+    for entry in staging.iterdir():
+        final = target / entry.name
+        if final.exists():
+            log.info("%s already exists, keeping it", final)
+            continue
+        entry.rename(final)
+    shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def find_image_root(data_dir: str | os.PathLike[str]) -> Path | None:
+    """The ``PetImages`` folder inside ``data_dir`` (or ``data_dir`` itself), if present."""
+    data_dir = Path(data_dir)
+    for candidate in (data_dir / IMAGE_ROOT_NAME, data_dir):
+        if candidate.is_dir() and class_folders(candidate):
+            return candidate
+    return None
+
+
+def class_folders(image_root: str | os.PathLike[str]) -> list[Path]:
+    """The class sub-folders of ``image_root``, sorted by name (hidden ones skipped)."""
+    root = Path(image_root)
+    return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith((".", "_")))
+
+
+def prepare_dataset(
+    data_dir: str | os.PathLike[str],
+    url: str,
+    *,
+    sha256: str = "",
+    progress: bool = True,
+) -> Path:
+    """Make sure ``data_dir`` holds an extracted image folder and return it.
+
+    Nothing is downloaded when ``data_dir`` already holds ``PetImages/``. ``url`` may be an
+    ``http(s)://`` address, a ``file://`` address or a local path to a zip file.
+    """
+    data_dir = Path(data_dir)
+    found = find_image_root(data_dir)
+    if found is not None:
+        log.info("found %s, nothing to download", found)
+        return found
+    if url.startswith("file://"):
+        url = urllib.request.url2pathname(url[len("file://") :])
+    if "://" not in url:
+        archive = Path(url).expanduser()
+        if not archive.is_file():
+            raise DownloadError(f"DATASET_URL points at {archive}, which is not a file")
+        if sha256 and sha256_of(archive) != sha256.lower():
+            raise DownloadError(f"{archive}: sha256 differs from DATASET_SHA256={sha256}")
+    else:
+        name = PurePosixPath(urllib.parse.urlparse(url).path).name or "dataset.zip"
+        archive = download(url, data_dir / name, sha256=sha256, progress=progress)
+    extract_zip(archive, data_dir, progress=progress)
+    found = find_image_root(data_dir)
+    if found is None:
+        raise DownloadError(
+            f"{archive.name} did not contain class folders (expected {IMAGE_ROOT_NAME}/<class>/)"
+        )
+    return found

@@ -1,0 +1,150 @@
+"""The series' steps as calls that reuse what exists and make what is missing.
+
+Each notebook can run on its own in a fresh kernel (Colab users often open notebook 04
+first): ``ensure_split(cfg)`` downloads, validates and splits only when those files are not
+there yet, with the same helpers notebooks 01 and 02 use.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import sys
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from .config import RunConfig
+from .datasets import ImageCache, build_cache, make_loader, split_datasets
+from .downloading import find_image_root, prepare_dataset
+from .splitting import SPLITS, class_names, read_split, save_split, split_dataset
+from .transforms import eval_transforms, train_transforms
+from .validating import read_manifest, validate_folder
+
+log = logging.getLogger(__name__)
+
+
+def setup_logging(level: int = logging.INFO) -> None:
+    """Show the package's progress messages in the notebook (once, however often called)."""
+    logger = logging.getLogger("catsdogs_helpers")
+    logger.setLevel(level)
+    if not any(getattr(h, "_catsdogs", False) for h in logger.handlers):
+        handler = logging.StreamHandler(sys.stdout)
+        handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+        handler._catsdogs = True  # type: ignore[attr-defined]
+        logger.addHandler(handler)
+
+
+def manifest_path(cfg: RunConfig) -> Path:
+    return cfg.data_dir / "manifest.csv"
+
+
+def split_path(cfg: RunConfig) -> Path:
+    return cfg.run_dir / "split.csv"
+
+
+def ensure_images(cfg: RunConfig, *, progress: bool = True) -> Path:
+    """The extracted image folder, downloading and extracting it first if needed."""
+    return prepare_dataset(
+        cfg.data_dir, cfg.dataset_url, sha256=cfg.dataset_sha256, progress=progress
+    )
+
+
+def ensure_manifest(cfg: RunConfig, *, progress: bool = True) -> pd.DataFrame:
+    """The validation manifest; only new or changed files are checked again."""
+    image_root = find_image_root(cfg.data_dir) or ensure_images(cfg, progress=progress)
+    return validate_folder(image_root, manifest_path(cfg), progress=progress)
+
+
+def ensure_split(cfg: RunConfig, *, progress: bool = True) -> pd.DataFrame:
+    """The run's split file, made (with the seed and limit of ``cfg``) when missing."""
+    path = split_path(cfg)
+    if path.is_file() and not cfg.overwrite:
+        return read_split(path)
+    manifest = (
+        read_manifest(manifest_path(cfg))
+        if manifest_path(cfg).is_file() and find_image_root(cfg.data_dir)
+        else ensure_manifest(cfg, progress=progress)
+    )
+    split = split_dataset(manifest, seed=cfg.seed, limit_per_class=cfg.limit_per_class)
+    save_split(split, path, overwrite=cfg.overwrite)
+    return split
+
+
+def ensure_cache(cfg: RunConfig, split: pd.DataFrame, *, progress: bool = True) -> ImageCache:
+    """The decoded uint8 cache of every image in the train, val and test splits."""
+    image_root = find_image_root(cfg.data_dir) or ensure_images(cfg, progress=progress)
+    used = split[split["split"].isin(SPLITS)]
+    return build_cache(image_root, used, cfg.data_dir / "cache", cfg.cache_size,
+                       progress=progress)  # fmt: skip
+
+
+def eval_size(cfg: RunConfig) -> int:
+    """The side of evaluation images: the whole cache square, or a training-size crop."""
+    return cfg.cache_size if cfg.recipe.test_full_size else cfg.image_size
+
+
+def make_datasets(cfg: RunConfig, split: pd.DataFrame, cache: ImageCache) -> dict:
+    """Train, val and test datasets with the recipe's transforms (seeded with ``cfg.seed``)."""
+    evaluation = eval_transforms(eval_size(cfg), cfg.cache_size)
+    transforms = {
+        "train": train_transforms(cfg.image_size, cfg.cache_size, cfg.recipe.augment, cfg.seed),
+        "val": evaluation,
+        "test": evaluation,
+    }
+    return split_datasets(cache, split, class_names(split), transforms)
+
+
+def make_loaders(cfg: RunConfig, datasets: dict) -> dict:
+    """Seeded loaders: the training one shuffles and drops a last batch too small to help."""
+    loaders = {}
+    for name, dataset in datasets.items():
+        train = name == "train"
+        loaders[name] = make_loader(
+            dataset,
+            batch_size=cfg.batch_size if train else cfg.batch_size * 2,
+            shuffle=train,
+            num_workers=cfg.num_workers if train else 0,
+            seed=cfg.seed,
+            drop_last=train and len(dataset) > cfg.batch_size,
+        )
+    return loaders
+
+
+def training_settings(cfg: RunConfig) -> dict:
+    """The recipe's optimiser settings, scaled to the batch size (linear scaling for SGD)."""
+    recipe = cfg.recipe
+    lr = recipe.lr
+    if recipe.optimizer == "sgd":
+        lr = recipe.lr * cfg.batch_size / recipe.batch_size
+    return {
+        "epochs": cfg.epochs,
+        "optimizer": recipe.optimizer,
+        "lr": lr,
+        "weight_decay": recipe.weight_decay,
+        "schedule": recipe.schedule,
+        "label_smoothing": recipe.label_smoothing,
+        "early_stopping": recipe.early_stopping,
+    }
+
+
+def write_metrics(cfg: RunConfig, metrics: dict, history: pd.DataFrame) -> Path:
+    """Write ``runs/<run>/metrics.json``: test metrics, epochs run, time, and the settings."""
+    seconds = float(history["seconds"].sum()) if "seconds" in history else math.nan
+    payload = {
+        **{f"test_{k}": v for k, v in metrics.items() if k != "n"},
+        "n_test": metrics["n"],
+        "epochs_run": int(len(history)),
+        "train_seconds": seconds,
+        "best_val_acc": float(history["val_acc"].max()) if len(history) else math.nan,
+        "params": cfg.to_dict(),
+        "torch": torch.__version__,
+    }
+    path = cfg.run_dir / "metrics.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2, default=str))
+    tmp.replace(path)
+    return path

@@ -1,0 +1,152 @@
+"""Plotting: sample grids, augmentations, training curves, confusion matrix, ROC.
+
+Every function returns the matplotlib figure, so a notebook can show it and
+:func:`save_figure` can write it into the run folder.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from sklearn import metrics as skm
+
+from .images import load_square
+
+RIGHT, WRONG = "tab:green", "tab:red"
+
+
+def save_figure(fig: plt.Figure, path: str | os.PathLike[str]) -> Path:
+    """Save ``fig`` (creating the folder) and return the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    return path
+
+
+def show_images(
+    images: Sequence[np.ndarray],
+    titles: Sequence[str] | None = None,
+    colors: Sequence[str] | None = None,
+    *,
+    ncols: int = 6,
+    size: float = 2.0,
+) -> plt.Figure:
+    """A grid of uint8 RGB images with optional (coloured) titles."""
+    n = max(1, len(images))
+    ncols = min(ncols, n)
+    nrows = int(np.ceil(n / ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, size * nrows + 0.3 * nrows))
+    axes = np.atleast_1d(axes).ravel()
+    for i, ax in enumerate(axes):
+        ax.axis("off")
+        if i >= len(images):
+            continue
+        ax.imshow(images[i])
+        if titles is not None:
+            ax.set_title(titles[i], fontsize=9, color=colors[i] if colors else "black")
+    fig.tight_layout()
+    return fig
+
+
+def show_files(
+    image_root: str | os.PathLike[str],
+    table: pd.DataFrame,
+    *,
+    title_column: str = "label",
+    size: int = 160,
+    ncols: int = 6,
+) -> plt.Figure:
+    """Show the files listed in ``table`` (paths relative to ``image_root``, or absolute)."""
+    root = Path(image_root)
+    images, titles = [], []
+    for _, row in table.iterrows():
+        try:
+            images.append(load_square(root / row["path"], size))
+        except Exception:
+            images.append(np.full((size, size, 3), 200, dtype=np.uint8))
+        titles.append(str(row[title_column]))
+    return show_images(images, titles, ncols=ncols)
+
+
+def show_predictions(
+    image_root: str | os.PathLike[str], table: pd.DataFrame, *, size: int = 160, ncols: int = 6
+) -> plt.Figure:
+    """Predictions titled "predicted (confidence)", green when right and red when wrong."""
+    root = Path(image_root)
+    images = [load_square(root / p, size) for p in table["path"]]
+    titles = [
+        f"{p} {c:.0%}" + ("" if ok else f"\n(is {t})")
+        for p, c, ok, t in zip(
+            table["predicted"], table["confidence"], table["correct"], table["label"], strict=True
+        )
+    ]
+    colors = [RIGHT if ok else WRONG for ok in table["correct"]]
+    return show_images(images, titles, colors, ncols=ncols)
+
+
+def show_augmentations(
+    image: np.ndarray, transform, *, n: int = 11, ncols: int = 6, size: float = 2.0
+) -> plt.Figure:
+    """The original image followed by ``n`` draws of ``transform`` on it."""
+    draws = [transform(image=image)["image"] for _ in range(n)]
+    titles = ["original"] + [f"draw {i + 1}" for i in range(n)]
+    return show_images([image, *draws], titles, ncols=ncols, size=size)
+
+
+def plot_size_histogram(manifest: pd.DataFrame) -> plt.Figure:
+    """Widths and heights of the valid images: how much resizing the pipeline does."""
+    valid = manifest[manifest["ok"]]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.2))
+    for ax, column in zip(axes, ("width", "height"), strict=True):
+        for label, group in valid.groupby("label"):
+            ax.hist(group[column], bins=40, alpha=0.6, label=str(label))
+        ax.set_xlabel(f"{column} (pixels)")
+        ax.set_ylabel("images")
+        ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def plot_history(history: pd.DataFrame) -> plt.Figure:
+    """Loss, accuracy and learning rate per epoch, training beside validation."""
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.4))
+    epoch = history["epoch"]
+    axes[0].plot(epoch, history["train_loss"], "o-", label="train")
+    axes[0].plot(epoch, history["val_loss"], "o-", label="validation")
+    axes[0].set_title("loss")
+    axes[1].plot(epoch, history["train_acc"], "o-", label="train (augmented)")
+    axes[1].plot(epoch, history["val_acc"], "o-", label="validation")
+    axes[1].set_title("accuracy")
+    axes[2].plot(epoch, history["lr"], "o-")
+    axes[2].set_title("learning rate (end of epoch)")
+    for ax in axes:
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    axes[0].legend()
+    axes[1].legend()
+    fig.tight_layout()
+    return fig
+
+
+def plot_confusion_matrix(matrix: Sequence[Sequence[int]], class_names: list[str]) -> plt.Figure:
+    """The confusion matrix with counts (rows: true class, columns: predicted)."""
+    fig, ax = plt.subplots(figsize=(1.6 + 1.2 * len(class_names), 1.2 + 1.2 * len(class_names)))
+    skm.ConfusionMatrixDisplay(np.asarray(matrix), display_labels=class_names).plot(
+        ax=ax, colorbar=False, cmap="Blues"
+    )
+    fig.tight_layout()
+    return fig
+
+
+def plot_roc(labels: np.ndarray, scores: np.ndarray, positive: str) -> plt.Figure:
+    """ROC curve for the positive class, with the area under it."""
+    fig, ax = plt.subplots(figsize=(4.2, 4))
+    skm.RocCurveDisplay.from_predictions(labels, scores, ax=ax, name=f"{positive} vs rest")
+    ax.plot([0, 1], [0, 1], "--", color="grey", lw=1)
+    fig.tight_layout()
+    return fig

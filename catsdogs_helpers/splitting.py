@@ -1,0 +1,154 @@
+"""Splitting: seeded, stratified, and with every duplicate group on one side.
+
+Files that are the same photo (same bytes, or the same difference hash: re-encoded or
+resized copies) form a group. A group filed under more than one class is label noise and is
+left out; of any other group only one file is used, so no photo can sit in both train and
+test (leakage) or count twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import pandas as pd
+from sklearn.model_selection import train_test_split
+
+log = logging.getLogger(__name__)
+
+SPLIT_COLUMNS = ["path", "label", "split", "reason", "group", "sha256"]
+SPLITS = ("train", "val", "test")
+
+
+def duplicate_groups(manifest: pd.DataFrame) -> pd.Series:
+    """A group id per row: rows sharing a ``sha256`` or a ``dhash`` get the same id."""
+    parent = list(range(len(manifest)))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for key in ("sha256", "dhash"):
+        first: dict[str, int] = {}
+        for i, value in enumerate(manifest[key].tolist()):
+            if not value:
+                continue
+            if value in first:
+                a, b = find(i), find(first[value])
+                if a != b:
+                    parent[a] = b
+            else:
+                first[value] = i
+    roots = [find(i) for i in range(len(manifest))]
+    return pd.Series(pd.factorize(pd.Series(roots))[0], index=manifest.index, name="group")
+
+
+def split_dataset(
+    manifest: pd.DataFrame,
+    *,
+    val_fraction: float = 0.2,
+    test_fraction: float = 0.1,
+    seed: int = 42,
+    limit_per_class: int = 0,
+) -> pd.DataFrame:
+    """Assign each valid file to ``train``, ``val``, ``test`` or ``excluded`` (with a reason).
+
+    Stratified by class and seeded. ``limit_per_class`` (0 = all) keeps a seeded random
+    subset of each class, for quick runs. Raises ``ValueError`` when a class has too few
+    usable images to split.
+    """
+    if not 0 < val_fraction < 1 or not 0 < test_fraction < 1 or val_fraction + test_fraction >= 1:
+        raise ValueError("val_fraction and test_fraction must be in (0, 1) and sum to under 1")
+    labels = sorted(manifest["label"].unique())
+    valid = manifest[manifest["ok"]].reset_index(drop=True)
+    empty = [c for c in labels if (valid["label"] == c).sum() == 0]
+    if empty or len(labels) < 2:
+        raise ValueError(
+            f"need at least two classes with valid images; empty: {empty or 'none'}, found: "
+            f"{labels}. Each class needs a folder of images under the image root."
+        )
+    out = valid[["path", "label", "sha256"]].copy()
+    out["group"] = duplicate_groups(valid)
+    out["split"] = ""
+    out["reason"] = ""
+    n_labels = out.groupby("group")["label"].transform("nunique")
+    out.loc[n_labels > 1, ["split", "reason"]] = ["excluded", "label_conflict"]
+    ordered = out.sort_values("path")
+    extra = ordered[ordered["split"] == ""].duplicated("group", keep="first")
+    out.loc[extra[extra].index, ["split", "reason"]] = ["excluded", "duplicate"]
+
+    pool = out[out["split"] == ""]
+    if limit_per_class:
+        kept = pd.concat(
+            g.sample(min(len(g), limit_per_class), random_state=seed)
+            for _, g in pool.groupby("label")
+        )
+        out.loc[pool.index.difference(kept.index), ["split", "reason"]] = ["excluded", "over_limit"]
+        pool = kept
+    counts = pool["label"].value_counts()
+    too_few = counts[counts < 10]
+    if len(too_few) or len(counts) < 2:
+        raise ValueError(
+            f"too few usable images to split: {counts.to_dict()}; every class needs at least "
+            "10 (raise LIMIT_PER_CLASS or add images)"
+        )
+    rest, test = train_test_split(
+        pool.index, test_size=test_fraction, stratify=pool["label"], random_state=seed
+    )
+    train, val = train_test_split(
+        rest,
+        test_size=val_fraction / (1 - test_fraction),
+        stratify=pool.loc[rest, "label"],
+        random_state=seed,
+    )
+    out.loc[train, "split"], out.loc[val, "split"], out.loc[test, "split"] = SPLITS
+    return out.sort_values("path").reset_index(drop=True)[SPLIT_COLUMNS]
+
+
+def split_summary(split: pd.DataFrame) -> pd.DataFrame:
+    """Images per split and class (excluded files by reason)."""
+    names = split["split"].where(split["split"] != "excluded", "excluded: " + split["reason"])
+    return pd.crosstab(names, split["label"], margins=True, margins_name="total")
+
+
+def save_split(
+    split: pd.DataFrame, path: str | os.PathLike[str], *, overwrite: bool = False
+) -> Path:
+    """Write ``split`` to ``path``; an existing, different split is kept unless ``overwrite``.
+
+    Splitting is deterministic, so a re-run with the same data and settings writes the same
+    file; a different one means settings changed, and silently replacing it would mix runs.
+    """
+    path = Path(path)
+    if path.is_file() and not overwrite:
+        existing = read_split(path)
+        if existing[["path", "label", "split"]].equals(split[["path", "label", "split"]]):
+            return path
+        raise FileExistsError(
+            f"{path} holds a different split (the data, SEED or LIMIT_PER_CLASS changed). "
+            "Use a new RUN_NAME, or set OVERWRITE=True to replace it."
+        )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    split.to_csv(tmp, index=False)
+    tmp.replace(path)
+    return path
+
+
+def read_split(path: str | os.PathLike[str]) -> pd.DataFrame:
+    """Read a split written by :func:`save_split`."""
+    split = pd.read_csv(
+        path, keep_default_na=False, dtype={"path": str, "label": str, "sha256": str}
+    )
+    missing = {"path", "label", "split"} - set(split.columns)
+    if missing:
+        raise ValueError(f"{path} is not a split file: columns {sorted(missing)} are missing")
+    return split
+
+
+def class_names(split: pd.DataFrame) -> list[str]:
+    """The class names, sorted: index i of the model's output is ``class_names[i]``."""
+    return sorted(split.loc[split["split"].isin(SPLITS), "label"].unique())

@@ -1,0 +1,325 @@
+"""Training: the loop, its schedule, checkpoints that resume, and early stopping.
+
+Each epoch writes ``last.pt`` (everything needed to resume: model, optimizer, scheduler,
+gradient scaler, random states, history) and, when validation accuracy improves, ``best.pt``.
+Both are written to a temporary name and renamed, so a killed run never leaves a half-written
+checkpoint behind. ``history.csv`` grows by one row per epoch.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from .devices import autocast, to_model_input
+from .evaluation import predict
+from .models import create_model
+
+log = logging.getLogger(__name__)
+
+#: Settings that must match for a finished or interrupted run to be reused or resumed.
+RUN_IDENTITY = (
+    "recipe", "model_name", "epochs", "batch_size", "image_size", "cache_size", "seed",
+    "limit_per_class", "pretrained",
+)  # fmt: skip
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is missing, truncated, or does not fit."""
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and PyTorch (CPU and all GPUs)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def make_optimizer(
+    model: nn.Module, name: str, lr: float, weight_decay: float
+) -> torch.optim.Optimizer:
+    """``sgd`` (Nesterov momentum 0.9, no decay on biases and norms) or ``adam``."""
+    decay, no_decay = [], []
+    for param in model.parameters():
+        if param.requires_grad:
+            (no_decay if param.ndim <= 1 else decay).append(param)
+    groups = [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    if name == "sgd":
+        return torch.optim.SGD(groups, lr=lr, momentum=0.9, nesterov=True)
+    if name == "adam":
+        return torch.optim.Adam(groups, lr=lr)
+    raise ValueError(f"optimizer {name!r} is unknown: use 'sgd' or 'adam'")
+
+
+def make_scheduler(
+    optimizer: torch.optim.Optimizer, schedule: str, *, epochs: int, steps_per_epoch: int
+):
+    """``onecycle`` (warm up for a quarter of training, then cosine down, stepped per batch)
+    or ``plateau`` (halve the rate after 3 epochs without a better validation accuracy)."""
+    if schedule == "onecycle":
+        max_lr = [group["lr"] for group in optimizer.param_groups]
+        return torch.optim.lr_scheduler.OneCycleLR(
+            optimizer,
+            max_lr=max_lr,
+            total_steps=max(1, epochs * steps_per_epoch),
+            pct_start=0.25,
+            div_factor=20.0,
+            final_div_factor=200.0,
+        )
+    if schedule == "plateau":
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, mode="max", factor=0.5, patience=3
+        )
+    raise ValueError(f"schedule {schedule!r} is unknown: use 'onecycle' or 'plateau'")
+
+
+def _atomic_save(obj: Any, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        torch.save(obj, tmp)
+        tmp.replace(path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise OSError(err.errno, f"could not write {path} ({err.strerror})") from err
+
+
+def load_checkpoint(path: str | os.PathLike[str], map_location: Any = "cpu") -> dict:
+    """Load a checkpoint safely (``weights_only=True``), with a clear error when it is bad."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint at {path}: train first (notebook 04)")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:
+        raise CheckpointError(
+            f"{path} is not a readable checkpoint ({type(err).__name__}: {err}). It may be "
+            "truncated; delete it and train again (or resume from last.pt)."
+        ) from err
+
+
+def load_model(
+    path: str | os.PathLike[str], device: torch.device | str = "cpu"
+) -> tuple[nn.Module, dict]:
+    """Rebuild the model saved in a checkpoint; returns ``(model in eval mode, checkpoint)``."""
+    checkpoint = load_checkpoint(path)
+    try:
+        model = create_model(checkpoint["model_name"], len(checkpoint["class_names"]))
+        model.load_state_dict(checkpoint["model"])
+    except (KeyError, RuntimeError) as err:
+        raise CheckpointError(f"{path} holds no model this package can rebuild: {err}") from err
+    model.to(device).eval()
+    return model, checkpoint
+
+
+def _rng_state() -> dict:
+    np_state = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
+        "python": random.getstate(),
+    }
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    name, keys, *rest = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), *rest))
+    random.setstate(state["python"])
+
+
+def _identity(params: dict) -> dict:
+    return {k: params.get(k) for k in RUN_IDENTITY}
+
+
+def existing_run(run_dir: str | os.PathLike[str]) -> dict | None:
+    """The ``last.pt`` checkpoint of a run folder, or None when nothing was trained there."""
+    path = Path(run_dir) / "last.pt"
+    return load_checkpoint(path) if path.is_file() else None
+
+
+def train(
+    model: nn.Module,
+    train_loader,
+    val_loader,
+    *,
+    run_dir: str | os.PathLike[str],
+    class_names: list[str],
+    params: dict,
+    device: torch.device,
+    amp_dtype: torch.dtype | None = None,
+    epochs: int = 10,
+    optimizer: str = "sgd",
+    lr: float = 0.1,
+    weight_decay: float = 5e-4,
+    schedule: str = "onecycle",
+    label_smoothing: float = 0.1,
+    early_stopping: int = 0,
+    channels_last: bool = True,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """Train ``model`` and return the per-epoch history (also in ``run_dir/history.csv``).
+
+    - A finished run with the same settings (``params``) is not trained again: its best
+      weights are loaded into ``model`` and its history returned.
+    - An interrupted run continues from ``last.pt`` with ``resume=True``; ``overwrite=True``
+      starts again. Without either, an interrupted run is an error, never silently replaced.
+    """
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    last_path, best_path = run_dir / "last.pt", run_dir / "best.pt"
+    model.to(device)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    steps_per_epoch = max(1, len(train_loader))
+    opt = make_optimizer(model, optimizer, lr, weight_decay)
+    scheduler = make_scheduler(opt, schedule, epochs=epochs, steps_per_epoch=steps_per_epoch)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+    criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+
+    state = {"epoch": 0, "best_acc": -1.0, "since_best": 0, "history": [], "train_seconds": 0.0}
+    previous = existing_run(run_dir) if not overwrite else None
+    if previous is not None:
+        if _identity(previous["params"]) != _identity(params):
+            changed = {
+                k: (previous["params"].get(k), params.get(k))
+                for k in RUN_IDENTITY
+                if previous["params"].get(k) != params.get(k)
+            }
+            raise ValueError(
+                f"run folder {run_dir} was trained with other settings ({changed}, as "
+                "(then, now)). Use a new RUN_NAME, or OVERWRITE=True to replace that run."
+            )
+        if previous["finished"]:
+            log.info("%s already holds a finished run: loading it, not training again", run_dir)
+            best = load_checkpoint(best_path)
+            model.load_state_dict(best["model"])
+            return pd.DataFrame(previous["history"])
+        if not resume:
+            raise RuntimeError(
+                f"{run_dir} holds an unfinished run (epoch {previous['epoch']} of {epochs}). "
+                "Set RESUME=True to continue it, OVERWRITE=True to start again, or use a new "
+                "RUN_NAME."
+            )
+        model.load_state_dict(previous["model"])
+        opt.load_state_dict(previous["optimizer"])
+        scheduler.load_state_dict(previous["scheduler"])
+        scaler.load_state_dict(previous["scaler"])
+        _set_rng_state(previous["rng"])
+        state = {k: previous[k] for k in state}
+        log.info("resuming %s after epoch %d", run_dir.name, state["epoch"])
+    elif overwrite:
+        for stale in (last_path, best_path, run_dir / "history.csv"):
+            stale.unlink(missing_ok=True)
+
+    def checkpoint(finished: bool) -> dict:
+        return {
+            "model": model.state_dict(),
+            "optimizer": opt.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "scaler": scaler.state_dict(),
+            "rng": _rng_state(),
+            "params": params,
+            "class_names": list(class_names),
+            "model_name": params.get("model_name", ""),
+            "finished": finished,
+            **state,
+        }
+
+    while state["epoch"] < epochs:
+        epoch = state["epoch"]
+        generator = getattr(train_loader, "generator", None)
+        if generator is not None:
+            generator.manual_seed(int(params.get("seed", 0)) * 1000 + epoch)
+        model.train()
+        start = time.perf_counter()
+        loss_sum = torch.zeros((), device=device)
+        correct = torch.zeros((), device=device, dtype=torch.long)
+        seen = 0
+        bar = tqdm(train_loader, desc=f"epoch {epoch + 1}/{epochs}", disable=not progress)
+        for step, (images, labels) in enumerate(bar):
+            if len(labels) == 0:
+                continue
+            x = to_model_input(images, device, channels_last=channels_last)
+            y = labels.to(device, non_blocking=True)
+            with autocast(device, amp_dtype):
+                logits = model(x)
+            loss = criterion(logits.float(), y)
+            opt.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+            if schedule == "onecycle":
+                scheduler.step()
+            loss_sum += loss.detach() * len(y)
+            correct += (logits.argmax(1) == y).sum()
+            seen += len(y)
+            if step % 10 == 0 or step == steps_per_epoch - 1:
+                bar.set_postfix(
+                    loss=f"{loss_sum.item() / seen:.3f}",
+                    acc=f"{correct.item() / seen:.3f}",
+                    lr=f"{opt.param_groups[0]['lr']:.3g}",
+                )
+        train_seconds = time.perf_counter() - start
+        probs, val_labels, _ = predict(model, val_loader, device, amp_dtype=amp_dtype)
+        val_acc = float((probs.argmax(1) == val_labels).mean()) if len(val_labels) else 0.0
+        picked = probs[np.arange(len(val_labels)), val_labels] if len(val_labels) else probs
+        val_loss = float(-np.log(np.clip(picked, 1e-7, 1)).mean()) if len(val_labels) else 0.0
+        if schedule == "plateau":
+            scheduler.step(val_acc)
+        epoch_seconds = time.perf_counter() - start
+        state["train_seconds"] += epoch_seconds
+        state["epoch"] = epoch + 1
+        row = {
+            "epoch": epoch + 1,
+            "train_loss": loss_sum.item() / max(1, seen),
+            "train_acc": correct.item() / max(1, seen),
+            "val_loss": val_loss,
+            "val_acc": val_acc,
+            "lr": opt.param_groups[0]["lr"],
+            "seconds": epoch_seconds,
+            "train_images_per_s": seen / max(train_seconds, 1e-9),
+        }
+        state["history"].append(row)
+        improved = val_acc > state["best_acc"]
+        if improved:
+            state["best_acc"], state["since_best"] = val_acc, 0
+        else:
+            state["since_best"] += 1
+        stop = early_stopping > 0 and state["since_best"] >= early_stopping
+        done = stop or state["epoch"] >= epochs
+        if improved:
+            _atomic_save(checkpoint(finished=False), best_path)
+        _atomic_save(checkpoint(finished=done), last_path)
+        pd.DataFrame(state["history"]).to_csv(run_dir / "history.csv", index=False)
+        log.info(
+            "epoch %d/%d: train loss %.3f acc %.3f | val loss %.3f acc %.4f%s | %.0fs",
+            epoch + 1, epochs, row["train_loss"], row["train_acc"], val_loss, val_acc,
+            " (best so far, saved)" if improved else "", epoch_seconds,
+        )  # fmt: skip
+        if math.isnan(row["train_loss"]):
+            raise FloatingPointError("the training loss became NaN: lower the learning rate")
+        if stop:
+            log.info("no better validation accuracy for %d epochs: stopping", early_stopping)
+            break
+    best = load_checkpoint(best_path)
+    model.load_state_dict(best["model"])
+    return pd.DataFrame(state["history"])

@@ -1,0 +1,230 @@
+"""Validating every file: a verdict and a reason per file, written to a manifest.
+
+Verdicts:
+
+========================  ======  ==========================================================
+reason                    kept?   what it means
+========================  ======  ==========================================================
+``ok``                    yes     decodes completely (PNG/BMP/GIF behind ``.jpg``, CMYK,
+                                  grayscale, RGBA and 16-bit images are converted to RGB;
+                                  the ``note`` column says which)
+``empty``                 no      zero bytes
+``not_an_image``          no      not a format any decoder knows (HTML page, ``Thumbs.db``)
+``truncated``             no      the data ends before the image does
+``corrupt``               no      the decoder failed for another reason
+``too_small``             no      shorter side under ``min_side`` pixels (1x1 trackers)
+``too_large``             no      more pixels than :data:`images.MAX_PIXELS` (a bomb header)
+``unreadable``            no      the operating system refused to read it
+========================  ======  ==========================================================
+
+The check decodes JPEGs at 1/8 scale: the decoder still reads every byte of the compressed
+data (so a truncated or broken file is caught) but skips most of the work.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import os
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import pandas as pd
+from PIL import Image, UnidentifiedImageError
+from tqdm.auto import tqdm
+
+from .downloading import class_folders
+from .images import dhash, open_image
+
+log = logging.getLogger(__name__)
+
+MANIFEST_COLUMNS = [
+    "path", "label", "ok", "reason", "note", "format", "width", "height",
+    "bytes", "mtime_ns", "sha256", "dhash",
+]  # fmt: skip
+MIN_SIDE = 32
+
+
+def check_image(path: str | os.PathLike[str], *, min_side: int = MIN_SIDE) -> dict:
+    """Check one file and return its manifest fields (everything but ``path`` and ``label``)."""
+    path = Path(path)
+    row: dict = {
+        "ok": False, "reason": "", "note": "", "format": "", "width": 0, "height": 0,
+        "bytes": 0, "mtime_ns": 0, "sha256": "", "dhash": "",
+    }  # fmt: skip
+    try:
+        info = path.stat()
+        data = path.read_bytes()
+    except OSError as err:
+        row["reason"], row["note"] = "unreadable", err.strerror or str(err)
+        return row
+    row["bytes"], row["mtime_ns"] = len(data), info.st_mtime_ns
+    row["sha256"] = hashlib.sha256(data).hexdigest()
+    if not data:
+        row["reason"] = "empty"
+        return row
+    try:
+        header = Image.open(io.BytesIO(data))
+        row["format"] = header.format or ""
+        row["width"], row["height"] = header.size
+        mode = header.mode
+    except UnidentifiedImageError:
+        row["reason"] = "not_an_image"
+        return row
+    except Image.DecompressionBombError as err:
+        row["reason"], row["note"] = "too_large", str(err)[:200]
+        return row
+    except (OSError, ValueError, SyntaxError) as err:
+        row["reason"], row["note"] = "corrupt", str(err)[:200]
+        return row
+    if row["width"] * row["height"] > Image.MAX_IMAGE_PIXELS:
+        row["reason"] = "too_large"
+        row["note"] = f"{row['width']}x{row['height']} pixels"
+        return row
+    if min(row["width"], row["height"]) < min_side:
+        row["reason"] = "too_small"
+        return row
+    try:
+        image = open_image(data, min_side=16)
+    except Image.DecompressionBombError as err:
+        row["reason"], row["note"] = "too_large", str(err)[:200]
+        return row
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombWarning) as err:
+        message = str(err)
+        row["reason"] = "truncated" if "truncated" in message.lower() else "corrupt"
+        row["note"] = message[:200]
+        return row
+    notes = []
+    if row["format"] != "JPEG":
+        notes.append(f"{row['format']} content")
+    if mode != "RGB":
+        notes.append(f"converted from {mode}")
+    row.update(ok=True, reason="ok", note="; ".join(notes), dhash=dhash(image))
+    return row
+
+
+def list_files(image_root: str | os.PathLike[str]) -> pd.DataFrame:
+    """Every regular file under each class folder, with its label (the folder name)."""
+    root = Path(image_root)
+    rows = []
+    for folder in class_folders(root):
+        for entry in sorted(folder.iterdir()):
+            if entry.is_file():
+                rows.append({"path": entry.relative_to(root).as_posix(), "label": folder.name})
+            else:
+                log.info("skipping %s: not a regular file", entry)
+    return pd.DataFrame(rows, columns=["path", "label"])
+
+
+def _check_many(paths: list[str], min_side: int) -> list[dict]:
+    return [check_image(p, min_side=min_side) for p in paths]
+
+
+def validate_folder(
+    image_root: str | os.PathLike[str],
+    manifest_path: str | os.PathLike[str] | None = None,
+    *,
+    min_side: int = MIN_SIDE,
+    workers: int | None = None,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """Check every file under ``image_root`` and return (and write) the manifest.
+
+    When ``manifest_path`` exists, files whose size and modification time are unchanged keep
+    their earlier verdict: a re-run only checks what is new or changed.
+    """
+    root = Path(image_root)
+    files = list_files(root)
+    if files.empty:
+        raise ValueError(f"{root} holds no class folders with files in them")
+    stats = [(root / p).stat() for p in files["path"]]
+    files["bytes"] = [s.st_size for s in stats]
+    files["mtime_ns"] = [s.st_mtime_ns for s in stats]
+
+    previous = pd.DataFrame(columns=MANIFEST_COLUMNS)
+    if manifest_path is not None and Path(manifest_path).is_file():
+        previous = read_manifest(manifest_path)
+    merged = files.merge(
+        previous.drop(columns=["label"]), on=["path", "bytes", "mtime_ns"], how="left"
+    )
+    todo = merged.index[merged["reason"].isna() | (merged["reason"] == "")].tolist()
+    if todo:
+        paths = [str(root / merged.at[i, "path"]) for i in todo]
+        results = _run_checks(paths, min_side=min_side, workers=workers, progress=progress)
+        for i, result in zip(todo, results, strict=True):
+            for key, value in result.items():
+                merged.at[i, key] = value
+    log.info("checked %d files (%d reused from the manifest)", len(todo), len(merged) - len(todo))
+    manifest = merged[MANIFEST_COLUMNS].copy()
+    manifest["ok"] = manifest["ok"].astype(bool)
+    for column in ("width", "height", "bytes", "mtime_ns"):
+        manifest[column] = manifest[column].astype("int64")
+    if manifest_path is not None:
+        write_manifest(manifest, manifest_path)
+    return manifest
+
+
+def _run_checks(
+    paths: list[str], *, min_side: int, workers: int | None, progress: bool
+) -> list[dict]:
+    workers = workers if workers is not None else (os.cpu_count() or 1)
+    chunk = 64
+    chunks = [paths[i : i + chunk] for i in range(0, len(paths), chunk)]
+    bar = tqdm(total=len(paths), desc="validating", unit="img", disable=not progress)
+    results: list[dict] = []
+    if workers <= 1 or len(paths) <= 2 * chunk:
+        for part in chunks:
+            results.extend(_check_many(part, min_side))
+            bar.update(len(part))
+    else:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            for part, out in zip(
+                chunks, pool.map(_check_many, chunks, [min_side] * len(chunks)), strict=True
+            ):
+                results.extend(out)
+                bar.update(len(part))
+    bar.close()
+    return results
+
+
+def write_manifest(manifest: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
+    """Write the manifest CSV atomically (a temporary file renamed into place)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    manifest.to_csv(tmp, index=False)
+    tmp.replace(path)
+    return path
+
+
+def read_manifest(path: str | os.PathLike[str]) -> pd.DataFrame:
+    """Read a manifest written by :func:`validate_folder`."""
+    manifest = pd.read_csv(
+        path, dtype={"sha256": str, "dhash": str, "note": str, "format": str, "reason": str},
+        keep_default_na=False,
+    )  # fmt: skip
+    missing = set(MANIFEST_COLUMNS) - set(manifest.columns)
+    if missing:
+        raise ValueError(f"{path} is not a manifest: columns {sorted(missing)} are missing")
+    manifest["ok"] = manifest["ok"].astype(str).str.lower().isin({"true", "1"})
+    return manifest
+
+
+def reason_counts(manifest: pd.DataFrame) -> pd.DataFrame:
+    """Files per reason and class: the report to read after validation."""
+    table = pd.crosstab(manifest["reason"], manifest["label"], margins=True, margins_name="total")
+    return table.sort_values("total", ascending=False)
+
+
+def find_duplicates(manifest: pd.DataFrame, *, key: str = "sha256") -> pd.DataFrame:
+    """Groups of valid files with the same ``key`` (``sha256``: exact copies; ``dhash``: the
+    same photo re-encoded or resized), with ``n_labels`` > 1 where one photo is filed under
+    several classes."""
+    valid = manifest[manifest["ok"] & (manifest[key] != "")]
+    dup = valid[valid.duplicated(key, keep=False)].copy()
+    if dup.empty:
+        return dup.assign(group=pd.Series(dtype=int), n_labels=pd.Series(dtype=int))
+    dup["group"] = dup.groupby(key, sort=True).ngroup()
+    dup["n_labels"] = dup.groupby(key)["label"].transform("nunique")
+    return dup.sort_values(["group", "path"])[["group", "n_labels", "path", "label", key]]

@@ -13,13 +13,17 @@ import math
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 
-from .config import RunConfig
+from .config import RunConfig, runs_dir
 from .datasets import ImageCache, build_cache, make_loader, split_datasets
+from .devices import amp_dtype, pick_device
 from .downloading import find_image_root, prepare_dataset
+from .models import create_model
 from .splitting import SPLITS, class_names, read_split, save_split, split_dataset
+from .training import seed_everything, train
 from .transforms import eval_transforms, train_transforms
 from .validating import read_manifest, validate_folder
 
@@ -130,8 +134,67 @@ def training_settings(cfg: RunConfig) -> dict:
     }
 
 
-def write_metrics(cfg: RunConfig, metrics: dict, history: pd.DataFrame) -> Path:
+def train_run(cfg: RunConfig, *, progress: bool = True) -> tuple[torch.nn.Module, pd.DataFrame]:
+    """Everything notebook 04 does, in one call: split, cache, loaders, model, training.
+
+    A finished run with the same settings is loaded, not trained again.
+    """
+    split = ensure_split(cfg, progress=progress)
+    cache = ensure_cache(cfg, split, progress=progress)
+    loaders = make_loaders(cfg, make_datasets(cfg, split, cache))
+    device = pick_device(cfg.device)
+    seed_everything(cfg.seed)
+    names = class_names(split)
+    model = create_model(cfg.model_name, len(names), pretrained=cfg.pretrained)
+    history = train(
+        model,
+        loaders["train"],
+        loaders["val"],
+        run_dir=cfg.run_dir,
+        class_names=names,
+        params=cfg.to_dict(),
+        device=device,
+        amp_dtype=amp_dtype(device),
+        resume=cfg.resume,
+        overwrite=cfg.overwrite,
+        progress=progress,
+        **training_settings(cfg),
+    )
+    return model, history
+
+
+def runs_table() -> pd.DataFrame:
+    """One row per run folder: recipe, model, epochs, best validation and test accuracy, time."""
+    rows = []
+    for summary_path in sorted(runs_dir().glob("*/summary.json")):
+        summary = json.loads(summary_path.read_text())
+        params = summary.get("params", {})
+        metrics_path = summary_path.with_name("metrics.json")
+        metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
+        rows.append(
+            {
+                "run": summary_path.parent.name,
+                "recipe": params.get("recipe"),
+                "model": params.get("model_name"),
+                "image_size": params.get("image_size"),
+                "epochs_run": summary.get("epochs_run"),
+                "finished": summary.get("finished"),
+                "best_val_acc": summary.get("best_val_acc"),
+                "test_accuracy": metrics.get("test_accuracy"),
+                "train_minutes": round(summary.get("train_seconds", 0) / 60, 1),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def dataset_paths(cache: ImageCache, dataset) -> np.ndarray:
+    """The file path (relative to the image root) of each item of a cached dataset."""
+    return cache.rows["path"].to_numpy()[dataset.indices]
+
+
+def write_metrics(cfg: RunConfig, metrics: dict) -> Path:
     """Write ``runs/<run>/metrics.json``: test metrics, epochs run, time, and the settings."""
+    history = pd.read_csv(cfg.run_dir / "history.csv")
     seconds = float(history["seconds"].sum()) if "seconds" in history else math.nan
     payload = {
         **{f"test_{k}": v for k, v in metrics.items() if k != "n"},

@@ -98,9 +98,16 @@ def show_augmentations(
     return show_images([image, *draws], titles, ncols=ncols, size=size)
 
 
+def show_steps(image: np.ndarray, steps: list, *, ncols: int = 5) -> plt.Figure:
+    """The same photo after each ``(name, transform)`` of :func:`transforms.explain_steps`."""
+    images = [image] + [transform(image=image)["image"] for _, transform in steps]
+    titles = ["original"] + [name for name, _ in steps]
+    return show_images(images, titles, ncols=ncols, size=2.6)
+
+
 def plot_size_histogram(manifest: pd.DataFrame) -> plt.Figure:
     """Widths and heights of the valid images: how much resizing the pipeline does."""
-    valid = manifest[manifest["ok"]]
+    valid = manifest[manifest["ok"]] if "ok" in manifest else manifest[manifest["width"] > 0]
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.2))
     for ax, column in zip(axes, ("width", "height"), strict=True):
         for label, group in valid.groupby("label"):

@@ -8,6 +8,7 @@ checkpoint behind. ``history.csv`` grows by one row per epoch.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -144,6 +145,20 @@ def _set_rng_state(state: dict) -> None:
     random.setstate(state["python"])
 
 
+def _write_summary(run_dir: Path, params: dict, state: dict, *, finished: bool) -> None:
+    """``summary.json``: the settings and the state of training, readable without torch."""
+    summary = {
+        "finished": finished,
+        "epochs_run": state["epoch"],
+        "best_val_acc": state["best_acc"],
+        "train_seconds": state["train_seconds"],
+        "params": params,
+    }
+    tmp = run_dir / "summary.json.tmp"
+    tmp.write_text(json.dumps(summary, indent=2, default=str))
+    tmp.replace(run_dir / "summary.json")
+
+
 def _identity(params: dict) -> dict:
     return {k: params.get(k) for k in RUN_IDENTITY}
 
@@ -227,7 +242,7 @@ def train(
         state = {k: previous[k] for k in state}
         log.info("resuming %s after epoch %d", run_dir.name, state["epoch"])
     elif overwrite:
-        for stale in (last_path, best_path, run_dir / "history.csv"):
+        for stale in (last_path, best_path, run_dir / "history.csv", run_dir / "summary.json"):
             stale.unlink(missing_ok=True)
 
     def checkpoint(finished: bool) -> dict:
@@ -310,6 +325,7 @@ def train(
             _atomic_save(checkpoint(finished=False), best_path)
         _atomic_save(checkpoint(finished=done), last_path)
         pd.DataFrame(state["history"]).to_csv(run_dir / "history.csv", index=False)
+        _write_summary(run_dir, params, state, finished=done)
         log.info(
             "epoch %d/%d: train loss %.3f acc %.3f | val loss %.3f acc %.4f%s | %.0fs",
             epoch + 1, epochs, row["train_loss"], row["train_acc"], val_loss, val_acc,
@@ -323,3 +339,36 @@ def train(
     best = load_checkpoint(best_path)
     model.load_state_dict(best["model"])
     return pd.DataFrame(state["history"])
+
+
+def measure_training_speed(
+    model_name: str,
+    *,
+    image_size: int = 128,
+    batch_size: int = 32,
+    device: torch.device | None = None,
+    amp_dtype: torch.dtype | None = None,
+    channels_last: bool = False,
+    steps: int = 3,
+) -> float:
+    """Training images per second of one optimiser step on random data (after a warm-up)."""
+    device = device or torch.device("cpu")
+    model = create_model(model_name, 2).to(device)
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    model.to(memory_format=memory_format)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    x = torch.randn(batch_size, 3, image_size, image_size, device=device)
+    x = x.contiguous(memory_format=memory_format)
+    y = torch.randint(0, 2, (batch_size,), device=device)
+    times = []
+    for _ in range(steps + 1):
+        start = time.perf_counter()
+        with autocast(device, amp_dtype):
+            loss = nn.functional.cross_entropy(model(x).float(), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    return batch_size / float(np.median(times[1:]))

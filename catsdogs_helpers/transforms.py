@@ -14,7 +14,7 @@ import albumentations as A
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
-AUGMENTS = ("light", "tutorial", "none")
+AUGMENTS = ("light", "tutorial", "heavy", "none")
 
 
 def train_transforms(
@@ -27,6 +27,8 @@ def train_transforms(
     - ``tutorial``: the tutorial's pipeline with its bug fixed: a real affine (shift 5 %,
       scale 5 %, rotate 15 degrees, p=0.5), a random crop, colour jitter and
       brightness/contrast.
+    - ``heavy``: deliberately too much (large rotations and zoom, strong colour changes,
+      blur): an example of over-augmentation, to compare against.
     - ``none``: a centre crop only (to see what augmentation buys).
     """
     resize = [A.SmallestMaxSize(max_size=cache_size)]
@@ -38,6 +40,15 @@ def train_transforms(
             A.RandomCrop(image_size, image_size),
             A.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2, hue=0.1, p=0.5),
             A.RandomBrightnessContrast(p=0.5),
+        ]
+    elif augment == "heavy":
+        steps = [
+            A.Affine(translate_percent=(-0.2, 0.2), scale=(0.6, 1.4), rotate=(-60, 60), p=1.0),
+            A.RandomCrop(image_size, image_size),
+            A.HorizontalFlip(p=0.5),
+            A.ColorJitter(brightness=0.6, contrast=0.6, saturation=0.8, hue=0.4, p=1.0),
+            A.GaussianBlur(blur_limit=(3, 9), p=0.5),
+            A.ToGray(p=0.3),
         ]
     elif augment == "none":
         steps = [A.CenterCrop(image_size, image_size)]
@@ -51,3 +62,19 @@ def eval_transforms(eval_size: int = 128, cache_size: int = 128) -> A.Compose:
     return A.Compose(
         [A.SmallestMaxSize(max_size=cache_size), A.CenterCrop(eval_size, eval_size)], seed=0
     )
+
+
+def explain_steps(
+    augment: str = "tutorial", image_size: int = 128, cache_size: int = 160
+) -> list[tuple[str, A.Compose]]:
+    """Each step of a training pipeline on its own, always applied (p=1), after the resize.
+
+    For showing what every transform does to the same photo.
+    """
+    pipeline = train_transforms(image_size, cache_size, augment, seed=0)
+    resize, *steps = pipeline.transforms
+    out = [(type(resize).__name__, A.Compose([resize], seed=0))]
+    for step in steps:
+        always = step.__class__(**{**step.get_transform_init_args(), "p": 1.0})
+        out.append((type(step).__name__, A.Compose([resize, always], seed=0)))
+    return out

@@ -117,6 +117,23 @@ def list_files(image_root: str | os.PathLike[str]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["path", "label"])
 
 
+def peek_sizes(image_root: str | os.PathLike[str], files: pd.DataFrame) -> pd.DataFrame:
+    """Format, width and height from each file's header only (fast; nothing is decoded).
+
+    Files whose header cannot be read get an empty format and zero size.
+    """
+    root = Path(image_root)
+    rows = []
+    for path in files["path"]:
+        try:
+            with Image.open(root / path) as image:
+                rows.append((image.format or "", *image.size))
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+            rows.append(("", 0, 0))
+    sizes = pd.DataFrame(rows, columns=["format", "width", "height"], index=files.index)
+    return files.join(sizes)
+
+
 def _check_many(paths: list[str], min_side: int) -> list[dict]:
     return [check_image(p, min_side=min_side) for p in paths]
 
@@ -156,10 +173,7 @@ def validate_folder(
             for key, value in result.items():
                 merged.at[i, key] = value
     log.info("checked %d files (%d reused from the manifest)", len(todo), len(merged) - len(todo))
-    manifest = merged[MANIFEST_COLUMNS].copy()
-    manifest["ok"] = manifest["ok"].astype(bool)
-    for column in ("width", "height", "bytes", "mtime_ns"):
-        manifest[column] = manifest[column].astype("int64")
+    manifest = _typed(merged[MANIFEST_COLUMNS].copy())
     if manifest_path is not None:
         write_manifest(manifest, manifest_path)
     return manifest
@@ -200,15 +214,27 @@ def write_manifest(manifest: pd.DataFrame, path: str | os.PathLike[str]) -> Path
 
 def read_manifest(path: str | os.PathLike[str]) -> pd.DataFrame:
     """Read a manifest written by :func:`validate_folder`."""
-    manifest = pd.read_csv(
-        path, dtype={"sha256": str, "dhash": str, "note": str, "format": str, "reason": str},
-        keep_default_na=False,
-    )  # fmt: skip
+    manifest = pd.read_csv(path, dtype=str, keep_default_na=False)
     missing = set(MANIFEST_COLUMNS) - set(manifest.columns)
     if missing:
         raise ValueError(f"{path} is not a manifest: columns {sorted(missing)} are missing")
-    manifest["ok"] = manifest["ok"].astype(str).str.lower().isin({"true", "1"})
-    return manifest
+    manifest["ok"] = manifest["ok"].str.lower().isin({"true", "1"})
+    return _typed(manifest[MANIFEST_COLUMNS])
+
+
+_INT_COLUMNS = ("width", "height", "bytes", "mtime_ns")
+
+
+def _typed(manifest: pd.DataFrame) -> pd.DataFrame:
+    """The manifest's column types, the same whether just made or read from CSV."""
+    for column in MANIFEST_COLUMNS:
+        if column == "ok":
+            manifest[column] = manifest[column].astype(bool)
+        elif column in _INT_COLUMNS:
+            manifest[column] = manifest[column].astype("int64")
+        else:
+            manifest[column] = manifest[column].fillna("").astype(str)
+    return manifest.reset_index(drop=True)
 
 
 def reason_counts(manifest: pd.DataFrame) -> pd.DataFrame:

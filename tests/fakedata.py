@@ -1,0 +1,131 @@
+"""Data the tests make themselves: a small, learnable "PetImages" folder and zip, with the
+kinds of broken files the real archive holds, and a loopback HTTP server that can resume,
+ignore ranges or drop the connection."""
+
+from __future__ import annotations
+
+import http.server
+import io
+import threading
+import zipfile
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+
+def photo(label: int, rng: np.random.Generator, size=(200, 150)) -> Image.Image:
+    """A synthetic photo: warm background with a disc for class 0, cool with a bar for 1."""
+    w, h = size
+    base = np.array([200, 120, 60] if label == 0 else [60, 120, 200], dtype=float)
+    img = np.clip(base + rng.normal(0, 25, (h, w, 3)), 0, 255)
+    yy, xx = np.mgrid[:h, :w]
+    cx, cy = rng.integers(w // 4, 3 * w // 4), rng.integers(h // 4, 3 * h // 4)
+    if label == 0:
+        mask = (xx - cx) ** 2 + (yy - cy) ** 2 < (min(w, h) // 4) ** 2
+    else:
+        mask = (abs(xx - cx) < w // 5) & (abs(yy - cy) < h // 10)
+    img[mask] = 255 - img[mask]
+    return Image.fromarray(img.astype(np.uint8))
+
+
+def jpeg_bytes(image: Image.Image, **kwargs) -> bytes:
+    out = io.BytesIO()
+    image.save(out, "JPEG", quality=85, **kwargs)
+    return out.getvalue()
+
+
+def make_petimages(
+    root: Path, per_class: int = 60, classes=("Cat", "Dog"), seed: int = 0, broken: bool = True
+) -> Path:
+    """Write ``root/PetImages/<class>/<n>.jpg``; with ``broken``, add the archive's kinds of
+    bad files. Returns the ``PetImages`` folder."""
+    rng = np.random.default_rng(seed)
+    pets = root / "PetImages"
+    for label, name in enumerate(classes):
+        folder = pets / name
+        folder.mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            size = (int(rng.integers(160, 260)), int(rng.integers(120, 200)))
+            (folder / f"{i}.jpg").write_bytes(jpeg_bytes(photo(label % 2, rng, size)))
+    if broken:
+        cat, dog = pets / classes[0], pets / classes[1]
+        good = (cat / "0.jpg").read_bytes()
+        (cat / "empty.jpg").write_bytes(b"")
+        (cat / "truncated.jpg").write_bytes(good[: len(good) // 2])
+        (cat / "html.jpg").write_bytes(b"<html><body>404 Not Found</body></html>")
+        (cat / "Thumbs.db").write_bytes(b"\xd0\xcf\x11\xe0" + bytes(500))
+        (cat / "tiny.jpg").write_bytes(jpeg_bytes(Image.new("RGB", (1, 1))))
+        png = io.BytesIO()
+        photo(0, rng).save(png, "PNG")
+        (cat / "png_inside.jpg").write_bytes(png.getvalue())
+        (dog / "cmyk.jpg").write_bytes(jpeg_bytes(photo(1, rng).convert("CMYK")))
+        (dog / "gray.jpg").write_bytes(jpeg_bytes(photo(1, rng).convert("L")))
+        (dog / "same_as_cat_0.jpg").write_bytes(good)  # one photo under both classes
+    return pets
+
+
+def zip_folder(folder: Path, archive: Path) -> Path:
+    """Zip ``folder`` (keeping its name as the top-level entry)."""
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_STORED) as zf:
+        for path in sorted(folder.rglob("*")):
+            zf.write(path, path.relative_to(folder.parent).as_posix())
+    return archive
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    files: dict[str, bytes] = {}
+    ranges = True
+    drop_after: int | None = None  # bytes sent before the first response is cut
+    requests: list[dict] = []
+
+    def log_message(self, *args) -> None:  # keep test output clean
+        pass
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+        data = self.files.get(self.path)
+        self.requests.append({"path": self.path, "range": self.headers.get("Range")})
+        if data is None:
+            self.send_error(404)
+            return
+        start = 0
+        header = self.headers.get("Range")
+        if header and self.ranges:
+            start = int(header.split("=")[1].split("-")[0])
+            if start >= len(data):
+                self.send_response(416)
+                self.send_header("Content-Range", f"bytes */{len(data)}")
+                self.end_headers()
+                return
+            self.send_response(206)
+            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+        else:
+            self.send_response(200)
+        body = data[start:]
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        cut = type(self).drop_after
+        if cut is not None:
+            type(self).drop_after = None
+            self.wfile.write(body[:cut])
+            self.wfile.flush()
+            self.connection.shutdown(2)
+            return
+        self.wfile.write(body)
+
+
+@contextmanager
+def serve(files: dict[str, bytes], *, ranges: bool = True, drop_after: int | None = None):
+    """Serve ``{"/name": bytes}`` on 127.0.0.1; yields ``(base_url, handler_class)``."""
+    handler = type("Handler", (_Handler,), {
+        "files": files, "ranges": ranges, "drop_after": drop_after, "requests": [],
+    })  # fmt: skip
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", handler
+    finally:
+        server.shutdown()
+        server.server_close()

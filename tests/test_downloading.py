@@ -1,0 +1,137 @@
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import stat
+import time
+import zipfile
+
+import pytest
+
+import fakedata
+from catsdogs_helpers import downloading
+from catsdogs_helpers.downloading import DownloadError, UnsafeArchiveError
+
+PAYLOAD = os.urandom(3 * 1024 * 1024 + 123)
+
+
+def test_download_verifies_and_leaves_no_part_file(tmp_path):
+    sha = hashlib.sha256(PAYLOAD).hexdigest()
+    with fakedata.serve({"/a.zip": PAYLOAD}) as (base, handler):
+        out = downloading.download(f"{base}/a.zip", tmp_path / "a.zip", sha256=sha,
+                                   progress=False)  # fmt: skip
+        assert out.read_bytes() == PAYLOAD
+        assert not (tmp_path / "a.zip.part").exists()
+        downloading.download(f"{base}/a.zip", tmp_path / "a.zip", progress=False)
+        assert len(handler.requests) == 1, "a finished download is not fetched again"
+
+
+def test_cut_connection_resumes_from_where_it_stopped(tmp_path):
+    cut = 1024 * 1024
+    with fakedata.serve({"/a.zip": PAYLOAD}, drop_after=cut) as (base, handler):
+        out = downloading.download(f"{base}/a.zip", tmp_path / "a.zip", progress=False)
+    assert out.read_bytes() == PAYLOAD
+    assert handler.requests[0]["range"] is None
+    assert handler.requests[1]["range"] == f"bytes={cut}-"
+
+
+def test_partial_file_from_an_earlier_session_is_resumed(tmp_path):
+    (tmp_path / "a.zip.part").write_bytes(PAYLOAD[:5000])
+    with fakedata.serve({"/a.zip": PAYLOAD}) as (base, handler):
+        out = downloading.download(f"{base}/a.zip", tmp_path / "a.zip", progress=False)
+    assert out.read_bytes() == PAYLOAD
+    assert handler.requests[0]["range"] == "bytes=5000-"
+
+
+def test_server_ignoring_ranges_restarts_cleanly(tmp_path):
+    (tmp_path / "a.zip.part").write_bytes(PAYLOAD[:5000])
+    with fakedata.serve({"/a.zip": PAYLOAD}, ranges=False) as (base, _):
+        out = downloading.download(f"{base}/a.zip", tmp_path / "a.zip", progress=False)
+    assert out.read_bytes() == PAYLOAD
+
+
+def test_hash_mismatch_is_moved_aside_not_used(tmp_path):
+    with fakedata.serve({"/a.zip": PAYLOAD}) as (base, _):
+        with pytest.raises(DownloadError, match="sha256"):
+            downloading.download(f"{base}/a.zip", tmp_path / "a.zip", sha256="0" * 64,
+                                 progress=False)  # fmt: skip
+    assert not (tmp_path / "a.zip").exists()
+    assert [p.name.startswith("a.zip.part.bad-") for p in tmp_path.iterdir()] == [True]
+
+
+def test_no_network_is_a_quick_clear_error(tmp_path):
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/kagglecatsanddogs_5340.zip"
+    start = time.perf_counter()
+    with pytest.raises(DownloadError) as err:
+        downloading.download(url, tmp_path / "a.zip", progress=False)
+    assert time.perf_counter() - start < 10
+    assert url in str(err.value) and "DATASET_URL" in str(err.value)
+
+
+def test_http_error_names_the_status(tmp_path):
+    with fakedata.serve({}) as (base, _), pytest.raises(DownloadError, match="HTTP 404"):
+        downloading.download(f"{base}/missing.zip", tmp_path / "m.zip", progress=False)
+
+
+def _zip_with(tmp_path, name, data=b"x", *, symlink=False):
+    archive = tmp_path / "evil.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        info = zipfile.ZipInfo(name)
+        if symlink:
+            info.external_attr = (stat.S_IFLNK | 0o777) << 16
+        zf.writestr(info, data)
+    return archive
+
+
+@pytest.mark.parametrize(
+    ("name", "symlink", "why"),
+    [
+        ("../outside.txt", False, "leaves the target"),
+        ("PetImages/../../outside.txt", False, "leaves the target"),
+        ("/etc/passwd-copy", False, "absolute path"),
+        ("PetImages/link", True, "symbolic link"),
+    ],
+)
+def test_extraction_refuses_entries_that_escape(tmp_path, name, symlink, why):
+    archive = _zip_with(tmp_path, name, b"/etc/passwd" if symlink else b"x", symlink=symlink)
+    target = tmp_path / "target"
+    with pytest.raises(UnsafeArchiveError, match=why):
+        downloading.extract_zip(archive, target, progress=False)
+    assert not (tmp_path / "outside.txt").exists()
+    assert list(target.iterdir()) == []
+
+
+def test_extraction_caps_size_and_count(tmp_path):
+    archive = tmp_path / "bomb.zip"
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("PetImages/Cat/big.jpg", bytes(2_000_000))
+        zf.writestr("PetImages/Cat/a.jpg", b"a")
+    with pytest.raises(UnsafeArchiveError, match="over the cap"):
+        downloading.extract_zip(archive, tmp_path / "t", max_bytes=1_000_000, progress=False)
+    with pytest.raises(UnsafeArchiveError, match="2 entries, over the cap of 1"):
+        downloading.extract_zip(archive, tmp_path / "t", max_files=1, progress=False)
+
+
+def test_prepare_dataset_downloads_extracts_then_reuses(tmp_path, petimages):
+    archive = fakedata.zip_folder(petimages, tmp_path / "pets.zip")
+    data = tmp_path / "data"
+    with fakedata.serve({"/pets.zip": archive.read_bytes()}) as (base, handler):
+        root = downloading.prepare_dataset(data, f"{base}/pets.zip", progress=False)
+        assert root == data / "PetImages"
+        assert [p.name for p in downloading.class_folders(root)] == ["Cat", "Dog"]
+        assert (root / "Cat" / "0.jpg").read_bytes() == (petimages / "Cat" / "0.jpg").read_bytes()
+        again = downloading.prepare_dataset(data, f"{base}/pets.zip", progress=False)
+        assert again == root and len(handler.requests) == 1
+    assert not list(data.glob(".extracting-*"))
+
+
+def test_prepare_dataset_takes_a_local_zip(tmp_path, petimages):
+    archive = fakedata.zip_folder(petimages, tmp_path / "pets.zip")
+    root = downloading.prepare_dataset(tmp_path / "data", str(archive), progress=False)
+    assert (root / "Dog" / "0.jpg").is_file()
+    with pytest.raises(DownloadError, match="not a file"):
+        downloading.prepare_dataset(tmp_path / "other", str(tmp_path / "nope.zip"))

@@ -1,0 +1,70 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from catsdogs_helpers import datasets, transforms
+
+
+@pytest.fixture
+def image():
+    rng = np.random.default_rng(0)
+    return (rng.random((150, 200, 3)) * 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("augment", transforms.AUGMENTS)
+def test_pipelines_give_uint8_crops_of_the_requested_size(image, augment):
+    out = transforms.train_transforms(96, 112, augment, seed=0)(image=image)["image"]
+    assert out.shape == (96, 96, 3) and out.dtype == np.uint8
+
+
+def test_the_tutorial_affine_really_moves_pixels(image):
+    for name, step in transforms.explain_steps("tutorial", 128, 160):
+        if name == "Affine":
+            resized = transforms.A.SmallestMaxSize(max_size=160)(image=image)["image"]
+            assert not np.array_equal(step(image=image)["image"], resized)
+            break
+    else:
+        pytest.fail("the tutorial pipeline has no Affine step")
+
+
+def test_same_seed_same_draws_other_seed_other_draws(image):
+    a = transforms.train_transforms(96, 112, "tutorial", seed=3)
+    b = transforms.train_transforms(96, 112, "tutorial", seed=3)
+    c = transforms.train_transforms(96, 112, "tutorial", seed=4)
+    draws_a = [a(image=image)["image"] for _ in range(4)]
+    draws_b = [b(image=image)["image"] for _ in range(4)]
+    draws_c = [c(image=image)["image"] for _ in range(4)]
+    assert all(np.array_equal(x, y) for x, y in zip(draws_a, draws_b, strict=True))
+    assert not all(np.array_equal(x, y) for x, y in zip(draws_a, draws_c, strict=True))
+
+
+def test_evaluation_is_deterministic(image):
+    tf = transforms.eval_transforms(112, 128)
+    assert np.array_equal(tf(image=image)["image"], tf(image=image)["image"])
+
+
+class _Images(torch.utils.data.Dataset):
+    def __init__(self, image, transform):
+        self.image, self.transform = image, transform
+
+    def __len__(self):
+        return 8
+
+    def __getitem__(self, i):
+        return self.transform(image=self.image)["image"], 0
+
+
+def _epochs(image, seed, workers):
+    ds = _Images(image, transforms.train_transforms(96, 112, "light", seed=0))
+    loader = datasets.make_loader(ds, batch_size=4, shuffle=False, num_workers=workers, seed=seed)
+    return [torch.cat([b[0] for b in loader]) for _ in range(2)]
+
+
+def test_loader_workers_are_seeded_reproducibly_and_differ_by_epoch(image):
+    first = _epochs(image, seed=1, workers=2)
+    again = _epochs(image, seed=1, workers=2)
+    assert all(torch.equal(x, y) for x, y in zip(first, again, strict=True))
+    assert not torch.equal(first[0], first[1]), "each epoch draws new augmentations"
+    assert not torch.equal(first[0][:4], first[0][4:]), "workers do not repeat each other"

@@ -86,8 +86,8 @@ def ensure_cache(cfg: RunConfig, split: pd.DataFrame, *, progress: bool = True) 
 
 
 def eval_size(cfg: RunConfig) -> int:
-    """The side of evaluation images: the whole cache square, or a training-size crop."""
-    return cfg.cache_size if cfg.recipe.test_full_size else cfg.image_size
+    """The side of evaluation images: a centre crop the size of the training crops."""
+    return cfg.image_size
 
 
 def make_datasets(cfg: RunConfig, split: pd.DataFrame, cache: ImageCache) -> dict:

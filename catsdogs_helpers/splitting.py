@@ -49,7 +49,7 @@ def duplicate_groups(manifest: pd.DataFrame) -> pd.Series:
 def split_dataset(
     manifest: pd.DataFrame,
     *,
-    val_fraction: float = 0.2,
+    val_fraction: float = 0.1,
     test_fraction: float = 0.1,
     seed: int = 42,
     limit_per_class: int = 0,

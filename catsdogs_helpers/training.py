@@ -76,7 +76,7 @@ def make_scheduler(
         return torch.optim.lr_scheduler.OneCycleLR(
             optimizer,
             max_lr=max_lr,
-            total_steps=max(1, epochs * steps_per_epoch),
+            total_steps=max(10, epochs * steps_per_epoch),  # tiny runs need a few steps
             pct_start=0.25,
             div_factor=20.0,
             final_div_factor=200.0,

@@ -20,8 +20,8 @@ def test_split_is_stratified_seeded_and_sized():
     split = splitting.split_dataset(manifest, seed=1)
     counts = pd.crosstab(split["split"], split["label"])
     assert counts.loc["test"].tolist() == [20, 20]
-    assert counts.loc["val"].tolist() == [40, 40]
-    assert counts.loc["train"].tolist() == [140, 140]
+    assert counts.loc["val"].tolist() == [20, 20]
+    assert counts.loc["train"].tolist() == [160, 160]
     pd.testing.assert_frame_equal(split, splitting.split_dataset(manifest, seed=1))
     assert not split.equals(splitting.split_dataset(manifest, seed=2))
 

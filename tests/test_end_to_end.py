@@ -1,0 +1,56 @@
+"""Whole-series runs with papermill: a notebook on its own in a fresh kernel, and all five on
+the real 10k photos served over loopback (when ../shared/data holds them)."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+import fakedata
+from catsdogs_helpers import config, evaluation, series
+
+REQUIRED_METRICS = {"test_accuracy", "test_f1", "test_roc_auc", "n_test", "epochs_run",
+                    "train_seconds", "params"}  # fmt: skip
+
+
+def test_notebook_05_runs_alone_in_a_fresh_kernel(tmp_path, petimages, monkeypatch):
+    """Colab users open a late notebook first: 05 downloads, validates, splits and trains."""
+    archive = fakedata.zip_folder(petimages, tmp_path / "pets.zip")
+    monkeypatch.setenv("CATSDOGS_DATA_DIR", str(tmp_path / "fresh-data"))
+    with fakedata.serve({"/pets.zip": archive.read_bytes()}) as (base, handler):
+        out = series.run_series(
+            {"DATASET_URL": f"{base}/pets.zip", "RUN_NAME": "alone", "EPOCHS": 1,
+             "IMAGE_SIZE": 48, "BATCH_SIZE": 16, "NUM_WORKERS": 0},
+            only=["05"],
+        )  # fmt: skip
+        assert len(handler.requests) == 1
+    run = config.run_dir("alone")
+    assert (out / "05_infer.ipynb").is_file()
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert REQUIRED_METRICS <= set(metrics)
+    assert metrics["params"]["image_size"] == 48 and metrics["epochs_run"] == 1
+    assert (run / "predictions.csv").is_file() and (run / "best.pt").is_file()
+
+
+def test_series_on_the_real_photos(tmp_path, dev_zip, monkeypatch):
+    """All five notebooks on the real 10k subset, downloaded over loopback: above chance."""
+    monkeypatch.setenv("CATSDOGS_DATA_DIR", str(tmp_path / "data"))
+    with fakedata.serve({"/catsdogs-dev-10k.zip": dev_zip.read_bytes()}) as (base, _):
+        series.run_series(
+            {"DATASET_URL": f"{base}/catsdogs-dev-10k.zip", "RUN_NAME": "real",
+             "LIMIT_PER_CLASS": 2500, "EPOCHS": 4, "IMAGE_SIZE": 64, "NUM_WORKERS": 0},
+        )  # fmt: skip
+    run = config.run_dir("real")
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert REQUIRED_METRICS <= set(metrics)
+    assert metrics["n_test"] == 500
+    low, _ = evaluation.accuracy_interval(metrics["test_accuracy"], metrics["n_test"])
+    assert low > 0.5, f"test accuracy {metrics['test_accuracy']:.3f} is not above chance"
+    assert sorted(os.listdir(run / "notebooks")) == [p.name for p in series.notebook_paths()]
+
+
+def test_series_runner_rejects_bad_parameters_with_a_message(tmp_path):
+    with pytest.raises(Exception, match="MODEL_NAME='nope' is unknown"):
+        series.run_series({"MODEL_NAME": "nope", "RUN_NAME": "bad"}, only=["04"])

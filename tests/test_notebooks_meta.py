@@ -1,0 +1,85 @@
+"""The notebooks as files: Colab badges and install cells match the project's public home,
+parameters are tagged, outputs are stripped, the kernel is python3."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+NOTEBOOKS = sorted((REPO / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+PYPROJECT = (REPO / "pyproject.toml").read_text()
+# (read with a regular expression: tomllib is not in Python 3.10)
+HOME = re.search(r"^Repository = \"(.+)\"$", PYPROJECT, re.MULTILINE).group(1)
+
+
+def _cells(path):
+    return json.loads(path.read_text())["cells"]
+
+
+def _source(cell):
+    return "".join(cell["source"])
+
+
+def test_the_series_is_complete():
+    assert [p.name for p in NOTEBOOKS] == [
+        "01_download.ipynb", "02_validate.ipynb", "03_augment.ipynb", "04_train.ipynb",
+        "05_infer.ipynb",
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_colab_badge_points_at_this_notebook(path):
+    slug = HOME.removeprefix("https://github.com/")
+    first = _source(_cells(path)[0])
+    badges = re.findall(r"https://colab\.research\.google\.com/github/([^)\s]+)", first)
+    assert badges == [f"{slug}/blob/main/{path.relative_to(REPO).as_posix()}"]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_colab_cell_installs_the_package_only_on_colab_without_torch(path):
+    code = [_source(c) for c in _cells(path) if c["cell_type"] == "code"]
+    install = code[0]
+    assert 'IS_COLAB = "google.colab" in sys.modules' in install
+    pips = re.findall(r"%pip install .*", install)
+    assert pips == [f'%pip install -q "catsdogs-helpers @ git+{HOME}@main"']
+    assert install.index("if IS_COLAB:") < install.index("%pip")
+
+
+def test_package_bounds_leave_colabs_torch_alone():
+    block = re.search(r"^dependencies = \[(.*?)^\]", PYPROJECT, re.MULTILINE | re.DOTALL)
+    deps = re.findall(r'"([^"]+)"', block.group(1))
+    for dep in deps:
+        name = re.split(r"[<>=!~ ]", dep)[0]
+        assert "==" not in dep and "<" not in dep, f"{name}: only lower bounds ({dep})"
+    assert any(dep.startswith("torch>=") for dep in deps)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_one_tagged_parameters_cell_read_from_the_environment(path):
+    tagged = [c for c in _cells(path) if "parameters" in c["metadata"].get("tags", [])]
+    assert len(tagged) == 1
+    assignments = re.findall(r"^([A-Z_]+) = (.*)$", _source(tagged[0]), re.MULTILINE)
+    assert assignments
+    for name, value in assignments:
+        assert f'"CATSDOGS_{name}"' in value, name
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_stored_clean(path):
+    nb = json.loads(path.read_text())
+    assert nb["metadata"]["kernelspec"]["name"] == "python3"
+    for cell in nb["cells"]:
+        if cell["cell_type"] == "code":
+            assert cell["outputs"] == [] and cell["execution_count"] is None
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_opens_with_what_it_teaches_and_ends_with_exercises(path):
+    cells = _cells(path)
+    assert "**Time:**" in _source(cells[0]) and "**What you learn:**" in _source(cells[0])
+    last = _source(cells[-1])
+    assert "## What you made" in last and "## Exercises" in last

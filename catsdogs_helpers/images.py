@@ -10,6 +10,8 @@ from __future__ import annotations
 import io
 import math
 import os
+import sys
+import tempfile
 import warnings
 from pathlib import Path
 
@@ -83,3 +85,26 @@ def dhash(image: Image.Image) -> str:
     small = np.asarray(image.convert("L").resize((9, 8), Image.Resampling.BILINEAR), dtype=int)
     bits = (small[:, 1:] > small[:, :-1]).flatten()
     return f"{int(''.join('1' if b else '0' for b in bits), 2):016x}"
+
+
+def jpeg_decoder_warnings(data: bytes) -> list[str]:
+    """What libjpeg prints while decoding ``data`` (at 1/8 scale, through OpenCV).
+
+    libjpeg writes "Corrupt JPEG data: ..." straight to the process's standard error, where it
+    floods a notebook. Here it is captured into a list instead, so the validation report can
+    count the warnings per file.
+    """
+    import cv2
+
+    sys.stderr.flush()
+    with tempfile.TemporaryFile() as capture:
+        saved = os.dup(2)
+        os.dup2(capture.fileno(), 2)
+        try:
+            cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_REDUCED_COLOR_8)
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        capture.seek(0)
+        text = capture.read().decode(errors="replace")
+    return [line.strip() for line in text.splitlines() if line.strip()]

@@ -15,14 +15,21 @@ from pathlib import Path
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
+from .validating import near_duplicate_pairs
+
 log = logging.getLogger(__name__)
 
 SPLIT_COLUMNS = ["path", "label", "split", "reason", "group", "sha256"]
 SPLITS = ("train", "val", "test")
 
 
-def duplicate_groups(manifest: pd.DataFrame) -> pd.Series:
-    """A group id per row: rows sharing a ``sha256`` or a ``dhash`` get the same id."""
+#: Difference hashes this many bits apart or closer count as the same photo.
+NEAR_DUPLICATE_BITS = 2
+
+
+def duplicate_groups(manifest: pd.DataFrame, max_distance: int = NEAR_DUPLICATE_BITS) -> pd.Series:
+    """A group id per row: rows with the same ``sha256``, or ``dhash`` values at most
+    ``max_distance`` bits apart (the same photo re-encoded or resized), share an id."""
     parent = list(range(len(manifest)))
 
     def find(i: int) -> int:
@@ -31,17 +38,18 @@ def duplicate_groups(manifest: pd.DataFrame) -> pd.Series:
             i = parent[i]
         return i
 
-    for key in ("sha256", "dhash"):
-        first: dict[str, int] = {}
-        for i, value in enumerate(manifest[key].tolist()):
-            if not value:
-                continue
-            if value in first:
-                a, b = find(i), find(first[value])
-                if a != b:
-                    parent[a] = b
-            else:
-                first[value] = i
+    def union(i: int, j: int) -> None:
+        a, b = find(i), find(j)
+        if a != b:
+            parent[a] = b
+
+    first: dict[str, int] = {}
+    for i, value in enumerate(manifest["sha256"].tolist()):
+        if value:
+            union(i, first.setdefault(value, i))
+    pairs = near_duplicate_pairs(manifest["dhash"].tolist(), max_distance)
+    for i, j in zip(pairs["i"].tolist(), pairs["j"].tolist(), strict=True):
+        union(i, j)
     roots = [find(i) for i in range(len(manifest))]
     return pd.Series(pd.factorize(pd.Series(roots))[0], index=manifest.index, name="group")
 
@@ -152,3 +160,22 @@ def read_split(path: str | os.PathLike[str]) -> pd.DataFrame:
 def class_names(split: pd.DataFrame) -> list[str]:
     """The class names, sorted: index i of the model's output is ``class_names[i]``."""
     return sorted(split.loc[split["split"].isin(SPLITS), "label"].unique())
+
+
+def leakage_report(
+    split: pd.DataFrame, manifest: pd.DataFrame, max_distance: int = 6
+) -> pd.DataFrame:
+    """Pairs of similar photos (difference hashes up to ``max_distance`` bits apart) that sit
+    in different splits: candidates for leakage between training and test, to look at.
+
+    Exact and very close copies never straddle a split made by :func:`split_dataset`; this
+    also checks a looser threshold, and any split file you bring.
+    """
+    used = split[split["split"].isin(SPLITS)].merge(manifest[["path", "dhash"]], on="path")
+    used = used.reset_index(drop=True)
+    pairs = near_duplicate_pairs(used["dhash"].tolist(), max_distance)
+    a = used.loc[pairs["i"], ["path", "label", "split"]].reset_index(drop=True)
+    b = used.loc[pairs["j"], ["path", "label", "split"]].reset_index(drop=True)
+    report = pd.concat([a.add_suffix("_a"), b.add_suffix("_b")], axis=1)
+    report["distance"] = pairs["distance"].to_numpy()
+    return report[report["split_a"] != report["split_b"]].sort_values("distance")

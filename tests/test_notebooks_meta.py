@@ -83,3 +83,11 @@ def test_opens_with_what_it_teaches_and_ends_with_exercises(path):
     assert "**Time:**" in _source(cells[0]) and "**What you learn:**" in _source(cells[0])
     last = _source(cells[-1])
     assert "## What you made" in last and "## Exercises" in last
+
+
+def test_readme_badges_point_at_real_notebooks():
+    slug = HOME.removeprefix("https://github.com/")
+    readme = (REPO / "README.md").read_text()
+    links = re.findall(r"https://colab\.research\.google\.com/github/([^)\s]+)", readme)
+    expected = [f"{slug}/blob/main/{p.relative_to(REPO).as_posix()}" for p in NOTEBOOKS]
+    assert links == expected

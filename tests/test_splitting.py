@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -7,11 +8,13 @@ from catsdogs_helpers import splitting, validating
 
 
 def _manifest(n_per_class=100, classes=("Cat", "Dog")):
+    rng = np.random.default_rng(0)
     rows = []
     for label in classes:
         for i in range(n_per_class):
+            dhash = f"{rng.integers(0, 2**63):016x}"
             rows.append({"path": f"{label}/{i}.jpg", "label": label, "ok": True,
-                         "sha256": f"{label}{i}", "dhash": f"d{label}{i}"})  # fmt: skip
+                         "sha256": f"{label}{i}", "dhash": dhash})  # fmt: skip
     return pd.DataFrame(rows)
 
 
@@ -29,7 +32,8 @@ def test_split_is_stratified_seeded_and_sized():
 def test_duplicates_stay_on_one_side_and_conflicts_are_left_out():
     manifest = _manifest(50)
     manifest.loc[1, "sha256"] = manifest.loc[0, "sha256"]  # exact copy, same class
-    manifest.loc[2, "dhash"] = manifest.loc[0, "dhash"]  # resized copy, same class
+    near = int(manifest.loc[0, "dhash"], 16) ^ 0b101  # two bits apart: a resized copy
+    manifest.loc[2, "dhash"] = f"{near:016x}"
     manifest.loc[60, "sha256"] = manifest.loc[3, "sha256"]  # Cat/3 filed as Dog/10 too
     split = splitting.split_dataset(manifest).set_index("path")
     assert split.loc[["Cat/1.jpg", "Cat/2.jpg"], "reason"].tolist() == ["duplicate"] * 2
@@ -83,3 +87,16 @@ def test_split_of_real_files_excludes_rejects_and_cross_class_copy(petimages):
     split = splitting.split_dataset(manifest).set_index("path")
     assert "Cat/empty.jpg" not in split.index
     assert split.loc["Dog/same_as_cat_0.jpg", "reason"] == "label_conflict"
+
+
+def test_leakage_report_finds_similar_photos_across_splits():
+    manifest = _manifest(50)
+    split = splitting.split_dataset(manifest, seed=0)
+    a = split.query("split == 'train'").iloc[0]["path"]
+    b = split.query("split == 'test'").iloc[0]["path"]
+    h = int(manifest.set_index("path").loc[a, "dhash"], 16) ^ 0b111000  # 3 bits apart
+    manifest.loc[manifest["path"] == b, "dhash"] = f"{h:016x}"
+    report = splitting.leakage_report(split, manifest, max_distance=4)
+    assert len(report) == 1
+    assert {report.iloc[0]["path_a"], report.iloc[0]["path_b"]} == {a, b}
+    assert report.iloc[0]["distance"] == 3

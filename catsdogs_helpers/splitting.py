@@ -23,8 +23,8 @@ SPLIT_COLUMNS = ["path", "label", "split", "reason", "group", "sha256"]
 SPLITS = ("train", "val", "test")
 
 
-#: Difference hashes this many bits apart or closer count as the same photo.
-NEAR_DUPLICATE_BITS = 2
+#: Difference hashes (256 bits) this many bits apart or closer count as the same photo.
+NEAR_DUPLICATE_BITS = 12
 
 
 def duplicate_groups(manifest: pd.DataFrame, max_distance: int = NEAR_DUPLICATE_BITS) -> pd.Series:
@@ -163,7 +163,7 @@ def class_names(split: pd.DataFrame) -> list[str]:
 
 
 def leakage_report(
-    split: pd.DataFrame, manifest: pd.DataFrame, max_distance: int = 6
+    split: pd.DataFrame, manifest: pd.DataFrame, max_distance: int = 24
 ) -> pd.DataFrame:
     """Pairs of similar photos (difference hashes up to ``max_distance`` bits apart) that sit
     in different splits: candidates for leakage between training and test, to look at.

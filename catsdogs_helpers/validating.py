@@ -10,7 +10,8 @@ reason                    kept?   what it means
                                   the ``note`` column says which)
 ``empty``                 no      zero bytes
 ``not_an_image``          no      not a format any decoder knows (HTML page, ``Thumbs.db``)
-``truncated``             no      the data ends before the image does
+``truncated``             no      the data ends before the image does (also when an end
+                                  marker follows: libjpeg's "premature end of data segment")
 ``corrupt``               no      the decoder failed for another reason
 ``too_small``             no      shorter side under ``min_side`` pixels (1x1 trackers)
 ``too_large``             no      more pixels than :data:`images.MAX_PIXELS` (a bomb header)
@@ -98,7 +99,7 @@ def check_image(path: str | os.PathLike[str], *, min_side: int = MIN_SIDE) -> di
         row["reason"] = "too_small"
         return row
     try:
-        image = open_image(data, min_side=16)
+        image = open_image(data, min_side=64)  # 64 px: a stable dhash
     except Image.DecompressionBombError as err:
         row["reason"], row["note"] = "too_large", str(err)[:200]
         return row
@@ -119,6 +120,10 @@ def check_image(path: str | os.PathLike[str], *, min_side: int = MIN_SIDE) -> di
             notes.append("bytes after the end marker")
         messages = jpeg_decoder_warnings(data)
         row["decoder_warnings"] = len(messages)
+        ended_early = [m for m in messages if "premature end" in m.lower()]
+        if ended_early:  # cut short, then closed: the rest of the photo would be grey
+            row.update(reason="truncated", note=ended_early[0][:200])
+            return row
         if messages:
             notes.append(f"{len(messages)} decoder warning(s): {messages[0][:80]}")
     row.update(ok=True, reason="ok", note="; ".join(notes), dhash=dhash(image))
@@ -277,28 +282,33 @@ def find_duplicates(manifest: pd.DataFrame, *, key: str = "sha256") -> pd.DataFr
     return dup.sort_values(["group", "path"])[["group", "n_labels", "path", "label", key]]
 
 
-def near_duplicate_pairs(hashes: list[str], max_distance: int = 2) -> pd.DataFrame:
-    """Pairs ``(i, j)`` of difference hashes at most ``max_distance`` bits apart.
+def near_duplicate_pairs(hashes: list[str], max_distance: int = 12) -> pd.DataFrame:
+    """Pairs ``(i, j)``, ``i < j``, of difference hashes at most ``max_distance`` bits apart.
 
-    Compares all pairs in blocks (about a second for 25,000 images). Empty hashes (files
-    that were rejected) never match.
+    Compares all pairs in blocks (seconds for 25,000 images). Empty hashes (files that were
+    rejected) never match.
     """
     valid = [i for i, h in enumerate(hashes) if h]
-    values = np.array([int(hashes[i], 16) for i in valid], dtype=np.uint64)
+    if not valid:
+        return pd.DataFrame({"i": [], "j": [], "distance": []}, dtype=np.int64)
+    raw = b"".join(bytes.fromhex(hashes[i]) for i in valid)
+    words = np.frombuffer(raw, dtype=np.uint64).reshape(len(valid), -1)
     index = np.array(valid, dtype=np.int64)
     found = []
-    block = 512
-    for start in range(0, len(values), block):
-        part = values[start : start + block]
-        distance = np.bitwise_count(part[:, None] ^ values[None, :])
+    block = 256
+    for start in range(0, len(words), block):
+        part, rest = words[start : start + block], words[start:]
+        distance = np.bitwise_count(part[:, None, :] ^ rest[None, :, :]).sum(-1)
         rows, cols = np.nonzero(distance <= max_distance)
-        keep = cols > rows + start
+        keep = cols > rows  # each pair once, never an image with itself
         rows, cols = rows[keep], cols[keep]
         found.append(
             pd.DataFrame(
-                {"i": index[rows + start], "j": index[cols], "distance": distance[rows, cols]}
+                {
+                    "i": index[rows + start],
+                    "j": index[cols + start],
+                    "distance": distance[rows, cols].astype(np.int64),
+                }
             )
         )
-    if not found:
-        return pd.DataFrame(columns=["i", "j", "distance"], dtype=int)
     return pd.concat(found, ignore_index=True)

@@ -30,9 +30,17 @@ def photo(label: int, rng: np.random.Generator, size=(200, 150)) -> Image.Image:
     return Image.fromarray(img.astype(np.uint8))
 
 
+def scene(seed: int, size=(500, 375)) -> Image.Image:
+    """A smooth random scene with some grain: structured like a photo, unlike pure noise."""
+    rng = np.random.default_rng(seed)
+    small = Image.fromarray((rng.random((6, 8, 3)) * 255).astype(np.uint8))
+    big = np.asarray(small.resize(size, Image.Resampling.BICUBIC), dtype=float)
+    return Image.fromarray(np.clip(big + rng.normal(0, 10, big.shape), 0, 255).astype(np.uint8))
+
+
 def jpeg_bytes(image: Image.Image, **kwargs) -> bytes:
     out = io.BytesIO()
-    image.save(out, "JPEG", quality=85, **kwargs)
+    image.save(out, "JPEG", **{"quality": 85, **kwargs})
     return out.getvalue()
 
 

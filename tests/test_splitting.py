@@ -12,10 +12,17 @@ def _manifest(n_per_class=100, classes=("Cat", "Dog")):
     rows = []
     for label in classes:
         for i in range(n_per_class):
-            dhash = f"{rng.integers(0, 2**63):016x}"
+            dhash = rng.integers(0, 256, 32, dtype=np.uint8).tobytes().hex()
             rows.append({"path": f"{label}/{i}.jpg", "label": label, "ok": True,
                          "sha256": f"{label}{i}", "dhash": dhash})  # fmt: skip
     return pd.DataFrame(rows)
+
+
+def _flip(hex_hash: str, n_bits: int) -> str:
+    """The hash with its first ``n_bits`` bits inverted."""
+    bits = np.unpackbits(np.frombuffer(bytes.fromhex(hex_hash), dtype=np.uint8))
+    bits[:n_bits] ^= 1
+    return np.packbits(bits).tobytes().hex()
 
 
 def test_split_is_stratified_seeded_and_sized():
@@ -32,8 +39,7 @@ def test_split_is_stratified_seeded_and_sized():
 def test_duplicates_stay_on_one_side_and_conflicts_are_left_out():
     manifest = _manifest(50)
     manifest.loc[1, "sha256"] = manifest.loc[0, "sha256"]  # exact copy, same class
-    near = int(manifest.loc[0, "dhash"], 16) ^ 0b101  # two bits apart: a resized copy
-    manifest.loc[2, "dhash"] = f"{near:016x}"
+    manifest.loc[2, "dhash"] = _flip(manifest.loc[0, "dhash"], 5)  # a resized copy
     manifest.loc[60, "sha256"] = manifest.loc[3, "sha256"]  # Cat/3 filed as Dog/10 too
     split = splitting.split_dataset(manifest).set_index("path")
     assert split.loc[["Cat/1.jpg", "Cat/2.jpg"], "reason"].tolist() == ["duplicate"] * 2
@@ -94,9 +100,9 @@ def test_leakage_report_finds_similar_photos_across_splits():
     split = splitting.split_dataset(manifest, seed=0)
     a = split.query("split == 'train'").iloc[0]["path"]
     b = split.query("split == 'test'").iloc[0]["path"]
-    h = int(manifest.set_index("path").loc[a, "dhash"], 16) ^ 0b111000  # 3 bits apart
-    manifest.loc[manifest["path"] == b, "dhash"] = f"{h:016x}"
-    report = splitting.leakage_report(split, manifest, max_distance=4)
+    near = _flip(manifest.set_index("path").loc[a, "dhash"], 20)
+    manifest.loc[manifest["path"] == b, "dhash"] = near
+    report = splitting.leakage_report(split, manifest)
     assert len(report) == 1
     assert {report.iloc[0]["path_a"], report.iloc[0]["path_b"]} == {a, b}
-    assert report.iloc[0]["distance"] == 3
+    assert report.iloc[0]["distance"] == 20

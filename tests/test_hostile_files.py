@@ -1,0 +1,170 @@
+"""Every kind of file the real world hands the validate step, with its documented verdict."""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import struct
+import zlib
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+import fakedata
+from catsdogs_helpers import datasets, images, splitting, validating
+
+RNG = np.random.default_rng(1)
+
+
+def _save(image: Image.Image, fmt: str, **kwargs) -> bytes:
+    out = io.BytesIO()
+    image.save(out, fmt, **kwargs)
+    return out.getvalue()
+
+
+def _bomb_png() -> bytes:
+    """A valid PNG whose header claims 100,000 x 100,000 pixels."""
+    data = bytearray(_save(Image.new("RGB", (8, 8)), "PNG"))
+    ihdr = 8 + 8  # signature, then length + type of the IHDR chunk
+    data[ihdr : ihdr + 8] = struct.pack(">II", 100_000, 100_000)
+    crc = zlib.crc32(bytes(data[ihdr - 4 : ihdr + 13]))
+    data[ihdr + 13 : ihdr + 17] = struct.pack(">I", crc)
+    return bytes(data)
+
+
+def _exif_rotated() -> bytes:
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to display
+    return _save(fakedata.photo(0, RNG, (200, 120)), "JPEG", exif=exif.tobytes())
+
+
+def _corrupt_middle(good: bytes) -> bytes:
+    data = bytearray(good)
+    for k in range(len(data) // 2, len(data) // 2 + 40):
+        data[k] = 0xFF if k % 7 == 0 else data[k] ^ 0x5A
+    return bytes(data)
+
+
+def _extraneous_bytes() -> bytes:
+    """A bit flipped in the scan: libjpeg warns (extraneous bytes) but decodes the photo."""
+    data = bytearray(fakedata.jpeg_bytes(fakedata.photo(0, np.random.default_rng(1), (220, 160))))
+    data[len(data) // 3 + 2 * 97] ^= 0x40
+    return bytes(data)
+
+
+PHOTO = fakedata.photo(0, RNG, (220, 160))
+GOOD = fakedata.jpeg_bytes(PHOTO)
+
+# file name -> (bytes, expected ok, expected reason, expected text in the note)
+CORPUS = {
+    "empty.jpg": (b"", False, "empty", ""),
+    "truncated.jpg": (GOOD[: len(GOOD) // 2], False, "truncated", "truncated"),
+    "random_bytes.jpg": (bytes(RNG.integers(0, 256, 3000, dtype=np.uint8)), False,
+                         "not_an_image", ""),
+    "error_page.jpg": (b"<!DOCTYPE html><html><body>502 Bad Gateway</body></html>", False,
+                       "not_an_image", ""),
+    "png_inside.jpg": (_save(PHOTO, "PNG"), True, "ok", "PNG content"),
+    "bmp_inside.jpg": (_save(PHOTO, "BMP"), True, "ok", "BMP content"),
+    "gif_inside.jpg": (_save(PHOTO.convert("P"), "GIF"), True, "ok", "GIF content"),
+    "cmyk.jpg": (fakedata.jpeg_bytes(PHOTO.convert("CMYK")), True, "ok", "converted from CMYK"),
+    "grayscale.jpg": (fakedata.jpeg_bytes(PHOTO.convert("L")), True, "ok", "converted from L"),
+    "rgba.png": (_save(PHOTO.convert("RGBA"), "PNG"), True, "ok", "converted from RGBA"),
+    "sixteen_bit.png": (_save(Image.fromarray(
+        np.asarray(PHOTO.convert("L"), dtype=np.uint16) * 257), "PNG"), True, "ok",
+        "converted from I;16"),
+    "one_pixel.jpg": (fakedata.jpeg_bytes(Image.new("RGB", (1, 1))), False, "too_small", ""),
+    "exif_rotated.jpg": (_exif_rotated(), True, "ok", "EXIF orientation 6 applied"),
+    "trailing_garbage.jpg": (GOOD + b"garbage" * 20, True, "ok", "bytes after the end marker"),
+    "extraneous_bytes.jpg": (_extraneous_bytes(), True, "ok",
+                             "1 decoder warning(s): Corrupt JPEG data"),
+    "ended_early.jpg": (GOOD[: len(GOOD) // 2] + b"\xff\xd9", False, "truncated",
+                        "premature end of data segment"),
+    "corrupt_middle.jpg": (_corrupt_middle(GOOD), False, "corrupt", "broken data stream"),
+    "bomb.png": (_bomb_png(), False, "too_large", "decompression bomb"),
+    "Thumbs.db": (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + bytes(600), False, "not_an_image", ""),
+    "Kätzchen im Garten ü.jpg": (GOOD, True, "ok", ""),
+}  # fmt: skip
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    root = tmp_path / "PetImages"
+    (root / "Cat").mkdir(parents=True)
+    (root / "Dog").mkdir()
+    for name, (data, *_) in CORPUS.items():
+        (root / "Cat" / name).write_bytes(data)
+    (root / "Cat" / "folder.jpg").mkdir()  # a directory with an image's name
+    for i in range(12):
+        (root / "Dog" / f"{i}.jpg").write_bytes(fakedata.jpeg_bytes(fakedata.photo(1, RNG)))
+    return root
+
+
+def test_every_hostile_file_gets_its_documented_verdict(corpus, capfd):
+    manifest = validating.validate_folder(corpus, workers=1, progress=False).set_index("path")
+    for name, (_, ok, reason, note) in CORPUS.items():
+        row = manifest.loc[f"Cat/{name}"]
+        assert (row["ok"], row["reason"]) == (ok, reason), name
+        assert note in row["note"], (name, row["note"])
+    assert manifest.loc["Cat/folder.jpg", "reason"] == "not_a_file"
+    assert manifest.loc["Cat/extraneous_bytes.jpg", "decoder_warnings"] == 1
+    assert (
+        manifest.loc["Cat/Kätzchen im Garten ü.jpg", "sha256"]
+        == manifest.loc["Cat/Kätzchen im Garten ü.jpg", "sha256"]
+    )
+    out, err = capfd.readouterr()
+    assert "Corrupt JPEG" not in out + err, "decoder warnings are counted, not printed"
+
+
+def test_the_report_survives_a_round_trip_with_odd_names(corpus, tmp_path):
+    path = tmp_path / "manifest.csv"
+    made = validating.validate_folder(corpus, path, workers=1, progress=False)
+    pd.testing.assert_frame_equal(validating.read_manifest(path), made)
+    counts = validating.reason_counts(made)
+    assert counts.loc["not_an_image", "Cat"] == 3
+
+
+def test_exif_rotation_is_applied_when_decoding():
+    image = images.open_image(_exif_rotated())
+    assert image.size == (120, 200)  # stored 200x120, displayed upright
+
+
+def test_near_duplicates_are_grouped_and_kept_on_one_side(tmp_path):
+    root = fakedata.make_petimages(tmp_path, per_class=30, broken=False)
+    photo = fakedata.scene(7)
+    (root / "Cat" / "0.jpg").write_bytes(fakedata.jpeg_bytes(photo))
+    (root / "Cat" / "reencoded.jpg").write_bytes(fakedata.jpeg_bytes(photo, quality=40))
+    (root / "Cat" / "resized.jpg").write_bytes(
+        fakedata.jpeg_bytes(photo.resize((photo.width * 3 // 4, photo.height * 3 // 4)))
+    )
+    manifest = validating.validate_folder(root, progress=False)
+    split = splitting.split_dataset(manifest).set_index("path")
+    group = split.loc[["Cat/0.jpg", "Cat/reencoded.jpg", "Cat/resized.jpg"]]
+    assert group["group"].nunique() == 1
+    assert (group["split"] == "excluded").sum() == 2 and (group["reason"] == "duplicate").sum() == 2
+    assert splitting.leakage_report(split.reset_index(), manifest).empty
+
+
+def test_file_broken_after_validation_is_skipped_with_a_logged_reason(tmp_path, caplog):
+    root = fakedata.make_petimages(tmp_path, per_class=15, broken=False)
+    manifest = validating.validate_folder(root, progress=False)
+    split = splitting.split_dataset(manifest, seed=0)
+    victim = split.query("split == 'train'").iloc[0]["path"]
+    data = (root / victim).read_bytes()
+    (root / victim).write_bytes(data[: len(data) // 3])  # changed on disk since validation
+    used = split[split["split"].isin(splitting.SPLITS)]
+    with caplog.at_level(logging.WARNING, logger="catsdogs_helpers"):
+        cache = datasets.build_cache(root, used, tmp_path / "cache", 32, progress=False)
+        train = datasets.split_datasets(cache, split, ["Cat", "Dog"], {"train": None})["train"]
+    assert f"skipping {victim}" in caplog.text
+    assert len(train) == (split["split"] == "train").sum() - 1
+    loader = datasets.make_loader(train, batch_size=8, shuffle=True)
+    assert sum(len(batch[1]) for batch in loader) == len(train)
+
+    files = datasets.ImageFileDataset([root / victim, root / "Dog" / "1.jpg"], [0, 1], size=32)
+    with caplog.at_level(logging.WARNING, logger="catsdogs_helpers"):
+        images_, labels, _ = next(iter(datasets.make_loader(files, batch_size=2, shuffle=False)))
+    assert labels.tolist() == [1] and images_.shape == (1, 32, 32, 3)
+    assert os.path.basename(victim) in caplog.text

@@ -92,9 +92,21 @@ def build_cache(
 
     root = Path(image_root)
     partial = path.with_name(path.name + ".partial")
-    array = np.lib.format.open_memmap(
-        partial, mode="w+", dtype=np.uint8, shape=(len(rows), size, size, 3)
-    )
+    try:
+        array = np.lib.format.open_memmap(
+            partial, mode="w+", dtype=np.uint8, shape=(len(rows), size, size, 3)
+        )
+        if hasattr(os, "posix_fallocate"):  # reserve the space now: a full disk fails here,
+            with open(partial, "r+b") as f:  # not later inside the memory map
+                os.posix_fallocate(f.fileno(), 0, os.path.getsize(partial))
+    except OSError as err:
+        partial.unlink(missing_ok=True)
+        need = len(rows) * size * size * 3 / 1e9
+        raise OSError(
+            err.errno,
+            f"cannot write the decoded cache in {cache_dir} ({err.strerror}; it needs "
+            f"{need:.2f} GB): free space there or set CATSDOGS_DATA_DIR to another disk",
+        ) from err
     ok = np.ones(len(rows), dtype=bool)
     paths = [str(root / p) for p in rows["path"]]
     chunk = 64
@@ -209,6 +221,7 @@ def seed_worker(worker_id: int) -> None:
 
     ``torch.initial_seed()`` in a worker is derived from the loader's generator, so runs with
     the same seed repeat exactly while each worker and epoch still draws new augmentations.
+    Workers are started afresh each epoch (not persistent) for exactly that reason.
     """
     seed = torch.initial_seed() % 2**32
     np.random.seed(seed)
@@ -240,7 +253,6 @@ def make_loader(
         worker_init_fn=seed_worker,
         generator=generator,
         drop_last=drop_last,
-        persistent_workers=num_workers > 0,
         pin_memory=torch.cuda.is_available(),
     )
 

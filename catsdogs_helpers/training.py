@@ -88,6 +88,21 @@ def make_scheduler(
     raise ValueError(f"schedule {schedule!r} is unknown: use 'onecycle' or 'plateau'")
 
 
+def reseed_epoch(loader, seed: int) -> None:
+    """Seed one epoch's shuffling and augmentations from ``seed`` alone.
+
+    Each epoch's data order and augmentations then depend only on the run's seed and the
+    epoch number, so a run resumed after epoch k repeats exactly what an uninterrupted run
+    would have done. (Worker processes take their seeds from the loader's generator.)
+    """
+    generator = getattr(loader, "generator", None)
+    if generator is not None:
+        generator.manual_seed(seed)
+    transform = getattr(getattr(loader, "dataset", None), "transform", None)
+    if transform is not None and hasattr(transform, "set_random_seed"):
+        transform.set_random_seed(seed)
+
+
 def _atomic_save(obj: Any, path: Path) -> None:
     tmp = path.with_name(path.name + ".tmp")
     try:
@@ -261,9 +276,7 @@ def train(
 
     while state["epoch"] < epochs:
         epoch = state["epoch"]
-        generator = getattr(train_loader, "generator", None)
-        if generator is not None:
-            generator.manual_seed(int(params.get("seed", 0)) * 1000 + epoch)
+        reseed_epoch(train_loader, int(params.get("seed", 0)) * 1000 + epoch)
         model.train()
         start = time.perf_counter()
         loss_sum = torch.zeros((), device=device)

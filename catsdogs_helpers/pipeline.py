@@ -193,7 +193,11 @@ def dataset_paths(cache: ImageCache, dataset) -> np.ndarray:
 
 
 def write_metrics(cfg: RunConfig, metrics: dict) -> Path:
-    """Write ``runs/<run>/metrics.json``: test metrics, epochs run, time, and the settings."""
+    """Write ``runs/<run>/metrics.json``: test metrics, epochs run, time, and the settings.
+
+    Writing the same results again is fine (evaluation is deterministic); different results
+    for the same run are refused unless ``cfg.overwrite``.
+    """
     history = pd.read_csv(cfg.run_dir / "history.csv")
     seconds = float(history["seconds"].sum()) if "seconds" in history else math.nan
     payload = {
@@ -206,6 +210,14 @@ def write_metrics(cfg: RunConfig, metrics: dict) -> Path:
         "torch": torch.__version__,
     }
     path = cfg.run_dir / "metrics.json"
+    if path.is_file() and not cfg.overwrite:
+        before = json.loads(path.read_text())
+        changed = [k for k in payload if k.startswith("test_") and before.get(k) != payload[k]]
+        if changed:
+            raise FileExistsError(
+                f"{path} holds other results ({', '.join(changed)} differ). Use a new "
+                "RUN_NAME, or OVERWRITE=True to replace them."
+            )
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(payload, indent=2, default=str))

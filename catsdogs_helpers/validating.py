@@ -312,3 +312,13 @@ def near_duplicate_pairs(hashes: list[str], max_distance: int = 12) -> pd.DataFr
             )
         )
     return pd.concat(found, ignore_index=True)
+
+
+def near_duplicates(manifest: pd.DataFrame, max_distance: int = 12) -> pd.DataFrame:
+    """Pairs of valid files that look like the same photo (also re-encoded or resized):
+    ``path_a, label_a, path_b, label_b, distance`` (bits of the 256-bit difference hash)."""
+    valid = manifest[manifest["ok"]].reset_index(drop=True)
+    pairs = near_duplicate_pairs(valid["dhash"].tolist(), max_distance)
+    a = valid.loc[pairs["i"], ["path", "label"]].reset_index(drop=True).add_suffix("_a")
+    b = valid.loc[pairs["j"], ["path", "label"]].reset_index(drop=True).add_suffix("_b")
+    return pd.concat([a, b, pairs[["distance"]].reset_index(drop=True)], axis=1)

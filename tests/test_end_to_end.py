@@ -31,7 +31,7 @@ def test_notebook_05_runs_alone_in_a_fresh_kernel(tmp_path, petimages, monkeypat
     metrics = json.loads((run / "metrics.json").read_text())
     assert REQUIRED_METRICS <= set(metrics)
     assert metrics["params"]["image_size"] == 48 and metrics["epochs_run"] == 1
-    assert (run / "predictions.csv").is_file() and (run / "best.pt").is_file()
+    assert (run / "predictions-my_photos.csv").is_file() and (run / "best.pt").is_file()
 
 
 def test_series_on_the_real_photos(tmp_path, dev_zip, monkeypatch):

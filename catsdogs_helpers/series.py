@@ -48,10 +48,11 @@ def run_series(
             continue
         start = time.perf_counter()
         print(f"== {path.name}", flush=True)
+        known = papermill.inspect_notebook(str(path))
         papermill.execute_notebook(
             str(path),
             str(out_dir / path.name),
-            parameters=parameters,
+            parameters={k: v for k, v in parameters.items() if k in known},
             cwd=str(path.parent),
             kernel_name="python3",
             progress_bar=False,

@@ -1,0 +1,309 @@
+"""Speed benchmark: this project's pipeline against the tutorial's, on the same machine.
+
+    python benchmarks/benchmark.py                  # stages 1-3 (about 3 minutes on 2 cores)
+    python benchmarks/benchmark.py --time-to-accuracy   # plus stage 4 (about 12 minutes)
+
+Stages (each in its own process, so its peak memory is its own):
+
+1. data: training images/s on one core, the tutorial's per-sample path (full JPEG decode with
+   OpenCV, then its Albumentations pipeline with normalisation) against ours (the decoded
+   cache, crop + flip, normalisation once per batch); the one-off cache build is reported
+   too.
+2. train: ResNet-50 training images/s at 128 px, plain fp32 against bf16 autocast +
+   channels_last (fp16 on GPUs without bf16), same batch.
+3. scan: validation images/s, a single-process full decode of every file (what the tutorial
+   does) against the validate step (reduced-scale decode on all cores), on photos that
+   include truncated ones, which both must catch.
+4. time to accuracy: the default recipe from the extracted 10k photos to test accuracy
+   (validation, split, cache, training and evaluation all timed), and the tutorial's
+   recipe projected from its measured step rate.
+
+Stages 1-3 use photos of the 10k subset enlarged to 500x375, the size of the real archive's
+photos. Ratios are measured within one run, so they hold on a noisy machine; absolute
+numbers depend on it. The table is printed and written as JSON to ``benchmarks/results/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+import zipfile
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+DEV_ZIP = Path(os.environ.get("CATSDOGS_DEV_ZIP", REPO.parent / "shared/data/catsdogs-dev-10k.zip"))
+
+
+def peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def make_photos(folder: Path, n: int) -> list[Path]:
+    """``n`` photos of the dev subset enlarged to 500x375 (and 4 % of them truncated)."""
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    with zipfile.ZipFile(DEV_ZIP) as zf:
+        names = sorted(n for n in zf.namelist() if n.endswith(".jpg"))[:: max(1, 10000 // n)]
+        for i, name in enumerate(names[:n]):
+            label = name.split("/")[-2]
+            (folder / label).mkdir(exist_ok=True)
+            with zf.open(name) as f:
+                image = Image.open(f).convert("RGB").resize((500, 375), Image.Resampling.BICUBIC)
+            path = folder / label / f"{i}.jpg"
+            image.save(path, "JPEG", quality=90)
+            out.append(path)
+    for path in out[::25]:
+        data = path.read_bytes()
+        path.write_bytes(data[: len(data) // 2])
+    return out
+
+
+def tutorial_pipeline():
+    """The tutorial's training transform, its affine fixed (it was a no-op as written)."""
+    import albumentations as A
+    from albumentations.pytorch import ToTensorV2
+
+    return A.Compose(
+        [
+            A.SmallestMaxSize(max_size=160),
+            A.Affine(translate_percent=(-0.05, 0.05), scale=(0.95, 1.05), rotate=(-15, 15), p=0.5),
+            A.RandomCrop(128, 128),
+            A.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2, hue=0.1, p=0.5),
+            A.RandomBrightnessContrast(p=0.5),
+            A.Normalize(),
+            ToTensorV2(),
+        ],
+        seed=0,
+    )
+
+
+def stage_data(folder: Path) -> dict:
+    import cv2
+    import pandas as pd
+    import torch
+
+    from catsdogs_helpers import datasets, devices, transforms
+
+    torch.set_num_threads(1)
+    cv2.setNumThreads(1)
+    paths = sorted(p for p in folder.rglob("*.jpg"))
+    good = [p for i, p in enumerate(sorted(paths, key=lambda p: int(p.stem))) if i % 25]
+    tutorial = tutorial_pipeline()
+    start = time.perf_counter()
+    for path in good:
+        image = cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
+        tutorial(image=image)["image"]
+    tutorial_rate = len(good) / (time.perf_counter() - start)
+
+    rows = pd.DataFrame({"path": [str(p) for p in good], "sha256": [str(p) for p in good]})
+    with tempfile.TemporaryDirectory() as cache_dir:
+        start = time.perf_counter()
+        cache = datasets.build_cache("/", rows, cache_dir, 128, workers=1, progress=False)
+        cache_rate = len(good) / (time.perf_counter() - start)
+        ds = datasets.CachedImageDataset(
+            cache, range(len(good)), [0] * len(good), transforms.train_transforms(112, 128)
+        )
+        loader = datasets.make_loader(ds, batch_size=64, shuffle=True)
+        device = torch.device("cpu")
+        start = time.perf_counter()
+        for _ in range(3):
+            for images, _labels in loader:
+                devices.to_model_input(images, device)
+        ours_rate = 3 * len(good) / (time.perf_counter() - start)
+    return {
+        "tutorial_per_sample_img_s": tutorial_rate,
+        "ours_cached_epoch_img_s": ours_rate,
+        "ours_cache_build_img_s": cache_rate,
+        "ratio": ours_rate / tutorial_rate,
+        "ratio_first_epoch_with_cache_build": (1 / (1 / cache_rate + 1 / ours_rate))
+        / tutorial_rate,
+        "images": len(good),
+    }
+
+
+def stage_train(model_name: str = "resnet50", batch: int = 32, steps: int = 5) -> dict:
+    import torch
+
+    from catsdogs_helpers import devices, training
+
+    device = devices.pick_device("auto")
+    amp = devices.amp_dtype(device)
+    fp32 = training.measure_training_speed(
+        model_name, image_size=128, batch_size=batch, device=device, steps=steps
+    )
+    fast = training.measure_training_speed(
+        model_name, image_size=128, batch_size=batch, device=device, amp_dtype=amp,
+        channels_last=True, steps=steps,
+    )  # fmt: skip
+    return {
+        "model": model_name,
+        "device": str(device),
+        "amp_dtype": str(amp),
+        "batch": batch,
+        "fp32_img_s": fp32,
+        "ours_img_s": fast,
+        "ratio": fast / fp32,
+        "threads": torch.get_num_threads(),
+    }
+
+
+def stage_scan(folder: Path) -> dict:
+    import cv2
+
+    from catsdogs_helpers import validating
+
+    paths = sorted(folder.rglob("*.jpg"))
+    start = time.perf_counter()
+    decoded = 0
+    for path in paths:  # the tutorial's check: keep what OpenCV returns an array for
+        decoded += cv2.imread(str(path)) is not None
+    full_rate = len(paths) / (time.perf_counter() - start)
+    start = time.perf_counter()
+    manifest = validating.validate_folder(folder, progress=False)
+    ours_rate = len(paths) / (time.perf_counter() - start)
+    return {
+        "full_decode_single_process_img_s": full_rate,
+        "validate_img_s": ours_rate,
+        "ratio": ours_rate / full_rate,
+        "workers": os.cpu_count(),
+        "files": len(paths),
+        "truncated_caught_by_validate": int((manifest["reason"] == "truncated").sum()),
+        "truncated_kept_by_full_decode_check": decoded - int(manifest["ok"].sum()),
+    }
+
+
+def stage_time_to_accuracy() -> dict:
+    os.environ["CATSDOGS_DATA_DIR"] = tempfile.mkdtemp(prefix="catsdogs-bench-")
+    os.environ["CATSDOGS_RUNS_DIR"] = tempfile.mkdtemp(prefix="catsdogs-bench-runs-")
+    from catsdogs_helpers import config, devices, downloading, evaluation, pipeline
+
+    cfg = config.make_config(DATASET_URL=str(DEV_ZIP), RUN_NAME="bench")
+    downloading.prepare_dataset(cfg.data_dir, str(DEV_ZIP), progress=False)
+    start = time.perf_counter()
+    manifest = pipeline.ensure_manifest(cfg, progress=False)
+    split = pipeline.ensure_split(cfg, progress=False)
+    cache = pipeline.ensure_cache(cfg, split, progress=False)
+    prep_seconds = time.perf_counter() - start
+    model, history = pipeline.train_run(cfg, progress=False)
+    test = pipeline.make_datasets(cfg, split, cache)["test"]
+    loader = pipeline.make_loaders(cfg, {"test": test})["test"]
+    device = devices.pick_device(cfg.device)
+    probs, labels, _ = evaluation.predict(
+        model, loader, device, amp_dtype=devices.amp_dtype(device), tta=cfg.recipe.tta
+    )
+    wall = time.perf_counter() - start
+    elapsed = prep_seconds + history["seconds"].cumsum()
+    within = history[elapsed <= 600]
+
+    # The tutorial's recipe: ResNet-50, fp32, its per-sample pipeline, batch 64, 10 epochs.
+    tutorial_step = stage_train("resnet50", batch=64, steps=3)["fp32_img_s"]
+    n_train = int((split["split"] == "train").sum())
+    return {
+        "recipe": cfg.recipe.name,
+        "model": cfg.model_name,
+        "epochs": int(len(history)),
+        "images": int(len(manifest)),
+        "train_images": n_train,
+        "prep_seconds": prep_seconds,
+        "wall_seconds": wall,
+        "test_accuracy": float((probs.argmax(1) == labels).mean()),
+        "best_val_acc_within_10_min": float(within["val_acc"].max()) if len(within) else None,
+        "tutorial_fp32_img_s": tutorial_step,
+        "tutorial_projected_seconds_10_epochs": 10 * n_train / tutorial_step,
+    }
+
+
+STAGES = {"data": stage_data, "train": stage_train, "scan": stage_scan,
+          "time_to_accuracy": stage_time_to_accuracy}  # fmt: skip
+
+
+def run_stage(name: str, folder: Path) -> dict:
+    """Run one stage in a fresh process and return its result with its peak memory."""
+    out = subprocess.run(
+        [sys.executable, __file__, "--stage", name, "--photos", str(folder)],
+        check=True, capture_output=True, text=True,
+    )  # fmt: skip
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--stage", choices=STAGES, help=argparse.SUPPRESS)
+    parser.add_argument("--photos", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--n", type=int, default=600, help="photos for stages 1 and 3")
+    parser.add_argument("--time-to-accuracy", action="store_true", help="also run stage 4")
+    args = parser.parse_args()
+    if args.stage:
+        func = STAGES[args.stage]
+        result = func(args.photos) if args.stage in ("data", "scan") else func()
+        result["peak_mb"] = peak_mb()
+        print(json.dumps(result))
+        return
+    if not DEV_ZIP.is_file():
+        sys.exit(f"{DEV_ZIP} not found: set CATSDOGS_DEV_ZIP to the 10k subset's zip")
+    results = {
+        "date": time.strftime("%Y-%m-%d"),
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+        "python": platform.python_version(),
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "photos"
+        make_photos(folder, args.n)
+        names = ["data", "train", "scan"] + (["time_to_accuracy"] if args.time_to_accuracy else [])
+        for name in names:
+            print(f"running {name} ...", file=sys.stderr, flush=True)
+            results[name] = run_stage(name, folder)
+    print_table(results)
+    out = HERE / "results" / f"benchmark-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps(results, indent=2))
+    print(f"\nwritten to {out.relative_to(REPO)}")
+
+
+def print_table(r: dict) -> None:
+    print(f"\n{r['machine']}, Python {r['python']}, {r['date']}\n")
+    print(f"{'stage':<34}{'baseline':>14}{'ours':>14}{'ratio':>8}{'peak MB':>10}")
+    d, t, s = r["data"], r["train"], r["scan"]
+    rows = [
+        ("data: train img/s, 1 core", d["tutorial_per_sample_img_s"], d["ours_cached_epoch_img_s"],
+         d["ratio"], d["peak_mb"]),
+        (f"train: {t['model']} 128px img/s", t["fp32_img_s"], t["ours_img_s"], t["ratio"],
+         t["peak_mb"]),
+        ("scan: validate img/s", s["full_decode_single_process_img_s"], s["validate_img_s"],
+         s["ratio"], s["peak_mb"]),
+    ]  # fmt: skip
+    for name, base, ours, ratio, mb in rows:
+        print(f"{name:<34}{base:>14.0f}{ours:>14.0f}{ratio:>7.1f}x{mb:>10.0f}")
+    print(f"  (cache build, once: {d['ours_cache_build_img_s']:.0f} img/s on 1 core; first epoch "
+          f"including it still {d['ratio_first_epoch_with_cache_build']:.1f}x)")  # fmt: skip
+    print(
+        f"  (truncated files: validate caught {s['truncated_caught_by_validate']}, the "
+        f"full-decode check kept {s['truncated_kept_by_full_decode_check']})"
+    )
+    if "time_to_accuracy" in r:
+        a = r["time_to_accuracy"]
+        print(
+            f"\ntime to accuracy ({a['recipe']} recipe, {a['model']}, {a['epochs']} epochs, "
+            f"{a['images']} photos): test accuracy {a['test_accuracy']:.1%} after "
+            f"{a['wall_seconds'] / 60:.1f} min (data preparation {a['prep_seconds']:.0f} s); "
+            f"best validation accuracy within 10 min {a['best_val_acc_within_10_min']:.1%}; "
+            f"peak {a['peak_mb']:.0f} MB"
+        )
+        print(
+            f"tutorial recipe (ResNet-50 fp32, {a['tutorial_fp32_img_s']:.0f} img/s): 10 epochs "
+            f"would take about {a['tutorial_projected_seconds_10_epochs'] / 60:.0f} min"
+        )
+
+
+if __name__ == "__main__":
+    main()

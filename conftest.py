@@ -19,7 +19,6 @@ sys.path.insert(0, str(Path(__file__).parent / "tests"))
 NOTEBOOK_SETTINGS = {
     "RUN_NAME": "nbval",
     "EPOCHS": "1",
-    "MODEL_NAME": "resnet18",
     "IMAGE_SIZE": "64",
     "BATCH_SIZE": "32",
     "NUM_WORKERS": "1",

@@ -22,7 +22,7 @@ DEFAULT_DATASET_URL = (
     "3E1C3F21-ECDB-4869-8368-6DEBA77B919F/kagglecatsanddogs_5340.zip"
 )
 
-MODEL_NAMES = ("resnet18", "resnet34", "resnet50", "efficientnet_b0")
+MODEL_NAMES = ("resnet9", "resnet18", "resnet34", "resnet50", "efficientnet_b0")
 RECIPES = ("fast", "tutorial")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 
@@ -110,18 +110,20 @@ class Recipe:
     augment: str  # "light" (crop + flip) or "tutorial" (affine, crop, colour)
     early_stopping: int  # epochs without improvement before stopping (0 = never)
     tta: bool  # average predictions over the image and its mirror
+    progressive: bool  # train on smaller images first (2/3 of image_size), growing to full
 
 
 RECIPE_DEFAULTS: dict[str, Recipe] = {
-    # Ours: a small ResNet trained well. Decoded-once cache, bf16 + channels_last,
-    # one-cycle SGD, label smoothing, crop + flip, and flip averaging at test time.
+    # Ours: a small network trained well. ResNet-9 on a decoded-once cache, bf16 +
+    # channels_last, one-cycle SGD, label smoothing, crop + flip, progressive resizing
+    # (64 -> 96 px), and flip averaging at test time.
     "fast": Recipe(
         name="fast",
-        model_name="resnet18",
-        image_size=112,
-        cache_size=128,
-        epochs=16,
-        batch_size=64,
+        model_name="resnet9",
+        image_size=96,
+        cache_size=110,
+        epochs=24,
+        batch_size=128,
         optimizer="sgd",
         lr=0.2,
         weight_decay=5e-4,
@@ -130,6 +132,7 @@ RECIPE_DEFAULTS: dict[str, Recipe] = {
         augment="light",
         early_stopping=0,
         tta=True,
+        progressive=True,
     ),
     # The tutorial's recipe, its defects fixed: ResNet-50 from scratch, 128 px crops of 160 px
     # images, Adam 1e-3, reduce-on-plateau (0.5, patience 3), early stopping (5), 10 epochs.
@@ -148,6 +151,7 @@ RECIPE_DEFAULTS: dict[str, Recipe] = {
         augment="tutorial",
         early_stopping=5,
         tta=False,
+        progressive=False,
     ),
 }
 
@@ -232,7 +236,7 @@ def make_config(
     image_size = IMAGE_SIZE or recipe.image_size
     if image_size < 32:
         raise ValueError(f"IMAGE_SIZE={IMAGE_SIZE} is too small: use 32 or more (0 = recipe).")
-    # Keep the recipe's margin between cache and crop (160 -> 128, 128 -> 112).
+    # Keep the recipe's margin between cache and crop (160 -> 128, 110 -> 96).
     cache_size = max(image_size, round(image_size * recipe.cache_size / recipe.image_size))
     if LIMIT_PER_CLASS < 0:
         raise ValueError(f"LIMIT_PER_CLASS={LIMIT_PER_CLASS} must be 0 (all) or more.")

@@ -117,8 +117,36 @@ def make_loaders(cfg: RunConfig, datasets: dict) -> dict:
     return loaders
 
 
+def progressive_sizes(cfg: RunConfig, stages: int = 5, start: float = 2 / 3) -> list[int]:
+    """Training image sides, smallest first: ``stages`` steps from ``start`` x IMAGE_SIZE to
+    IMAGE_SIZE (multiples of 8). Small images early are cheap and teach coarse shapes; the
+    full size at the end matches what the model is evaluated on."""
+    if not cfg.recipe.progressive:
+        return [cfg.image_size]
+    first = max(32, start * cfg.image_size)
+    sizes = np.linspace(first, cfg.image_size, stages)
+    return sorted({min(cfg.image_size, int(round(s / 8) * 8)) for s in sizes[:-1]}
+                  | {cfg.image_size})  # fmt: skip
+
+
+def epoch_transform(cfg: RunConfig):
+    """``epoch -> training transform`` for progressive resizing (None when the recipe has
+    none): the stages of :func:`progressive_sizes` spread evenly over the epochs."""
+    sizes = progressive_sizes(cfg)
+    if len(sizes) == 1:
+        return None
+
+    def transform(epoch: int):
+        size = sizes[min(len(sizes) - 1, epoch * len(sizes) // cfg.epochs)]
+        return train_transforms(cfg.image_size, cfg.cache_size, cfg.recipe.augment, cfg.seed,
+                                output_size=size)  # fmt: skip
+
+    return transform
+
+
 def training_settings(cfg: RunConfig) -> dict:
-    """The recipe's optimiser settings, scaled to the batch size (linear scaling for SGD)."""
+    """The recipe's training settings for :func:`training.train`, with the learning rate
+    scaled to the batch size (linear scaling for SGD)."""
     recipe = cfg.recipe
     lr = recipe.lr
     if recipe.optimizer == "sgd":
@@ -131,6 +159,7 @@ def training_settings(cfg: RunConfig) -> dict:
         "schedule": recipe.schedule,
         "label_smoothing": recipe.label_smoothing,
         "early_stopping": recipe.early_stopping,
+        "epoch_transform": epoch_transform(cfg),
     }
 
 

@@ -14,6 +14,7 @@ import math
 import os
 import random
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -205,6 +206,7 @@ def train(
     resume: bool = False,
     overwrite: bool = False,
     progress: bool = True,
+    epoch_transform: Callable[[int], Any] | None = None,
 ) -> pd.DataFrame:
     """Train ``model`` and return the per-epoch history (also in ``run_dir/history.csv``).
 
@@ -212,6 +214,8 @@ def train(
       weights are loaded into ``model`` and its history returned.
     - An interrupted run continues from ``last.pt`` with ``resume=True``; ``overwrite=True``
       starts again. Without either, an interrupted run is an error, never silently replaced.
+    - ``epoch_transform(epoch)``, when given, returns the training transform for that epoch
+      (progressive resizing: smaller images first).
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -276,6 +280,8 @@ def train(
 
     while state["epoch"] < epochs:
         epoch = state["epoch"]
+        if epoch_transform is not None:
+            train_loader.dataset.transform = epoch_transform(epoch)
         reseed_epoch(train_loader, int(params.get("seed", 0)) * 1000 + epoch)
         model.train()
         start = time.perf_counter()
@@ -325,6 +331,7 @@ def train(
             "lr": opt.param_groups[0]["lr"],
             "seconds": epoch_seconds,
             "train_images_per_s": seen / max(train_seconds, 1e-9),
+            "image_size": int(x.shape[-1]) if seen else 0,
         }
         state["history"].append(row)
         improved = val_acc > state["best_acc"]

@@ -9,6 +9,7 @@ four times fewer bytes to a GPU.
 from __future__ import annotations
 
 import albumentations as A
+import cv2
 
 #: ImageNet channel statistics, the usual choice for torchvision models.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -18,9 +19,16 @@ AUGMENTS = ("light", "tutorial", "heavy", "none")
 
 
 def train_transforms(
-    image_size: int = 112, cache_size: int = 128, augment: str = "light", seed: int | None = 42
+    image_size: int = 96,
+    cache_size: int = 110,
+    augment: str = "light",
+    seed: int | None = 42,
+    output_size: int | None = None,
 ) -> A.Compose:
     """The training pipeline for images (or cache entries) with shorter side ``cache_size``.
+
+    ``output_size`` resizes the ``image_size`` crops, for progressive resizing: the crops
+    show the same part of the photo at every stage, just with fewer pixels early on.
 
     - ``light``: a random ``image_size`` crop and a horizontal flip. Cheap, and on a few
       thousand photos trained for a few epochs it is what pays.
@@ -54,10 +62,13 @@ def train_transforms(
         steps = [A.CenterCrop(image_size, image_size)]
     else:
         raise ValueError(f"augment={augment!r} is unknown: use one of {', '.join(AUGMENTS)}")
+    if output_size and output_size != image_size:
+        crop = next(i for i, t in enumerate(steps) if isinstance(t, A.RandomCrop | A.CenterCrop))
+        steps.insert(crop + 1, A.Resize(output_size, output_size, interpolation=cv2.INTER_AREA))
     return A.Compose(resize + steps, seed=seed)
 
 
-def eval_transforms(eval_size: int = 128, cache_size: int = 128) -> A.Compose:
+def eval_transforms(eval_size: int = 96, cache_size: int = 110) -> A.Compose:
     """The deterministic evaluation pipeline: shorter side to ``cache_size``, centre crop."""
     return A.Compose(
         [A.SmallestMaxSize(max_size=cache_size), A.CenterCrop(eval_size, eval_size)], seed=0

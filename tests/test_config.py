@@ -31,8 +31,8 @@ def test_env_is_typed_like_the_default(monkeypatch):
 
 def test_blanks_take_the_recipe_defaults():
     fast = config.make_config()
-    assert (fast.model_name, fast.epochs, fast.image_size) == ("resnet18", 16, 112)
-    assert fast.cache_size == 128
+    assert (fast.model_name, fast.epochs, fast.image_size) == ("resnet9", 24, 96)
+    assert fast.cache_size == 110 and fast.batch_size == 128
     tutorial = config.make_config(RECIPE="tutorial")
     assert (tutorial.model_name, tutorial.epochs, tutorial.image_size) == ("resnet50", 10, 128)
     assert tutorial.cache_size == 160

@@ -68,3 +68,14 @@ def test_loader_workers_are_seeded_reproducibly_and_differ_by_epoch(image):
     assert all(torch.equal(x, y) for x, y in zip(first, again, strict=True))
     assert not torch.equal(first[0], first[1]), "each epoch draws new augmentations"
     assert not torch.equal(first[0][:4], first[0][4:]), "workers do not repeat each other"
+
+
+def test_progressive_resizing_grows_the_crops_over_the_epochs(image):
+    from catsdogs_helpers import config, pipeline
+
+    cfg = config.make_config(EPOCHS=10)
+    assert pipeline.progressive_sizes(cfg) == [64, 72, 80, 88, 96]
+    schedule = pipeline.epoch_transform(cfg)
+    sizes = [schedule(e)(image=image)["image"].shape[0] for e in range(10)]
+    assert sizes == [64, 64, 72, 72, 80, 80, 88, 88, 96, 96]
+    assert pipeline.epoch_transform(config.make_config(RECIPE="tutorial")) is None

@@ -42,7 +42,7 @@ class ResNet9(nn.Module):
 
     A strided first convolution, three stages (convolution, max-pool, a residual block after
     the first and last), global max-pooling, and a scaled linear output. With widths
-    32-64-128-256 it has 2.4 M parameters and trains about four times faster than a
+    32-64-128-256 it has 1.6 M parameters and trains about twice as fast as a
     ResNet-18 per image on a CPU, which buys the epochs that accuracy needs.
     """
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
-from .validating import near_duplicate_pairs
+from .validating import near_duplicate_pairs, near_duplicates
 
 log = logging.getLogger(__name__)
 
@@ -171,11 +171,8 @@ def leakage_report(
     Exact and very close copies never straddle a split made by :func:`split_dataset`; this
     also checks a looser threshold, and any split file you bring.
     """
-    used = split[split["split"].isin(SPLITS)].merge(manifest[["path", "dhash"]], on="path")
-    used = used.reset_index(drop=True)
-    pairs = near_duplicate_pairs(used["dhash"].tolist(), max_distance)
-    a = used.loc[pairs["i"], ["path", "label", "split"]].reset_index(drop=True)
-    b = used.loc[pairs["j"], ["path", "label", "split"]].reset_index(drop=True)
-    report = pd.concat([a.add_suffix("_a"), b.add_suffix("_b")], axis=1)
-    report["distance"] = pairs["distance"].to_numpy()
+    used = split[split["split"].isin(SPLITS)].set_index("path")["split"]
+    report = near_duplicates(manifest[manifest["path"].isin(used.index)], max_distance)
+    report["split_a"] = report["path_a"].map(used)
+    report["split_b"] = report["path_b"].map(used)
     return report[report["split_a"] != report["split_b"]].sort_values("distance")

@@ -369,9 +369,11 @@ def measure_training_speed(
     device: torch.device | None = None,
     amp_dtype: torch.dtype | None = None,
     channels_last: bool = False,
-    steps: int = 3,
+    steps: int = 5,
+    warmup: int = 2,
 ) -> float:
-    """Training images per second of one optimiser step on random data (after a warm-up)."""
+    """Training images per second of one optimiser step on random data: the median of
+    ``steps`` timed steps after ``warmup`` untimed ones (the first steps pick kernels)."""
     device = device or torch.device("cpu")
     model = create_model(model_name, 2).to(device)
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
@@ -381,7 +383,7 @@ def measure_training_speed(
     x = x.contiguous(memory_format=memory_format)
     y = torch.randint(0, 2, (batch_size,), device=device)
     times = []
-    for _ in range(steps + 1):
+    for _ in range(warmup + steps):
         start = time.perf_counter()
         with autocast(device, amp_dtype):
             loss = nn.functional.cross_entropy(model(x).float(), y)
@@ -391,4 +393,4 @@ def measure_training_speed(
         if device.type == "cuda":
             torch.cuda.synchronize()
         times.append(time.perf_counter() - start)
-    return batch_size / float(np.median(times[1:]))
+    return batch_size / float(np.median(times[warmup:]))

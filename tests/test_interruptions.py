@@ -17,11 +17,11 @@ import pytest
 import fakedata
 from catsdogs_helpers import config, datasets, downloading, pipeline, training
 
-SETTINGS = {"EPOCHS": 3, "IMAGE_SIZE": 48, "BATCH_SIZE": 16, "NUM_WORKERS": 0}
+SETTINGS = {"EPOCHS": 6, "IMAGE_SIZE": 48, "BATCH_SIZE": 16, "NUM_WORKERS": 0}
 TRAIN = """
 import sys
 from catsdogs_helpers import config, pipeline
-cfg = config.make_config(RUN_NAME=sys.argv[1], EPOCHS=3, IMAGE_SIZE=48, BATCH_SIZE=16,
+cfg = config.make_config(RUN_NAME=sys.argv[1], EPOCHS=6, IMAGE_SIZE=48, BATCH_SIZE=16,
                          NUM_WORKERS=0, RESUME=sys.argv[2] == "1")
 pipeline.train_run(cfg, progress=False)
 """
@@ -29,7 +29,7 @@ pipeline.train_run(cfg, progress=False)
 
 @pytest.fixture
 def data_dir(tmp_path, monkeypatch):
-    fakedata.make_petimages(tmp_path / "d", per_class=40)
+    fakedata.make_petimages(tmp_path / "d", per_class=80)
     monkeypatch.setenv("CATSDOGS_DATA_DIR", str(tmp_path / "d"))
     return tmp_path / "d"
 
@@ -53,14 +53,13 @@ def test_killed_mid_epoch_then_resumed_matches_an_uninterrupted_run(data_dir):
             assert proc.poll() is None, "training ended before it could be killed"
             assert time.monotonic() < deadline
             time.sleep(0.02)
-        time.sleep(0.3)  # into epoch 2
-        os.kill(proc.pid, signal.SIGKILL)
+        os.kill(proc.pid, signal.SIGKILL)  # during epoch 2
         proc.wait(timeout=30)
     finally:
         if proc.poll() is None:
             proc.kill()
     killed_at = training.load_checkpoint(config.run_dir("killed") / "last.pt")
-    assert not killed_at["finished"] and killed_at["epoch"] in (1, 2)
+    assert not killed_at["finished"] and 1 <= killed_at["epoch"] < 6
     assert not list(config.run_dir("killed").glob("*.tmp"))
 
     with pytest.raises(RuntimeError, match="RESUME=True"):
@@ -68,7 +67,7 @@ def test_killed_mid_epoch_then_resumed_matches_an_uninterrupted_run(data_dir):
     _, resumed = pipeline.train_run(
         config.make_config(RUN_NAME="killed", RESUME=True, **SETTINGS), progress=False
     )
-    assert resumed["epoch"].tolist() == [1, 2, 3]
+    assert resumed["epoch"].tolist() == [1, 2, 3, 4, 5, 6]
     np.testing.assert_allclose(resumed["train_loss"], reference["train_loss"], rtol=0.02)
     np.testing.assert_allclose(resumed["val_acc"], reference["val_acc"], atol=0.05)
 

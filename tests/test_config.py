@@ -31,7 +31,7 @@ def test_env_is_typed_like_the_default(monkeypatch):
 
 def test_blanks_take_the_recipe_defaults():
     fast = config.make_config()
-    assert (fast.model_name, fast.epochs, fast.image_size) == ("resnet9", 24, 96)
+    assert (fast.model_name, fast.epochs, fast.image_size) == ("resnet9", 22, 96)
     assert fast.cache_size == 110 and fast.batch_size == 128
     tutorial = config.make_config(RECIPE="tutorial")
     assert (tutorial.model_name, tutorial.epochs, tutorial.image_size) == ("resnet50", 10, 128)

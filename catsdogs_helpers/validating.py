@@ -270,9 +270,9 @@ def reason_counts(manifest: pd.DataFrame) -> pd.DataFrame:
 
 
 def find_duplicates(manifest: pd.DataFrame, *, key: str = "sha256") -> pd.DataFrame:
-    """Groups of valid files with the same ``key`` (``sha256``: exact copies; ``dhash``: the
-    same photo re-encoded or resized), with ``n_labels`` > 1 where one photo is filed under
-    several classes."""
+    """Groups of valid files with the same ``key`` (``sha256``: byte-identical copies), with
+    ``n_labels`` > 1 where one photo is filed under several classes. For the same photo
+    re-encoded or resized, see :func:`near_duplicates`."""
     valid = manifest[manifest["ok"] & (manifest[key] != "")]
     dup = valid[valid.duplicated(key, keep=False)].copy()
     if dup.empty:

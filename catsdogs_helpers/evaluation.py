@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 
 from .datasets import ImageFileDataset, make_loader
 from .devices import autocast, to_model_input
+from .files import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -200,8 +201,7 @@ def predict_files(
             table.loc[positions, f"p_{name}"] = probs[:, i]
     table["error"] = np.where(table["predicted"] == "", "could not decode", "")
     if csv_path is not None:
-        csv_path = Path(csv_path)
-        csv_path.parent.mkdir(parents=True, exist_ok=True)
-        table.to_csv(csv_path, index=False)
+        with atomic_path(csv_path) as tmp:
+            table.to_csv(tmp, index=False)
         log.info("wrote %d predictions to %s", len(table), csv_path)
     return table

@@ -21,6 +21,7 @@ from .config import RunConfig, runs_dir
 from .datasets import ImageCache, build_cache, make_loader, split_datasets
 from .devices import amp_dtype, pick_device
 from .downloading import find_image_root, prepare_dataset
+from .files import atomic_path
 from .models import create_model
 from .splitting import SPLITS, class_names, read_split, save_split, split_dataset
 from .training import seed_everything, train
@@ -247,8 +248,6 @@ def write_metrics(cfg: RunConfig, metrics: dict) -> Path:
                 f"{path} holds other results ({', '.join(changed)} differ). Use a new "
                 "RUN_NAME, or OVERWRITE=True to replace them."
             )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, default=str))
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(payload, indent=2, default=str))
     return path

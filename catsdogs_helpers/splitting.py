@@ -15,6 +15,7 @@ from pathlib import Path
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
+from .files import atomic_path
 from .validating import near_duplicate_pairs, near_duplicates
 
 log = logging.getLogger(__name__)
@@ -139,10 +140,8 @@ def save_split(
             f"{path} holds a different split (the data, SEED or LIMIT_PER_CLASS changed). "
             "Use a new RUN_NAME, or set OVERWRITE=True to replace it."
         )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    split.to_csv(tmp, index=False)
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        split.to_csv(tmp, index=False)
     return path
 
 

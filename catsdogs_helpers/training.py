@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 
 from .devices import autocast, to_model_input
 from .evaluation import predict
+from .files import atomic_path
 from .models import create_model
 
 log = logging.getLogger(__name__)
@@ -105,13 +106,8 @@ def reseed_epoch(loader, seed: int) -> None:
 
 
 def _atomic_save(obj: Any, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    try:
+    with atomic_path(path) as tmp:
         torch.save(obj, tmp)
-        tmp.replace(path)
-    except OSError as err:
-        tmp.unlink(missing_ok=True)
-        raise OSError(err.errno, f"could not write {path} ({err.strerror})") from err
 
 
 def load_checkpoint(path: str | os.PathLike[str], map_location: Any = "cpu") -> dict:
@@ -170,9 +166,8 @@ def _write_summary(run_dir: Path, params: dict, state: dict, *, finished: bool) 
         "train_seconds": state["train_seconds"],
         "params": params,
     }
-    tmp = run_dir / "summary.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=2, default=str))
-    tmp.replace(run_dir / "summary.json")
+    with atomic_path(run_dir / "summary.json") as tmp:
+        tmp.write_text(json.dumps(summary, indent=2, default=str))
 
 
 def _identity(params: dict) -> dict:
@@ -344,7 +339,8 @@ def train(
         if improved:
             _atomic_save(checkpoint(finished=False), best_path)
         _atomic_save(checkpoint(finished=done), last_path)
-        pd.DataFrame(state["history"]).to_csv(run_dir / "history.csv", index=False)
+        with atomic_path(run_dir / "history.csv") as tmp:
+            pd.DataFrame(state["history"]).to_csv(tmp, index=False)
         _write_summary(run_dir, params, state, finished=done)
         log.info(
             "epoch %d/%d: train loss %.3f acc %.3f | val loss %.3f acc %.4f%s | %.0fs",

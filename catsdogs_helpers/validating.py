@@ -44,6 +44,7 @@ from PIL import Image, UnidentifiedImageError
 from tqdm.auto import tqdm
 
 from .downloading import class_folders
+from .files import atomic_path
 from .images import dhash, jpeg_decoder_warnings, open_image
 
 log = logging.getLogger(__name__)
@@ -231,10 +232,8 @@ def _run_checks(
 def write_manifest(manifest: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
     """Write the manifest CSV atomically (a temporary file renamed into place)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    manifest.to_csv(tmp, index=False)
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        manifest.to_csv(tmp, index=False)
     return path
 
 

@@ -124,3 +124,15 @@ def test_checkpoint_of_another_architecture_is_a_clear_error(tmp_path):
                         path)  # fmt: skip
     with pytest.raises(training.CheckpointError, match="holds no model this package can rebuild"):
         training.load_model(path)
+
+
+def test_a_write_that_fails_keeps_the_previous_file(tmp_path):
+    from catsdogs_helpers.files import atomic_path
+
+    path = tmp_path / "history.csv"
+    path.write_text("epoch\n1\n")
+    with pytest.raises(KeyboardInterrupt), atomic_path(path) as tmp:
+        tmp.write_text("epoch\n1\n2")
+        raise KeyboardInterrupt  # killed half-way through writing
+    assert path.read_text() == "epoch\n1\n"
+    assert list(tmp_path.iterdir()) == [path]

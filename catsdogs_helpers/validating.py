@@ -12,7 +12,8 @@ reason                    kept?   what it means
 ``not_an_image``          no      not a format any decoder knows (HTML page, ``Thumbs.db``)
 ``truncated``             no      the data ends before the image does (also when an end
                                   marker follows: libjpeg's "premature end of data segment")
-``corrupt``               no      the decoder failed for another reason
+``corrupt``               no      the decoder failed for another reason, or the data has
+                                  damaged bytes in the middle
 ``too_small``             no      shorter side under ``min_side`` pixels (1x1 trackers)
 ``too_large``             no      more pixels than :data:`images.MAX_PIXELS` (a bomb header)
 ``unreadable``            no      the operating system refused to read it
@@ -24,8 +25,10 @@ rotation that was applied, bytes after the JPEG end marker, and the number of wa
 libjpeg printed while decoding (``decoder_warnings``; those messages are captured, not
 printed).
 
-The check decodes JPEGs at 1/8 scale: the decoder still reads every byte of the compressed
-data (so a truncated or broken file is caught) but skips most of the work.
+The check decodes each JPEG once, in grayscale at 1/8 scale (less for small photos): the
+decoder still reads every byte of the compressed data, so a truncated or broken file is
+caught, but skips most of the arithmetic, and the difference hash for near duplicates is
+taken from that same small image.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ import hashlib
 import io
 import logging
 import os
+import re
 import stat
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -45,7 +49,7 @@ from tqdm.auto import tqdm
 
 from .downloading import class_folders
 from .files import atomic_path
-from .images import dhash, jpeg_decoder_warnings, open_image
+from .images import dhash, jpeg_gray, open_image, reduction_for
 
 log = logging.getLogger(__name__)
 
@@ -54,21 +58,28 @@ MANIFEST_COLUMNS = [
     "bytes", "mtime_ns", "sha256", "dhash", "decoder_warnings",
 ]  # fmt: skip
 MIN_SIDE = 32
+#: The difference hash is taken from a grayscale copy whose shorter side is at least this.
+DHASH_MIN_SIDE = 32
 
 
 def check_image(path: str | os.PathLike[str], *, min_side: int = MIN_SIDE) -> dict:
-    """Check one file and return its manifest fields (everything but ``path`` and ``label``)."""
-    path = Path(path)
+    """Check one file and return its manifest fields (everything but ``path`` and ``label``).
+
+    A JPEG is decoded once, in grayscale at reduced scale (:func:`images.jpeg_gray`): enough
+    to run all of its compressed data through the decoder and to take the difference hash.
+    Other formats are decoded in full by Pillow.
+    """
     row: dict = {
         "ok": False, "reason": "", "note": "", "format": "", "width": 0, "height": 0,
         "bytes": 0, "mtime_ns": 0, "sha256": "", "dhash": "", "decoder_warnings": 0,
     }  # fmt: skip
-    if path.is_dir() or (path.exists() and not path.is_file()):
-        row["reason"] = "not_a_file"
-        return row
     try:
-        info = path.stat()
-        data = path.read_bytes()
+        info = os.stat(path)
+        if not stat.S_ISREG(info.st_mode):
+            row["reason"] = "not_a_file"
+            return row
+        with open(path, "rb") as file:
+            data = file.read()
     except OSError as err:
         row["reason"], row["note"] = "unreadable", err.strerror or str(err)
         return row
@@ -99,46 +110,87 @@ def check_image(path: str | os.PathLike[str], *, min_side: int = MIN_SIDE) -> di
     if min(row["width"], row["height"]) < min_side:
         row["reason"] = "too_small"
         return row
-    try:
-        image = open_image(data, min_side=64)  # 64 px: a stable dhash
-    except Image.DecompressionBombError as err:
-        row["reason"], row["note"] = "too_large", str(err)[:200]
-        return row
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombWarning) as err:
-        message = str(err)
-        row["reason"] = "truncated" if "truncated" in message.lower() else "corrupt"
-        row["note"] = message[:200]
-        return row
     notes = []
-    if row["format"] != "JPEG":
+    if row["format"] == "JPEG":
+        gray, messages = jpeg_gray(data, reduction_for(header.size, DHASH_MIN_SIDE))
+        row["decoder_warnings"] = len(messages)
+        problem = _jpeg_problem(gray, messages, data)
+        if problem:
+            row["reason"], row["note"] = problem
+            return row
+        if not _closed(data):
+            notes.append("bytes after the end marker")
+        if messages:
+            notes.append(f"{len(messages)} decoder warning(s): {messages[0][:80]}")
+    else:
+        try:
+            gray = open_image(data).convert("L")
+        except Image.DecompressionBombError as err:
+            row["reason"], row["note"] = "too_large", str(err)[:200]
+            return row
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombWarning) as err:
+            message = str(err)
+            row["reason"] = "truncated" if "truncated" in message.lower() else "corrupt"
+            row["note"] = message[:200]
+            return row
         notes.append(f"{row['format']} content")
     if mode != "RGB":
         notes.append(f"converted from {mode}")
     if orientation not in (1, None):
         notes.append(f"EXIF orientation {orientation} applied")
-    if row["format"] == "JPEG":
-        if not data.rstrip(b"\0").endswith(b"\xff\xd9"):
-            notes.append("bytes after the end marker")
-        messages = jpeg_decoder_warnings(data)
-        row["decoder_warnings"] = len(messages)
-        ended_early = [m for m in messages if "premature end" in m.lower()]
-        if ended_early:  # cut short, then closed: the rest of the photo would be grey
-            row.update(reason="truncated", note=ended_early[0][:200])
-            return row
-        if messages:
-            notes.append(f"{len(messages)} decoder warning(s): {messages[0][:80]}")
-    row.update(ok=True, reason="ok", note="; ".join(notes), dhash=dhash(image))
+    row.update(ok=True, reason="ok", note="; ".join(notes), dhash=dhash(gray))
     return row
 
 
+def _jpeg_problem(
+    gray: np.ndarray | None, messages: list[str], data: bytes
+) -> tuple[str, str] | None:
+    """The reason and note that reject a JPEG, or ``None`` when it decoded."""
+    ended_early = [m for m in messages if "premature end" in m.lower()]
+    if ended_early:
+        # libjpeg met a marker before the image data was complete. When that marker is the
+        # file's end marker, the file was cut short (and perhaps closed again): the rest of
+        # the photo is grey. A marker in the middle of the data is corruption.
+        cut = "of JPEG file" in ended_early[0] or _scan_data_runs_to_the_end(data)
+        return ("truncated" if cut else "corrupt"), ended_early[0][:200]
+    if gray is None:
+        if not _closed(data):
+            return "truncated", "truncated: the file stops before the image data is complete"
+        return "corrupt", (messages[0] if messages else "libjpeg could not decode it")[:200]
+    return None
+
+
+def _closed(data: bytes) -> bool:
+    """Whether JPEG ``data`` ends with its end marker (zero padding allowed)."""
+    return data.rstrip(b"\0").endswith(b"\xff\xd9")
+
+
+_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")  # not stuffing, restart or fill bytes
+
+
+def _scan_data_runs_to_the_end(data: bytes) -> bool:
+    """Whether the compressed data of the last scan runs on to the file's end marker."""
+    start = data.rfind(b"\xff\xda")
+    if start < 0:
+        return False
+    body = start + 2 + int.from_bytes(data[start + 2 : start + 4], "big")
+    marker = _MARKER.search(data, body)
+    end = len(data.rstrip(b"\0"))
+    return marker is not None and marker.start() == end - 2
+
+
 def list_files(image_root: str | os.PathLike[str]) -> pd.DataFrame:
-    """Every entry of each class folder, with its label (the folder name)."""
+    """Every entry of each class folder: its path, label (the folder name), size in bytes
+    (0 for anything but a regular file) and modification time."""
     root = Path(image_root)
     rows = []
     for folder in class_folders(root):
-        for entry in sorted(folder.iterdir()):
-            rows.append({"path": entry.relative_to(root).as_posix(), "label": folder.name})
-    return pd.DataFrame(rows, columns=["path", "label"])
+        with os.scandir(folder) as entries:
+            for entry in sorted(entries, key=lambda e: e.name):
+                info = entry.stat()
+                size = info.st_size if stat.S_ISREG(info.st_mode) else 0
+                rows.append((f"{folder.name}/{entry.name}", folder.name, size, info.st_mtime_ns))
+    return pd.DataFrame(rows, columns=["path", "label", "bytes", "mtime_ns"])
 
 
 def peek_sizes(image_root: str | os.PathLike[str], files: pd.DataFrame) -> pd.DataFrame:
@@ -179,9 +231,6 @@ def validate_folder(
     files = list_files(root)
     if files.empty:
         raise ValueError(f"{root} holds no class folders with files in them")
-    stats = [(root / p).stat() for p in files["path"]]
-    files["bytes"] = [s.st_size if stat.S_ISREG(s.st_mode) else 0 for s in stats]
-    files["mtime_ns"] = [s.st_mtime_ns for s in stats]
 
     previous = pd.DataFrame(columns=MANIFEST_COLUMNS)
     if manifest_path is not None and Path(manifest_path).is_file():
@@ -194,11 +243,11 @@ def validate_folder(
     )
     todo = merged.index[merged["reason"].isna() | (merged["reason"] == "")].tolist()
     if todo:
-        paths = [str(root / merged.at[i, "path"]) for i in todo]
+        paths = [os.path.join(root, p) for p in merged.loc[todo, "path"]]
         results = _run_checks(paths, min_side=min_side, workers=workers, progress=progress)
-        for i, result in zip(todo, results, strict=True):
-            for key, value in result.items():
-                merged.at[i, key] = value
+        checked = pd.DataFrame(results, index=todo)
+        merged = merged.astype({column: object for column in checked.columns})
+        merged.loc[todo, checked.columns] = checked
     log.info("checked %d files (%d reused from the manifest)", len(todo), len(merged) - len(todo))
     manifest = _typed(merged[MANIFEST_COLUMNS].copy())
     if manifest_path is not None:

@@ -57,6 +57,7 @@ def _extraneous_bytes() -> bytes:
 
 PHOTO = fakedata.photo(0, RNG, (220, 160))
 GOOD = fakedata.jpeg_bytes(PHOTO)
+PROGRESSIVE = _save(PHOTO, "JPEG", quality=90, progressive=True)
 
 # file name -> (bytes, expected ok, expected reason, expected text in the note)
 CORPUS = {
@@ -82,7 +83,11 @@ CORPUS = {
                              "1 decoder warning(s): Corrupt JPEG data"),
     "ended_early.jpg": (GOOD[: len(GOOD) // 2] + b"\xff\xd9", False, "truncated",
                         "premature end of data segment"),
-    "corrupt_middle.jpg": (_corrupt_middle(GOOD), False, "corrupt", "broken data stream"),
+    "corrupt_middle.jpg": (_corrupt_middle(GOOD), False, "corrupt",
+                           "premature end of data segment"),
+    "progressive.jpg": (PROGRESSIVE, True, "ok", ""),
+    "progressive_truncated.jpg": (PROGRESSIVE[: len(PROGRESSIVE) * 2 // 3], False, "truncated",
+                                  "truncated"),
     "bomb.png": (_bomb_png(), False, "too_large", "decompression bomb"),
     "Thumbs.db": (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + bytes(600), False, "not_an_image", ""),
     "Kätzchen im Garten ü.jpg": (GOOD, True, "ok", ""),

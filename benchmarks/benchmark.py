@@ -131,20 +131,19 @@ def stage_data(folder: Path) -> dict:
     }
 
 
-def stage_train(model_name: str = "resnet50", batch: int = 32, steps: int = 5) -> dict:
+def stage_train(model_name: str = "resnet50", batch: int = 32, steps: int = 8) -> dict:
     import torch
 
     from catsdogs_helpers import devices, training
 
     device = devices.pick_device("auto")
     amp = devices.amp_dtype(device)
-    fp32 = training.measure_training_speed(
-        model_name, image_size=128, batch_size=batch, device=device, steps=steps
-    )
-    fast = training.measure_training_speed(
-        model_name, image_size=128, batch_size=batch, device=device, amp_dtype=amp,
-        channels_last=True, steps=steps,
+    speed = training.measure_training_speed(
+        model_name,
+        {"fp32": {}, "ours": {"amp_dtype": amp, "channels_last": True}},
+        image_size=128, batch_size=batch, device=device, steps=steps,
     )  # fmt: skip
+    fp32, fast = speed["fp32"], speed["ours"]
     return {
         "model": model_name,
         "device": str(device),

@@ -359,34 +359,49 @@ def train(
 
 def measure_training_speed(
     model_name: str,
+    settings: dict[str, dict],
     *,
     image_size: int = 128,
     batch_size: int = 32,
     device: torch.device | None = None,
-    amp_dtype: torch.dtype | None = None,
-    channels_last: bool = False,
     steps: int = 5,
     warmup: int = 2,
-) -> float:
-    """Training images per second of one optimiser step on random data: the median of
-    ``steps`` timed steps after ``warmup`` untimed ones (the first steps pick kernels)."""
+) -> dict[str, float]:
+    """Training images per second of one optimiser step on random data, for each of
+    ``settings`` (a name to keyword arguments: ``amp_dtype``, ``channels_last``).
+
+    The settings take turns step by step, so a machine that speeds up or slows down while
+    measuring affects them all alike. Each rate is the median of ``steps`` timed steps
+    after ``warmup`` untimed ones (the first steps pick kernels).
+    """
     device = device or torch.device("cpu")
-    model = create_model(model_name, 2).to(device)
-    memory_format = torch.channels_last if channels_last else torch.contiguous_format
-    model.to(memory_format=memory_format)
-    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    x = torch.randn(batch_size, 3, image_size, image_size, device=device)
-    x = x.contiguous(memory_format=memory_format)
+    runs = {}
+    for name, options in settings.items():
+        unknown = set(options) - {"amp_dtype", "channels_last"}
+        if unknown:
+            raise TypeError(f"setting {name!r}: unknown options {sorted(unknown)}")
+        memory_format = (
+            torch.channels_last if options.get("channels_last") else torch.contiguous_format
+        )
+        model = create_model(model_name, 2).to(device, memory_format=memory_format)
+        x = torch.randn(batch_size, 3, image_size, image_size, device=device)
+        runs[name] = {
+            "model": model,
+            "optimizer": torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9),
+            "x": x.contiguous(memory_format=memory_format),
+            "amp_dtype": options.get("amp_dtype"),
+            "times": [],
+        }
     y = torch.randint(0, 2, (batch_size,), device=device)
-    times = []
     for _ in range(warmup + steps):
-        start = time.perf_counter()
-        with autocast(device, amp_dtype):
-            loss = nn.functional.cross_entropy(model(x).float(), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return batch_size / float(np.median(times[warmup:]))
+        for run in runs.values():
+            start = time.perf_counter()
+            with autocast(device, run["amp_dtype"]):
+                loss = nn.functional.cross_entropy(run["model"](run["x"]).float(), y)
+            run["optimizer"].zero_grad(set_to_none=True)
+            loss.backward()
+            run["optimizer"].step()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            run["times"].append(time.perf_counter() - start)
+    return {name: batch_size / float(np.median(r["times"][warmup:])) for name, r in runs.items()}

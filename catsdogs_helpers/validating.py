@@ -67,7 +67,8 @@ def check_image(path: str | os.PathLike[str], *, min_side: int = MIN_SIDE) -> di
 
     A JPEG is decoded once, in grayscale at reduced scale (:func:`images.jpeg_gray`): enough
     to run all of its compressed data through the decoder and to take the difference hash.
-    Other formats are decoded in full by Pillow.
+    Other formats, and the rare JPEG that OpenCV declines without a message, are decoded in
+    full by Pillow.
     """
     row: dict = {
         "ok": False, "reason": "", "note": "", "format": "", "width": 0, "height": 0,
@@ -111,6 +112,7 @@ def check_image(path: str | os.PathLike[str], *, min_side: int = MIN_SIDE) -> di
         row["reason"] = "too_small"
         return row
     notes = []
+    gray = None
     if row["format"] == "JPEG":
         gray, messages = jpeg_gray(data, reduction_for(header.size, DHASH_MIN_SIDE))
         row["decoder_warnings"] = len(messages)
@@ -123,6 +125,8 @@ def check_image(path: str | os.PathLike[str], *, min_side: int = MIN_SIDE) -> di
         if messages:
             notes.append(f"{len(messages)} decoder warning(s): {messages[0][:80]}")
     else:
+        notes.append(f"{row['format']} content")
+    if gray is None:  # not a JPEG, or one OpenCV declined without a word: Pillow decides
         try:
             gray = open_image(data).convert("L")
         except Image.DecompressionBombError as err:
@@ -133,7 +137,6 @@ def check_image(path: str | os.PathLike[str], *, min_side: int = MIN_SIDE) -> di
             row["reason"] = "truncated" if "truncated" in message.lower() else "corrupt"
             row["note"] = message[:200]
             return row
-        notes.append(f"{row['format']} content")
     if mode != "RGB":
         notes.append(f"converted from {mode}")
     if orientation not in (1, None):
@@ -145,7 +148,8 @@ def check_image(path: str | os.PathLike[str], *, min_side: int = MIN_SIDE) -> di
 def _jpeg_problem(
     gray: np.ndarray | None, messages: list[str], data: bytes
 ) -> tuple[str, str] | None:
-    """The reason and note that reject a JPEG, or ``None`` when it decoded."""
+    """The reason and note that reject a JPEG, or ``None`` when nothing is wrong with it yet
+    (it decoded, or OpenCV declined it without a message and Pillow is to decide)."""
     ended_early = [m for m in messages if "premature end" in m.lower()]
     if ended_early:
         # libjpeg met a marker before the image data was complete. When that marker is the
@@ -153,10 +157,10 @@ def _jpeg_problem(
         # the photo is grey. A marker in the middle of the data is corruption.
         cut = "of JPEG file" in ended_early[0] or _scan_data_runs_to_the_end(data)
         return ("truncated" if cut else "corrupt"), ended_early[0][:200]
-    if gray is None:
-        if not _closed(data):
-            return "truncated", "truncated: the file stops before the image data is complete"
-        return "corrupt", (messages[0] if messages else "libjpeg could not decode it")[:200]
+    if gray is None and not _closed(data):
+        return "truncated", "truncated: the file stops before the image data is complete"
+    if gray is None and messages:
+        return "corrupt", messages[0][:200]
     return None
 
 

@@ -79,3 +79,17 @@ def test_a_jpeg_is_decoded_once_during_validation(tmp_path, monkeypatch):
     row = validating.check_image(path)
     assert row["ok"] and row["dhash"]
     assert calls == {"imdecode": 1, "pillow": 0}
+
+
+def test_a_jpeg_opencv_declines_silently_goes_to_pillow(tmp_path, monkeypatch):
+    good, broken = tmp_path / "good.jpg", tmp_path / "broken.jpg"
+    good.write_bytes(_jpeg())
+    data = bytearray(_jpeg())
+    data[len(data) // 2 : len(data) // 2 + 200] = bytes(range(56, 256))  # damaged mid-scan
+    broken.write_bytes(bytes(data))
+    monkeypatch.setattr(validating, "jpeg_gray", lambda data, reduction: (None, []))
+    row = validating.check_image(good)
+    assert (row["ok"], row["reason"], row["format"]) == (True, "ok", "JPEG") and row["dhash"]
+    row = validating.check_image(broken)
+    assert (row["ok"], row["reason"]) == (False, "corrupt"), row["note"]
+    assert "broken data stream" in row["note"]

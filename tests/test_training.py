@@ -119,3 +119,14 @@ def test_every_model_builds_for_any_number_of_classes(name):
         assert model(torch.randn(1, 3, 64, 64)).shape == (1, 3)
     with pytest.raises(ValueError, match="unknown"):
         models.create_model("vgg11", 2)
+
+
+def test_training_speed_is_measured_for_each_setting_in_turn():
+    speed = training.measure_training_speed(
+        "resnet9",
+        {"fp32": {}, "bf16": {"amp_dtype": torch.bfloat16, "channels_last": True}},
+        image_size=32, batch_size=4, steps=2, warmup=1,
+    )  # fmt: skip
+    assert list(speed) == ["fp32", "bf16"] and all(rate > 0 for rate in speed.values())
+    with pytest.raises(TypeError, match="unknown options"):
+        training.measure_training_speed("resnet9", {"x": {"amp": True}}, image_size=32)

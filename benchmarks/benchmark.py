@@ -229,6 +229,7 @@ def stage_time_to_accuracy() -> dict:
     wall = time.perf_counter() - start
     elapsed = prep_seconds + history["seconds"].cumsum()
     within = history[elapsed <= 600]
+    reached = elapsed[history["val_acc"] >= 0.92]
 
     # The tutorial's recipe: ResNet-50, fp32, its per-sample pipeline, batch 64, 10 epochs.
     tutorial_step = stage_train("resnet50", batch=64, steps=3)["fp32_img_s"]
@@ -243,6 +244,7 @@ def stage_time_to_accuracy() -> dict:
         "wall_seconds": wall,
         "test_accuracy": float((probs.argmax(1) == labels).mean()),
         "best_val_acc_within_10_min": float(within["val_acc"].max()) if len(within) else None,
+        "seconds_to_92_val_acc": float(reached.iloc[0]) if len(reached) else None,
         "tutorial_fp32_img_s": tutorial_step,
         "tutorial_projected_seconds_10_epochs": 10 * n_train / tutorial_step,
     }
@@ -327,6 +329,11 @@ def print_table(r: dict) -> None:
             f"best validation accuracy within 10 min {a['best_val_acc_within_10_min']:.1%}; "
             f"peak {a['peak_mb']:.0f} MB"
         )
+        if a.get("seconds_to_92_val_acc") is not None:
+            print(
+                f"validation accuracy first reached 92 % after "
+                f"{a['seconds_to_92_val_acc'] / 60:.1f} min (data preparation included)"
+            )
         print(
             f"tutorial recipe (ResNet-50 fp32, {a['tutorial_fp32_img_s']:.0f} img/s): 10 epochs "
             f"would take about {a['tutorial_projected_seconds_10_epochs'] / 60:.0f} min"

@@ -55,8 +55,11 @@ log = logging.getLogger(__name__)
 
 MANIFEST_COLUMNS = [
     "path", "label", "ok", "reason", "note", "format", "width", "height",
-    "bytes", "mtime_ns", "sha256", "dhash", "decoder_warnings",
+    "bytes", "mtime_ns", "sha256", "dhash", "decoder_warnings", "checker",
 ]  # fmt: skip
+#: The version of :func:`check_image` that wrote a manifest row. Rows of another version are
+#: checked again, so that every difference hash in a manifest is made the same way.
+CHECKER = 2
 MIN_SIDE = 32
 #: The difference hash is taken from a grayscale copy whose shorter side is at least this.
 DHASH_MIN_SIDE = 32
@@ -73,6 +76,7 @@ def check_image(path: str | os.PathLike[str], *, min_side: int = MIN_SIDE) -> di
     row: dict = {
         "ok": False, "reason": "", "note": "", "format": "", "width": 0, "height": 0,
         "bytes": 0, "mtime_ns": 0, "sha256": "", "dhash": "", "decoder_warnings": 0,
+        "checker": CHECKER,
     }  # fmt: skip
     try:
         info = os.stat(path)
@@ -229,7 +233,8 @@ def validate_folder(
     """Check every file under ``image_root`` and return (and write) the manifest.
 
     When ``manifest_path`` exists, files whose size and modification time are unchanged keep
-    their earlier verdict: a re-run only checks what is new or changed.
+    their earlier verdict: a re-run only checks what is new or changed (and everything when
+    the manifest was written by an earlier version of the check).
     """
     root = Path(image_root)
     files = list_files(root)
@@ -245,7 +250,9 @@ def validate_folder(
     merged = files.merge(
         previous.drop(columns=["label"]), on=["path", "bytes", "mtime_ns"], how="left"
     )
-    todo = merged.index[merged["reason"].isna() | (merged["reason"] == "")].tolist()
+    todo = merged.index[
+        merged["reason"].isna() | (merged["reason"] == "") | (merged["checker"] != CHECKER)
+    ].tolist()
     if todo:
         paths = [os.path.join(root, p) for p in merged.loc[todo, "path"]]
         results = _run_checks(paths, min_side=min_side, workers=workers, progress=progress)
@@ -293,6 +300,8 @@ def write_manifest(manifest: pd.DataFrame, path: str | os.PathLike[str]) -> Path
 def read_manifest(path: str | os.PathLike[str]) -> pd.DataFrame:
     """Read a manifest written by :func:`validate_folder`."""
     manifest = pd.read_csv(path, dtype=str, keep_default_na=False)
+    if "checker" not in manifest.columns:  # written before the column existed
+        manifest["checker"] = "1"
     missing = set(MANIFEST_COLUMNS) - set(manifest.columns)
     if missing:
         raise ValueError(f"{path} is not a manifest: columns {sorted(missing)} are missing")
@@ -300,7 +309,7 @@ def read_manifest(path: str | os.PathLike[str]) -> pd.DataFrame:
     return _typed(manifest[MANIFEST_COLUMNS])
 
 
-_INT_COLUMNS = ("width", "height", "bytes", "mtime_ns", "decoder_warnings")
+_INT_COLUMNS = ("width", "height", "bytes", "mtime_ns", "decoder_warnings", "checker")
 
 
 def _typed(manifest: pd.DataFrame) -> pd.DataFrame:

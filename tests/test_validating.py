@@ -70,3 +70,22 @@ def test_reason_counts_table(petimages):
     table = validating.reason_counts(manifest)
     assert table.loc["empty", "Cat"] == 1 and table.loc["not_an_image", "total"] == 2
     assert table.loc["total", "total"] == len(manifest)
+
+
+def test_a_manifest_from_an_earlier_check_is_checked_again(petimages, tmp_path, monkeypatch):
+    path = tmp_path / "manifest.csv"
+    first = validating.validate_folder(petimages, path, progress=False)
+    old = first.drop(columns=["checker"]).assign(dhash="0" * 64)  # the format before 2
+    old.to_csv(path, index=False)
+    assert (validating.read_manifest(path)["checker"] == 1).all()
+
+    checked = []
+    original = validating.check_image
+    monkeypatch.setattr(validating, "check_image",
+                        lambda p, **kw: checked.append(p) or original(p, **kw))  # fmt: skip
+    again = validating.validate_folder(petimages, path, progress=False, workers=1)
+    assert len(checked) == len(first)
+    pd.testing.assert_frame_equal(again, first)
+    checked.clear()
+    validating.validate_folder(petimages, path, progress=False, workers=1)
+    assert checked == []

@@ -190,9 +190,16 @@ class RunConfig:
         return out
 
 
+def available_cores() -> int:
+    """CPU cores this process may run on (fewer than the machine has when it is confined)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
+
+
 def default_num_workers() -> int:
     """Loader workers that pay off here: 0 on one or two cores, else up to 4."""
-    cores = os.cpu_count() or 1
+    cores = available_cores()
     return 0 if cores <= 2 else min(4, cores - 1)
 
 

@@ -25,6 +25,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, get_worker_info
 from tqdm.auto import tqdm
 
+from .config import available_cores
 from .images import load_square
 
 log = logging.getLogger(__name__)
@@ -111,7 +112,7 @@ def build_cache(
     paths = [str(root / p) for p in rows["path"]]
     chunk = 64
     starts = list(range(0, len(paths), chunk))
-    workers = workers if workers is not None else (os.cpu_count() or 1)
+    workers = workers if workers is not None else available_cores()
     bar = tqdm(total=len(paths), desc=f"decoding to {size}px cache", unit="img",
                disable=not progress)  # fmt: skip
 

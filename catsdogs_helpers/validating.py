@@ -25,10 +25,10 @@ rotation that was applied, bytes after the JPEG end marker, and the number of wa
 libjpeg printed while decoding (``decoder_warnings``; those messages are captured, not
 printed).
 
-The check decodes each JPEG once, in grayscale at 1/8 scale (less for small photos): the
-decoder still reads every byte of the compressed data, so a truncated or broken file is
-caught, but skips most of the arithmetic, and the difference hash for near duplicates is
-taken from that same small image.
+The check decodes each JPEG once, in grayscale at reduced scale (1/2 for a 500x375 photo,
+so that at least 128 pixels remain on the shorter side): the decoder still reads every byte
+of the compressed data, so a truncated or broken file is caught, but skips much of the
+arithmetic, and the difference hash for near duplicates is taken from that same image.
 """
 
 from __future__ import annotations
@@ -47,6 +47,7 @@ import pandas as pd
 from PIL import Image, UnidentifiedImageError
 from tqdm.auto import tqdm
 
+from .config import available_cores
 from .downloading import class_folders
 from .files import atomic_path
 from .images import dhash, jpeg_gray, open_image, reduction_for
@@ -60,9 +61,12 @@ MANIFEST_COLUMNS = [
 #: The version of :func:`check_image` that wrote a manifest row. Rows of another version are
 #: checked again, so that every difference hash in a manifest is made the same way.
 CHECKER = 2
+#: Formats decoded as JPEG: MPO is what Pillow calls a camera JPEG with extra images.
+JPEG_FORMATS = ("JPEG", "MPO")
 MIN_SIDE = 32
-#: The difference hash is taken from a grayscale copy whose shorter side is at least this.
-DHASH_MIN_SIDE = 32
+#: The difference hash is taken from a grayscale copy whose shorter side is at least this
+#: (1/2 scale for a 500x375 photo): coarser copies make resized duplicates drift apart.
+DHASH_MIN_SIDE = 128
 
 
 def check_image(path: str | os.PathLike[str], *, min_side: int = MIN_SIDE) -> dict:
@@ -98,7 +102,8 @@ def check_image(path: str | os.PathLike[str], *, min_side: int = MIN_SIDE) -> di
         row["format"] = header.format or ""
         row["width"], row["height"] = header.size
         mode = header.mode
-        orientation = header.getexif().get(0x0112, 1) if row["format"] == "JPEG" else 1
+        jpeg = row["format"] in JPEG_FORMATS
+        orientation = header.getexif().get(0x0112, 1) if jpeg else 1
     except UnidentifiedImageError:
         row["reason"] = "not_an_image"
         return row
@@ -117,7 +122,9 @@ def check_image(path: str | os.PathLike[str], *, min_side: int = MIN_SIDE) -> di
         return row
     notes = []
     gray = None
-    if row["format"] == "JPEG":
+    if row["format"] != "JPEG":
+        notes.append(f"{row['format']} content")
+    if jpeg:
         gray, messages = jpeg_gray(data, reduction_for(header.size, DHASH_MIN_SIDE))
         row["decoder_warnings"] = len(messages)
         problem = _jpeg_problem(gray, messages, data)
@@ -128,8 +135,6 @@ def check_image(path: str | os.PathLike[str], *, min_side: int = MIN_SIDE) -> di
             notes.append("bytes after the end marker")
         if messages:
             notes.append(f"{len(messages)} decoder warning(s): {messages[0][:80]}")
-    else:
-        notes.append(f"{row['format']} content")
     if gray is None:  # not a JPEG, or one OpenCV declined without a word: Pillow decides
         try:
             gray = open_image(data).convert("L")
@@ -269,7 +274,7 @@ def validate_folder(
 def _run_checks(
     paths: list[str], *, min_side: int, workers: int | None, progress: bool
 ) -> list[dict]:
-    workers = workers if workers is not None else (os.cpu_count() or 1)
+    workers = workers if workers is not None else available_cores()
     chunk = 64
     chunks = [paths[i : i + chunk] for i in range(0, len(paths), chunk)]
     bar = tqdm(total=len(paths), desc="validating", unit="img", disable=not progress)

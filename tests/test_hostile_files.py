@@ -58,6 +58,7 @@ def _extraneous_bytes() -> bytes:
 PHOTO = fakedata.photo(0, RNG, (220, 160))
 GOOD = fakedata.jpeg_bytes(PHOTO)
 PROGRESSIVE = _save(PHOTO, "JPEG", quality=90, progressive=True)
+MPO = _save(PHOTO, "MPO", save_all=True, append_images=[PHOTO.rotate(90)])  # camera style
 
 # file name -> (bytes, expected ok, expected reason, expected text in the note)
 CORPUS = {
@@ -86,6 +87,8 @@ CORPUS = {
     "corrupt_middle.jpg": (_corrupt_middle(GOOD), False, "corrupt",
                            "premature end of data segment"),
     "progressive.jpg": (PROGRESSIVE, True, "ok", ""),
+    "mpo.jpg": (MPO, True, "ok", "MPO content"),
+    "mpo_truncated.jpg": (MPO[: len(MPO) // 4], False, "truncated", "truncated"),
     "progressive_truncated.jpg": (PROGRESSIVE[: len(PROGRESSIVE) * 2 // 3], False, "truncated",
                                   "truncated"),
     "bomb.png": (_bomb_png(), False, "too_large", "decompression bomb"),

@@ -2,8 +2,8 @@
 
 One module per step: ``config`` (paths and parameters), ``downloading``, ``validating``,
 ``splitting``, ``images``, ``transforms``, ``datasets``, ``models``, ``devices``, ``files``,
-``training``, ``evaluation``, ``plotting``, ``pipeline`` (the steps, reusing what exists)
-and ``series`` (run all notebooks with papermill). Import what you use, e.g.
+``parallel``, ``training``, ``evaluation``, ``plotting``, ``pipeline`` (the steps, reusing
+what exists) and ``series`` (run all notebooks with papermill). Import what you use, e.g.
 ``from catsdogs_helpers import config, plotting``.
 """
 

@@ -15,7 +15,6 @@ import hashlib
 import logging
 import os
 import random
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,10 +22,9 @@ import numpy as np
 import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset, get_worker_info
-from tqdm.auto import tqdm
 
-from .config import available_cores
 from .images import load_square
+from .parallel import map_chunks
 
 log = logging.getLogger(__name__)
 
@@ -110,32 +108,15 @@ def build_cache(
         ) from err
     ok = np.ones(len(rows), dtype=bool)
     paths = [str(root / p) for p in rows["path"]]
-    chunk = 64
-    starts = list(range(0, len(paths), chunk))
-    workers = workers if workers is not None else available_cores()
-    bar = tqdm(total=len(paths), desc=f"decoding to {size}px cache", unit="img",
-               disable=not progress)  # fmt: skip
-
-    def store(start: int, result: tuple[np.ndarray, list[str]]) -> None:
-        images, errors = result
+    for start, (images, errors) in map_chunks(
+        _decode_chunk, paths, size, workers=workers, desc=f"decoding to {size}px cache",
+        progress=progress,
+    ):  # fmt: skip
         array[start : start + len(images)] = images
         for offset, error in enumerate(errors):
             if error:
                 ok[start + offset] = False
                 log.warning("skipping %s: %s", rows.at[start + offset, "path"], error)
-        bar.update(len(images))
-
-    if workers <= 1 or len(paths) <= 2 * chunk:
-        for start in starts:
-            store(start, _decode_chunk(paths[start : start + chunk], size))
-    else:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            chunks = [paths[s : s + chunk] for s in starts]
-            for start, result in zip(
-                starts, pool.map(_decode_chunk, chunks, [size] * len(chunks)), strict=True
-            ):
-                store(start, result)
-    bar.close()
     array.flush()
     array = None  # close the memory map before renaming the file
     np.save(ok_path, ok)

@@ -39,18 +39,16 @@ import logging
 import os
 import re
 import stat
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from PIL import Image, UnidentifiedImageError
-from tqdm.auto import tqdm
 
-from .config import available_cores
 from .downloading import class_folders
 from .files import atomic_path
 from .images import dhash, jpeg_gray, open_image, reduction_for
+from .parallel import map_chunks
 
 log = logging.getLogger(__name__)
 
@@ -274,23 +272,11 @@ def validate_folder(
 def _run_checks(
     paths: list[str], *, min_side: int, workers: int | None, progress: bool
 ) -> list[dict]:
-    workers = workers if workers is not None else available_cores()
-    chunk = 64
-    chunks = [paths[i : i + chunk] for i in range(0, len(paths), chunk)]
-    bar = tqdm(total=len(paths), desc="validating", unit="img", disable=not progress)
     results: list[dict] = []
-    if workers <= 1 or len(paths) <= 2 * chunk:
-        for part in chunks:
-            results.extend(_check_many(part, min_side))
-            bar.update(len(part))
-    else:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            for part, out in zip(
-                chunks, pool.map(_check_many, chunks, [min_side] * len(chunks)), strict=True
-            ):
-                results.extend(out)
-                bar.update(len(part))
-    bar.close()
+    for _, checked in map_chunks(
+        _check_many, paths, min_side, workers=workers, desc="validating", progress=progress
+    ):
+        results.extend(checked)
     return results
 
 

@@ -252,53 +252,78 @@ def hash_drift(paths: list[Path]) -> dict:
     return {name: float(np.median(bits)) for name, bits in drift.items()}
 
 
-def stage_time_to_accuracy() -> dict:
+#: The README's quick first run, and a small data set's first run (5 epochs on 800 photos).
+QUICK_RUN = {"LIMIT_PER_CLASS": 5000, "EPOCHS": 10}
+SMALL_RUN = {"LIMIT_PER_CLASS": 400, "EPOCHS": 5}
+
+
+def train_and_test(**parameters) -> dict:
+    """A run from the extracted 10k photos to test accuracy with these parameters, timed
+    from validation on (validation, split, cache, training and evaluation)."""
     os.environ["CATSDOGS_DATA_DIR"] = tempfile.mkdtemp(prefix="catsdogs-bench-")
     os.environ["CATSDOGS_RUNS_DIR"] = tempfile.mkdtemp(prefix="catsdogs-bench-runs-")
-    from catsdogs_helpers import config, devices, downloading, evaluation, pipeline, training
+    from catsdogs_helpers import config, devices, downloading, evaluation, steps
 
-    cfg = config.make_config(DATASET_URL=str(DEV_ZIP), RUN_NAME="bench")
+    cfg = config.make_config(DATASET_URL=str(DEV_ZIP), RUN_NAME="bench", **parameters)
     downloading.prepare_dataset(cfg.data_dir, str(DEV_ZIP), progress=False)
     start = time.perf_counter()
-    manifest = pipeline.ensure_manifest(cfg, progress=False)
-    split = pipeline.ensure_split(cfg, progress=False)
-    cache = pipeline.ensure_cache(cfg, split, progress=False)
+    manifest = steps.ensure_manifest(cfg, progress=False)
+    split = steps.ensure_split(cfg, progress=False)
+    cache = steps.ensure_cache(cfg, split, progress=False)
     prep_seconds = time.perf_counter() - start
-    model, history = pipeline.train_run(cfg, progress=False)
-    test = pipeline.make_datasets(cfg, split, cache)["test"]
-    loader = pipeline.make_loaders(cfg, {"test": test})["test"]
+    model, history = steps.train_run(cfg, progress=False)
+    test = steps.make_datasets(cfg, split, cache)["test"]
+    loader = steps.make_loaders(cfg, {"test": test}, batch_size=64)["test"]
     device = devices.pick_device(cfg.device)
     probs, labels, _ = evaluation.predict(
         model, loader, device, amp_dtype=devices.amp_dtype(device), tta=cfg.recipe.tta
     )
-    wall = time.perf_counter() - start
-    elapsed = prep_seconds + history["seconds"].cumsum()
-    within = history[elapsed <= 600]
-    reached = elapsed[history["val_acc"] >= 0.92]
-
-    # The tutorial's recipe: ResNet-50, fp32, its per-sample pipeline, batch 64, 10 epochs.
-    tutorial_step = training.measure_training_speed(
-        "resnet50", {"fp32": {}}, image_size=128, batch_size=64, device=device, steps=3
-    )["fp32"]
-    n_train = int((split["split"] == "train").sum())
+    plan = cfg.plan(len(steps.make_datasets(cfg, split, cache)["train"]))
     return {
+        "parameters": parameters,
         "recipe": cfg.recipe.name,
         "model": cfg.model_name,
         "epochs": int(len(history)),
+        "batch_size": plan.batch_size,
         "images": int(len(manifest)),
-        "train_images": n_train,
+        "train_images": int((split["split"] == "train").sum()),
+        "n_test": int(len(labels)),
         "prep_seconds": prep_seconds,
-        "wall_seconds": wall,
+        "wall_seconds": time.perf_counter() - start,
+        "elapsed_per_epoch": (prep_seconds + history["seconds"].cumsum()).tolist(),
+        "val_acc": history["val_acc"].tolist(),
         "test_accuracy": float((probs.argmax(1) == labels).mean()),
-        "best_val_acc_within_10_min": float(within["val_acc"].max()) if len(within) else None,
-        "seconds_to_92_val_acc": float(reached.iloc[0]) if len(reached) else None,
-        "tutorial_fp32_img_s": tutorial_step,
-        "tutorial_projected_seconds_10_epochs": 10 * n_train / tutorial_step,
     }
 
 
+def stage_time_to_accuracy() -> dict:
+    import numpy as np
+
+    from catsdogs_helpers import devices, training
+
+    result = train_and_test()
+    elapsed, val_acc = np.array(result["elapsed_per_epoch"]), np.array(result["val_acc"])
+    within, reached = val_acc[elapsed <= 600], elapsed[val_acc >= 0.92]
+    # The tutorial's recipe: ResNet-50, fp32, its per-sample pipeline, batch 64, 10 epochs.
+    device = devices.pick_device("auto")
+    tutorial_step = training.measure_training_speed(
+        "resnet50", {"fp32": {}}, image_size=128, batch_size=64, device=device, steps=3
+    )["fp32"]
+    return {
+        **result,
+        "best_val_acc_within_10_min": float(within.max()) if len(within) else None,
+        "seconds_to_92_val_acc": float(reached[0]) if len(reached) else None,
+        "tutorial_fp32_img_s": tutorial_step,
+        "tutorial_projected_seconds_10_epochs": 10 * result["train_images"] / tutorial_step,
+    }
+
+
+def stage_first_runs() -> dict:
+    return {"quick": train_and_test(**QUICK_RUN), "small": train_and_test(**SMALL_RUN)}
+
+
 STAGES = {"data": stage_data, "train": stage_train, "scan": stage_scan,
-          "time_to_accuracy": stage_time_to_accuracy}  # fmt: skip
+          "time_to_accuracy": stage_time_to_accuracy, "first_runs": stage_first_runs}  # fmt: skip
 
 
 def run_stage(name: str, folder: Path) -> dict:
@@ -318,6 +343,8 @@ def main() -> None:
     parser.add_argument("--photos", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--n", type=int, default=600, help="photos for stages 1 and 3")
     parser.add_argument("--time-to-accuracy", action="store_true", help="also run stage 4")
+    parser.add_argument("--first-runs", action="store_true", help="also run stage 5")
+    parser.add_argument("--only", nargs="*", choices=STAGES, help="run only these stages")
     args = parser.parse_args()
     if args.stage:
         func = STAGES[args.stage]
@@ -336,18 +363,42 @@ def main() -> None:
         folder = Path(tmp) / "photos"
         make_photos(folder, args.n)
         names = ["data", "train", "scan"] + (["time_to_accuracy"] if args.time_to_accuracy else [])
+        names += ["first_runs"] if args.first_runs else []
+        names = args.only or names
         for name in names:
             print(f"running {name} ...", file=sys.stderr, flush=True)
             results[name] = run_stage(name, folder)
-    print_table(results)
     out = HERE / "results" / f"benchmark-{time.strftime('%Y%m%d-%H%M%S')}.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(results, indent=2))
+    print_table(results)
     print(f"\nwritten to {out.relative_to(REPO)}")
 
 
 def print_table(r: dict) -> None:
     print(f"\n{r['machine']}, Python {r['python']}, {r['date']}\n")
+    if {"data", "train", "scan"} <= set(r):
+        print_speed(r)
+    if "time_to_accuracy" in r:
+        print_time_to_accuracy(r["time_to_accuracy"])
+    if "first_runs" in r:
+        print_first_runs(r["first_runs"])
+
+
+def print_first_runs(runs: dict) -> None:
+    for name in ("quick", "small"):
+        run = runs[name]
+        given = " ".join(f"-p {k} {v}" for k, v in run["parameters"].items())
+        print(
+            f"\nfirst run, {name} ({given}):"
+            f" {run['images']} photos, batch {run['batch_size']}, {run['epochs']} epochs: "
+            f"test accuracy {run['test_accuracy']:.1%} on {run['n_test']} photos, best "
+            f"validation accuracy {max(run['val_acc']):.1%}; {run['wall_seconds'] / 60:.1f} min "
+            f"from validation to test results; peak {runs['peak_mb']:.0f} MB"
+        )
+
+
+def print_speed(r: dict) -> None:
     print(f"{'stage':<34}{'baseline':>14}{'ours':>14}{'ratio':>8}{'peak MB':>10}")
     d, t, s = r["data"], r["train"], r["scan"]
     rows = [
@@ -375,24 +426,25 @@ def print_table(r: dict) -> None:
         f"at the validate step's scale, {drift['one_eighth']:.0f} bits from a 1/8-scale "
         f"decode; duplicates are grouped up to 12)"
     )
-    if "time_to_accuracy" in r:
-        a = r["time_to_accuracy"]
+
+
+def print_time_to_accuracy(a: dict) -> None:
+    print(
+        f"\ntime to accuracy ({a['recipe']} recipe, {a['model']}, {a['epochs']} epochs, "
+        f"{a['images']} photos): test accuracy {a['test_accuracy']:.1%} after "
+        f"{a['wall_seconds'] / 60:.1f} min (data preparation {a['prep_seconds']:.0f} s); "
+        f"best validation accuracy within 10 min {a['best_val_acc_within_10_min']:.1%}; "
+        f"peak {a['peak_mb']:.0f} MB"
+    )
+    if a.get("seconds_to_92_val_acc") is not None:
         print(
-            f"\ntime to accuracy ({a['recipe']} recipe, {a['model']}, {a['epochs']} epochs, "
-            f"{a['images']} photos): test accuracy {a['test_accuracy']:.1%} after "
-            f"{a['wall_seconds'] / 60:.1f} min (data preparation {a['prep_seconds']:.0f} s); "
-            f"best validation accuracy within 10 min {a['best_val_acc_within_10_min']:.1%}; "
-            f"peak {a['peak_mb']:.0f} MB"
+            f"validation accuracy first reached 92 % after "
+            f"{a['seconds_to_92_val_acc'] / 60:.1f} min (data preparation included)"
         )
-        if a.get("seconds_to_92_val_acc") is not None:
-            print(
-                f"validation accuracy first reached 92 % after "
-                f"{a['seconds_to_92_val_acc'] / 60:.1f} min (data preparation included)"
-            )
-        print(
-            f"tutorial recipe (ResNet-50 fp32, {a['tutorial_fp32_img_s']:.0f} img/s): 10 epochs "
-            f"would take about {a['tutorial_projected_seconds_10_epochs'] / 60:.0f} min"
-        )
+    print(
+        f"tutorial recipe (ResNet-50 fp32, {a['tutorial_fp32_img_s']:.0f} img/s): 10 epochs "
+        f"would take about {a['tutorial_projected_seconds_10_epochs'] / 60:.0f} min"
+    )
 
 
 if __name__ == "__main__":

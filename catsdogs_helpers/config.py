@@ -1,16 +1,29 @@
-"""Configuration: where things live, what each run is called, and the checked run settings.
+"""Configuration: where things live, the parameters of a run, and what is derived from them.
 
 Every path comes from here: the repository root (found from this file, not from the current
-folder) or a ``CATSDOGS_*`` environment variable. Notebooks read their parameters from the
-environment with the same names, so ``CATSDOGS_EPOCHS=3 jupyter lab`` and
-``papermill -p EPOCHS 3`` do the same thing.
+folder) or a ``CATSDOGS_*`` environment variable.
+
+**Parameters.** Each notebook's ``parameters`` cell holds plain values (the defaults of
+:data:`PARAMETERS`). One call, :func:`from_parameters`, reads them and checks every value:
+
+1. a value you set (by editing the cell, or with ``papermill -p NAME VALUE``) wins;
+2. a value left at its default is taken from ``CATSDOGS_<NAME>`` when that is set;
+3. otherwise the default.
+
+The series runner (``python -m catsdogs_helpers.series``) checks its ``-p`` values with the
+same code before it runs the first notebook. A wrong type or value raises
+:class:`ParameterError`, naming the parameter, where the value came from and what it accepts.
+
+**Seeds.** :func:`seed_for` is the one place that derives every seed from ``SEED``.
 """
 
 from __future__ import annotations
 
+import difflib
 import os
 import sys
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +37,50 @@ DEFAULT_DATASET_URL = (
 
 MODEL_NAMES = ("resnet9", "resnet18", "resnet34", "resnet50", "efficientnet_b0")
 RECIPES = ("fast", "tutorial")
+AUGMENTS = ("light", "tutorial", "heavy", "none")
 DEVICES = ("auto", "cpu", "cuda", "mps")
+TRUE_WORDS = ("1", "true", "yes", "on")
+FALSE_WORDS = ("0", "false", "no", "off", "")
+
+
+class ParameterError(ValueError):
+    """A parameter has a value of the wrong type or outside what it accepts."""
+
+
+@dataclass(frozen=True)
+class Parameter:
+    """One notebook parameter: its name, default (which also fixes its type) and meaning."""
+
+    name: str
+    default: str | int | bool
+    meaning: str
+    choices: tuple[str, ...] = ()
+    minimum: int | None = None
+
+
+PARAMETERS: dict[str, Parameter] = {
+    p.name: p
+    for p in (
+        Parameter("DATA_DIR", "", 'where the photos, manifest and cache go ("": data/)'),
+        Parameter("DATASET_URL", "", '"": Microsoft\'s archive; or an http(s) URL or a .zip'),
+        Parameter("DATASET_SHA256", "", "the archive's sha256, checked when given"),
+        Parameter("RUN_NAME", "default", "everything the run writes goes to runs/<RUN_NAME>/"),
+        Parameter("SEED", 42, "split, initialisation, loader order, augmentations", (), 0),
+        Parameter("RECIPE", "fast", '"fast" (ours) or "tutorial"', RECIPES),
+        Parameter("MODEL_NAME", "", '"": the recipe\'s', ("", *MODEL_NAMES)),
+        Parameter("AUGMENT", "", '"": the recipe\'s training pipeline', ("", *AUGMENTS)),
+        Parameter("EPOCHS", 0, "0: the recipe's", (), 0),
+        Parameter("BATCH_SIZE", 0, "0: the recipe's, smaller for small data sets", (), 0),
+        Parameter("IMAGE_SIZE", 0, "0: the recipe's; else 32 or more", (), 0),
+        Parameter("NUM_WORKERS", -1, "-1: automatic; 0: load in the main process", (), -1),
+        Parameter("LIMIT_PER_CLASS", 0, "0: all photos; else a seeded subset per class", (), 0),
+        Parameter("DEVICE", "auto", "auto (CUDA, then MPS, then CPU), cuda, mps or cpu", DEVICES),
+        Parameter("PRETRAINED", False, "start from ImageNet weights (downloads them once)"),
+        Parameter("RESUME", False, "continue an interrupted training run"),
+        Parameter("OVERWRITE", False, "replace this run's split, training and results"),
+        Parameter("PREDICT_PATH", "", '"": a demo; or a photo or folder of yours'),
+    )
+}
 
 
 def is_colab() -> bool:
@@ -72,33 +128,114 @@ def run_dir(run_name: str) -> Path:
     Only computed and checked here; whoever writes into it creates it.
     """
     if not run_name or any(c in run_name for c in "/\\") or run_name in {".", ".."}:
-        raise ValueError(
-            f"RUN_NAME {run_name!r} is not a usable folder name: use letters, digits, '-' or '_'."
+        raise ParameterError(
+            f"RUN_NAME={run_name!r} is not a usable folder name: use letters, digits, '-' or '_'."
         )
     return runs_dir() / run_name
 
 
-def env(name: str, default: Any) -> Any:
-    """Read ``CATSDOGS_<NAME>`` from the environment, typed like ``default``."""
-    raw = os.environ.get(ENV_PREFIX + name)
-    if raw is None:
-        return default
-    if isinstance(default, bool):
-        return raw.strip().lower() in {"1", "true", "yes", "on"}
-    if isinstance(default, int):
-        return int(raw)
-    if isinstance(default, float):
-        return float(raw)
-    return raw
+# ---------------------------------------------------------------------------- parameters
+
+
+def _fail(param: Parameter, value: Any, source: str, accepts: str) -> ParameterError:
+    return ParameterError(f"{param.name}={value!r} ({source}) is not valid: {accepts}.")
+
+
+def _as_bool(param: Parameter, value: Any, source: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    words = str(value).strip().lower() if isinstance(value, str | int) else None
+    if words in TRUE_WORDS or words in FALSE_WORDS:
+        return words in TRUE_WORDS
+    raise _fail(param, value, source, "use True or False (or 1/0, yes/no, on/off)")
+
+
+def _as_int(param: Parameter, value: Any, source: str) -> int:
+    number = None
+    if isinstance(value, int) and not isinstance(value, bool):
+        number = value
+    elif isinstance(value, float) and value.is_integer():
+        number = int(value)
+    elif isinstance(value, str) and value.strip().lstrip("+-").isdigit():
+        number = int(value.strip())
+    low = param.minimum
+    if number is None or (low is not None and number < low):
+        wanted = "a whole number" + (f" of at least {low}" if low is not None else "")
+        raise _fail(param, value, source, f"use {wanted} ({param.meaning})")
+    return number
+
+
+def _as_str(param: Parameter, value: Any, source: str) -> str:
+    if isinstance(value, bool) or not isinstance(value, str | int | os.PathLike):
+        raise _fail(param, value, source, f"use text ({param.meaning})")
+    text = os.fspath(value) if isinstance(value, os.PathLike) else str(value).strip()
+    if param.choices and text not in param.choices:
+        shown = ", ".join(repr(c) for c in param.choices)
+        raise _fail(param, value, source, f"use one of {shown}")
+    return text
+
+
+def parse_value(name: str, value: Any, source: str = "given") -> str | int | bool:
+    """``value`` checked and converted to the type of parameter ``name``'s default.
+
+    Text from the environment is parsed (``"3"`` -> 3, ``"yes"`` -> True); anything that does
+    not fit raises :class:`ParameterError` naming the parameter, ``source`` and what it takes.
+    """
+    param = PARAMETERS[name]
+    if isinstance(param.default, bool):
+        return _as_bool(param, value, source)
+    if isinstance(param.default, int):
+        return _as_int(param, value, source)
+    return _as_str(param, value, source)
+
+
+def unknown_names(names) -> list[str]:
+    """Messages for names that are no parameter, each with the closest match if any."""
+    out = []
+    for name in names:
+        if name not in PARAMETERS:
+            close = difflib.get_close_matches(name, PARAMETERS, n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            out.append(f"{name} is not a parameter of this series{hint}")
+    return out
+
+
+def read_parameters(
+    given: Mapping[str, Any], *, explicit: bool = False, environ: Mapping[str, str] | None = None
+) -> dict[str, str | int | bool]:
+    """Every parameter's checked value, from ``given`` values, ``CATSDOGS_*`` and defaults.
+
+    ``given`` may hold other names (a notebook's ``globals()``); only parameters are read.
+    A given value wins over the environment when it differs from the default, or always
+    with ``explicit=True`` (the series runner's ``-p`` values).
+    """
+    environ = os.environ if environ is None else environ
+    values = {}
+    for name, param in PARAMETERS.items():
+        value, source = param.default, "the default"
+        if name in given and (explicit or given[name] != param.default):
+            value, source = given[name], "given with -p" if explicit else "set in the notebook"
+        elif ENV_PREFIX + name in environ:
+            value, source = environ[ENV_PREFIX + name], f"from {ENV_PREFIX}{name}"
+        values[name] = parse_value(name, value, source)
+    return values
+
+
+# ------------------------------------------------------------------------------- recipes
+
+#: Small data sets get smaller batches, so an epoch has at least this many optimiser steps.
+MIN_STEPS_PER_EPOCH = 40
+MIN_AUTO_BATCH = 16
 
 
 @dataclass(frozen=True)
 class Recipe:
-    """How a model is trained: everything the ``RECIPE`` parameter switches at once."""
+    """How a model is trained: everything the ``RECIPE`` parameter switches at once, and the
+    rules that adapt it to other batch sizes, image sizes and data sets."""
 
     name: str
     model_name: str
-    image_size: int  # the crop the model sees in training
+    image_size: int  # the crop the model sees at the end of training
     cache_size: int  # square side of the decoded uint8 cache; evaluation uses its centre
     epochs: int
     batch_size: int
@@ -107,10 +244,40 @@ class Recipe:
     weight_decay: float
     schedule: str  # "onecycle" or "plateau"
     label_smoothing: float
-    augment: str  # "light" (crop + flip) or "tutorial" (affine, crop, colour)
+    augment: str  # one of AUGMENTS: the training pipeline (transforms.train_transforms)
     early_stopping: int  # epochs without improvement before stopping (0 = never)
     tta: bool  # average predictions over the image and its mirror
     progressive: bool  # train on smaller images first (2/3 of image_size), growing to full
+
+    def cache_size_for(self, image_size: int) -> int:
+        """The cache side for another crop size, keeping the recipe's margin (110 -> 96)."""
+        return max(image_size, round(image_size * self.cache_size / self.image_size))
+
+    def batch_size_for(self, n_train: int) -> int:
+        """The recipe's batch, halved (down to 16) until an epoch of ``n_train`` images has
+        at least :data:`MIN_STEPS_PER_EPOCH` steps: a few hundred photos in batches of 128
+        give the optimiser too few steps to learn anything in a few epochs."""
+        size = self.batch_size
+        while size > MIN_AUTO_BATCH and n_train < MIN_STEPS_PER_EPOCH * size:
+            size //= 2
+        return max(size, min(MIN_AUTO_BATCH, self.batch_size))
+
+    def lr_for(self, batch_size: int) -> float:
+        """The learning rate for ``batch_size``: scaled linearly for SGD, as is for Adam."""
+        if self.optimizer == "sgd":
+            return self.lr * batch_size / self.batch_size
+        return self.lr
+
+    def sizes_for(self, image_size: int, epochs: int, stages: int = 5) -> tuple[int, ...]:
+        """The training image side of each epoch. Progressive resizing: ``stages`` steps from
+        2/3 of ``image_size`` up to it (multiples of 8), spread evenly over the epochs. Small
+        images early are cheap and teach coarse shapes; the last epochs see the full size."""
+        if not self.progressive:
+            return (image_size,) * epochs
+        first = max(32, image_size * 2 / 3)
+        steps = [first + (image_size - first) * k / (stages - 1) for k in range(stages - 1)]
+        sizes = sorted({min(image_size, int(round(s / 8) * 8)) for s in steps} | {image_size})
+        return tuple(sizes[min(len(sizes) - 1, e * len(sizes) // epochs)] for e in range(epochs))
 
 
 RECIPE_DEFAULTS: dict[str, Recipe] = {
@@ -118,47 +285,69 @@ RECIPE_DEFAULTS: dict[str, Recipe] = {
     # channels_last, one-cycle SGD, label smoothing, crop + flip, progressive resizing
     # (64 -> 96 px), and flip averaging at test time.
     "fast": Recipe(
-        name="fast",
-        model_name="resnet9",
-        image_size=96,
-        cache_size=110,
-        epochs=22,
-        batch_size=128,
-        optimizer="sgd",
-        lr=0.2,
-        weight_decay=5e-4,
-        schedule="onecycle",
-        label_smoothing=0.1,
-        augment="light",
-        early_stopping=0,
-        tta=True,
-        progressive=True,
+        name="fast", model_name="resnet9", image_size=96, cache_size=110, epochs=22,
+        batch_size=128, optimizer="sgd", lr=0.2, weight_decay=5e-4, schedule="onecycle",
+        label_smoothing=0.1, augment="light", early_stopping=0, tta=True, progressive=True,
     ),
     # The tutorial's recipe, its defects fixed: ResNet-50 from scratch, 128 px crops of 160 px
     # images, Adam 1e-3, reduce-on-plateau (0.5, patience 3), early stopping (5), 10 epochs.
     "tutorial": Recipe(
-        name="tutorial",
-        model_name="resnet50",
-        image_size=128,
-        cache_size=160,
-        epochs=10,
-        batch_size=64,
-        optimizer="adam",
-        lr=1e-3,
-        weight_decay=0.0,
-        schedule="plateau",
-        label_smoothing=0.0,
-        augment="tutorial",
-        early_stopping=5,
-        tta=False,
-        progressive=False,
+        name="tutorial", model_name="resnet50", image_size=128, cache_size=160, epochs=10,
+        batch_size=64, optimizer="adam", lr=1e-3, weight_decay=0.0, schedule="plateau",
+        label_smoothing=0.0, augment="tutorial", early_stopping=5, tta=False, progressive=False,
     ),
-}
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class TrainingPlan:
+    """Everything that decides how a model is trained, resolved for one data set: what
+    :func:`catsdogs_helpers.training.fit` runs, and what a finished run is compared by."""
+
+    model_name: str
+    pretrained: bool
+    augment: str
+    epochs: int
+    batch_size: int
+    optimizer: str
+    lr: float
+    weight_decay: float
+    schedule: str
+    label_smoothing: float
+    early_stopping: int
+    sizes: tuple[int, ...] = field(default=())  # the training image side of each epoch
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["sizes"] = list(self.sizes)
+        return out
+
+
+# ------------------------------------------------------------------------------ the run
+
+
+def seed_for(seed: int, purpose: str, epoch: int = 0) -> int:
+    """The one place every seed is derived from ``SEED``.
+
+    - ``split``: the split of the files (the same split for every recipe).
+    - ``model``: the model's initial weights (:func:`training.seed_everything` before
+      building it).
+    - ``loader``: the loaders' base generators.
+    - ``epoch``: each epoch's data order and augmentations, ``SEED * 1000 + epoch``, so an
+      epoch depends only on the seed and its number, and a resumed run repeats exactly
+      what an uninterrupted one would have done.
+    """
+    if purpose in ("split", "model", "loader"):
+        return seed
+    if purpose == "epoch":
+        return seed * 1000 + epoch
+    raise ValueError(f"purpose {purpose!r} is unknown: use split, model, loader or epoch")
 
 
 @dataclass(frozen=True)
 class RunConfig:
-    """The checked settings of one run, built by :func:`make_config` from notebook parameters."""
+    """The checked settings of one run, built by :func:`make_config` or
+    :func:`from_parameters`. ``batch_size`` 0 means "the recipe's, for the data set"."""
 
     data_dir: Path
     dataset_url: str
@@ -166,21 +355,42 @@ class RunConfig:
     run_name: str
     seed: int
     recipe: Recipe
+    model_name: str
+    augment: str
     epochs: int
     batch_size: int
     image_size: int
     cache_size: int
-    model_name: str
     num_workers: int
     limit_per_class: int
     device: str
     pretrained: bool
     resume: bool
     overwrite: bool
+    predict_path: str
 
     @property
     def run_dir(self) -> Path:
         return run_dir(self.run_name)
+
+    @property
+    def eval_size(self) -> int:
+        """The side of evaluation images: a centre crop the size of the last training crops."""
+        return self.image_size
+
+    def plan(self, n_train: int) -> TrainingPlan:
+        """The training plan for ``n_train`` training images (batch and learning rate adapt
+        to small data sets unless ``BATCH_SIZE`` is set)."""
+        recipe = self.recipe
+        batch_size = self.batch_size or recipe.batch_size_for(n_train)
+        return TrainingPlan(
+            model_name=self.model_name, pretrained=self.pretrained, augment=self.augment,
+            epochs=self.epochs, batch_size=batch_size, optimizer=recipe.optimizer,
+            lr=recipe.lr_for(batch_size), weight_decay=recipe.weight_decay,
+            schedule=recipe.schedule, label_smoothing=recipe.label_smoothing,
+            early_stopping=recipe.early_stopping,
+            sizes=recipe.sizes_for(self.image_size, self.epochs),
+        )  # fmt: skip
 
     def to_dict(self) -> dict[str, Any]:
         """Plain values, for ``metrics.json`` and checkpoints."""
@@ -203,70 +413,38 @@ def default_num_workers() -> int:
     return 0 if cores <= 2 else min(4, cores - 1)
 
 
-def make_config(
-    *,
-    DATA_DIR: str = "",
-    DATASET_URL: str = "",
-    DATASET_SHA256: str = "",
-    RUN_NAME: str = "default",
-    SEED: int = 42,
-    RECIPE: str = "fast",
-    MODEL_NAME: str = "",
-    EPOCHS: int = 0,
-    BATCH_SIZE: int = 0,
-    IMAGE_SIZE: int = 0,
-    NUM_WORKERS: int = -1,
-    LIMIT_PER_CLASS: int = 0,
-    DEVICE: str = "auto",
-    PRETRAINED: bool = False,
-    RESUME: bool = False,
-    OVERWRITE: bool = False,
-) -> RunConfig:
-    """Check the notebook parameters and fill the blanks (0 or "") from the recipe.
+def make_config(**values: Any) -> RunConfig:
+    """A checked :class:`RunConfig` from parameter values given by name (the rest take their
+    defaults; the environment is not read, see :func:`from_parameters`).
 
-    Raises ``ValueError`` with a message that says which parameter to change.
+    Raises :class:`ParameterError` naming the parameter and what it accepts.
     """
-    if RECIPE not in RECIPE_DEFAULTS:
-        raise ValueError(f"RECIPE={RECIPE!r} is unknown: use one of {', '.join(RECIPES)}.")
-    recipe = RECIPE_DEFAULTS[RECIPE]
-    model_name = MODEL_NAME or recipe.model_name
-    if model_name not in MODEL_NAMES:
-        raise ValueError(
-            f"MODEL_NAME={model_name!r} is unknown: use one of {', '.join(MODEL_NAMES)}."
-        )
-    epochs = EPOCHS or recipe.epochs
-    if int(EPOCHS) < 0 or epochs < 1:
-        raise ValueError(f"EPOCHS={EPOCHS} must be at least 1 (0 means the recipe's default).")
-    batch_size = BATCH_SIZE or recipe.batch_size
-    if batch_size < 1:
-        raise ValueError(f"BATCH_SIZE={BATCH_SIZE} must be at least 1.")
-    image_size = IMAGE_SIZE or recipe.image_size
+    problems = unknown_names(values)
+    if problems:
+        raise ParameterError("; ".join(problems))
+    p = {n: parse_value(n, values.get(n, spec.default), "given") for n, spec in PARAMETERS.items()}
+    recipe = RECIPE_DEFAULTS[p["RECIPE"]]
+    image_size = p["IMAGE_SIZE"] or recipe.image_size
     if image_size < 32:
-        raise ValueError(f"IMAGE_SIZE={IMAGE_SIZE} is too small: use 32 or more (0 = recipe).")
-    # Keep the recipe's margin between cache and crop (160 -> 128, 110 -> 96).
-    cache_size = max(image_size, round(image_size * recipe.cache_size / recipe.image_size))
-    if LIMIT_PER_CLASS < 0:
-        raise ValueError(f"LIMIT_PER_CLASS={LIMIT_PER_CLASS} must be 0 (all) or more.")
-    if DEVICE not in DEVICES:
-        raise ValueError(f"DEVICE={DEVICE!r} is unknown: use one of {', '.join(DEVICES)}.")
-    num_workers = default_num_workers() if NUM_WORKERS < 0 else NUM_WORKERS
-    run_dir(RUN_NAME)  # checks the name
+        raise ParameterError(f"IMAGE_SIZE={image_size} is too small: use 32 or more (0 = recipe).")
+    run_dir(p["RUN_NAME"])  # checks the name
     return RunConfig(
-        data_dir=data_dir(DATA_DIR),
-        dataset_url=DATASET_URL or DEFAULT_DATASET_URL,
-        dataset_sha256=DATASET_SHA256.lower(),
-        run_name=RUN_NAME,
-        seed=int(SEED),
-        recipe=recipe,
-        epochs=int(epochs),
-        batch_size=int(batch_size),
-        image_size=int(image_size),
-        cache_size=int(cache_size),
-        model_name=model_name,
-        num_workers=int(num_workers),
-        limit_per_class=int(LIMIT_PER_CLASS),
-        device=DEVICE,
-        pretrained=bool(PRETRAINED),
-        resume=bool(RESUME),
-        overwrite=bool(OVERWRITE),
-    )
+        data_dir=data_dir(p["DATA_DIR"]), dataset_url=p["DATASET_URL"] or DEFAULT_DATASET_URL,
+        dataset_sha256=p["DATASET_SHA256"].lower(), run_name=p["RUN_NAME"], seed=p["SEED"],
+        recipe=recipe, model_name=p["MODEL_NAME"] or recipe.model_name,
+        augment=p["AUGMENT"] or recipe.augment, epochs=p["EPOCHS"] or recipe.epochs,
+        batch_size=p["BATCH_SIZE"], image_size=image_size,
+        cache_size=recipe.cache_size_for(image_size),
+        num_workers=default_num_workers() if p["NUM_WORKERS"] < 0 else p["NUM_WORKERS"],
+        limit_per_class=p["LIMIT_PER_CLASS"], device=p["DEVICE"], pretrained=p["PRETRAINED"],
+        resume=p["RESUME"], overwrite=p["OVERWRITE"], predict_path=p["PREDICT_PATH"],
+    )  # fmt: skip
+
+
+def from_parameters(namespace: Mapping[str, Any]) -> RunConfig:
+    """The run's configuration from a notebook's parameters (pass ``globals()``), with the
+    ``CATSDOGS_*`` environment variables applied to values left at their default.
+
+    The one call after every ``parameters`` cell; see the module docstring for the order.
+    """
+    return make_config(**read_parameters(namespace))

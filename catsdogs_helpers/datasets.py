@@ -125,13 +125,14 @@ def build_cache(
 
 
 class CachedImageDataset(Dataset):
-    """Images from an :class:`ImageCache` (selected by ``indices``) with integer labels.
+    """Images from an :class:`ImageCache` (selected by ``indices``) with integer labels
+    (``class_names[label]`` is the label's name).
 
     Items are ``(uint8 HWC array, label)`` after ``transform``. The memory map is opened
     lazily in each process, so worker processes share the file instead of copies of it.
     """
 
-    def __init__(self, cache: ImageCache, indices, labels, transform=None) -> None:
+    def __init__(self, cache: ImageCache, indices, labels, transform=None, class_names=()) -> None:
         indices = np.asarray(indices, dtype=np.int64)
         labels = np.asarray(labels, dtype=np.int64)
         keep = cache.ok[indices]
@@ -141,6 +142,7 @@ class CachedImageDataset(Dataset):
         self.indices = indices[keep]
         self.labels = labels[keep]
         self.transform = transform
+        self.class_names = list(class_names)
         self._array: np.ndarray | None = None
 
     def __len__(self) -> int:
@@ -256,5 +258,6 @@ def split_datasets(
             position.loc[part["path"]].to_numpy(),
             part["label"].map(label_index).to_numpy(),
             transform,
+            class_names,
         )
     return out

@@ -56,15 +56,24 @@ def autocast(device: torch.device, dtype: torch.dtype | None):
 
 
 def to_model_input(
-    images: torch.Tensor, device: torch.device, *, channels_last: bool = True
+    images: torch.Tensor,
+    device: torch.device,
+    *,
+    channels_last: bool = True,
+    size: int | None = None,
 ) -> torch.Tensor:
     """uint8 ``(N, H, W, 3)`` batch -> normalised float ``(N, 3, H, W)`` on ``device``.
 
-    Done once per batch on the device, instead of per image in the loader.
+    Done once per batch on the device, instead of per image in the loader. ``size`` resizes
+    the batch to ``size`` x ``size`` (antialiased), for progressive resizing.
     """
     mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1) * 255
     std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1) * 255
     x = images.to(device, non_blocking=True).permute(0, 3, 1, 2).float()
     x = (x - mean) / std
+    if size is not None and size != x.shape[-1]:
+        x = torch.nn.functional.interpolate(
+            x, size=(size, size), mode="bilinear", antialias=True, align_corners=False
+        )
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     return x.contiguous(memory_format=memory_format)

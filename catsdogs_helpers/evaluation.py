@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -149,11 +150,26 @@ def most_confident_mistakes(table: pd.DataFrame, k: int = 12) -> pd.DataFrame:
     return wrong.sort_values("confidence", ascending=False).head(k)
 
 
-def threshold_for_precision(labels: np.ndarray, scores: np.ndarray, precision: float) -> float:
-    """The lowest score threshold whose precision reaches ``precision`` (binary case)."""
-    p, _, thresholds = skm.precision_recall_curve(labels, scores)
+@dataclass(frozen=True)
+class OperatingPoint:
+    """A decision threshold on the positive class's probability, and what it gives."""
+
+    threshold: float
+    precision: float
+    recall: float
+
+
+def threshold_for_precision(
+    labels: np.ndarray, scores: np.ndarray, precision: float
+) -> OperatingPoint:
+    """The threshold with the highest recall among those whose precision reaches
+    ``precision`` (binary case); NaN threshold and zero recall when none does."""
+    p, r, thresholds = skm.precision_recall_curve(labels, scores)
     ok = np.nonzero(p[:-1] >= precision)[0]
-    return float(thresholds[ok[0]]) if len(ok) else float("nan")
+    if not len(ok):
+        return OperatingPoint(float("nan"), float("nan"), 0.0)
+    best = ok[np.argmax(r[ok])]
+    return OperatingPoint(float(thresholds[best]), float(p[best]), float(r[best]))
 
 
 def find_images(source: str | os.PathLike[str]) -> list[Path]:
@@ -181,15 +197,17 @@ def predict_files(
 ) -> pd.DataFrame:
     """Predict a file or a folder of your own photos; optionally write the table as CSV.
 
+    Paths in the table are relative to the folder (the file name for a single file).
     Files that cannot be decoded are listed with an empty prediction and an ``error``.
     """
     paths = find_images(source)
+    folder = Path(source).expanduser() if Path(source).is_dir() else paths[0].parent
     dataset = ImageFileDataset(paths, size=size)
     loader = make_loader(dataset, batch_size=batch_size, shuffle=False)
     probs, _, positions = predict(
         model, loader, device, amp_dtype=amp_dtype, tta=tta, progress=len(paths) > batch_size
     )
-    table = pd.DataFrame({"path": [str(p) for p in paths]})
+    table = pd.DataFrame({"path": [p.relative_to(folder).as_posix() for p in paths]})
     table["predicted"] = ""
     table["confidence"] = np.nan
     for name in class_names:

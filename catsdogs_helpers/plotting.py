@@ -20,6 +20,15 @@ from .images import load_square
 RIGHT, WRONG = "tab:green", "tab:red"
 
 
+def show_code(function) -> object:
+    """The source of ``function``, highlighted: the very code the package runs."""
+    import inspect
+
+    from IPython.display import Code
+
+    return Code(inspect.getsource(function), language="python")
+
+
 def save_figure(fig: plt.Figure, path: str | os.PathLike[str]) -> Path:
     """Save ``fig`` (creating the folder) and return the path."""
     path = Path(path)
@@ -120,12 +129,18 @@ def plot_size_histogram(manifest: pd.DataFrame) -> plt.Figure:
 
 
 def plot_history(history: pd.DataFrame) -> plt.Figure:
-    """Loss, accuracy and learning rate per epoch, training beside validation."""
+    """Loss, accuracy and learning rate per epoch, training beside validation.
+
+    Both loss curves are the plain cross-entropy (``train_nll``, ``val_loss``), so they can
+    be compared; the label-smoothed loss the optimiser minimised (``train_loss``) never falls
+    below about 0.2 and is drawn dashed, for reference."""
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.4))
     epoch = history["epoch"]
-    axes[0].plot(epoch, history["train_loss"], "o-", label="train")
+    axes[0].plot(epoch, history["train_nll"], "o-", label="train (augmented)")
     axes[0].plot(epoch, history["val_loss"], "o-", label="validation")
-    axes[0].set_title("loss")
+    if not np.allclose(history["train_loss"], history["train_nll"]):
+        axes[0].plot(epoch, history["train_loss"], "--", color="gray", label="train, smoothed")
+    axes[0].set_title("loss (cross-entropy)")
     axes[1].plot(epoch, history["train_acc"], "o-", label="train (augmented)")
     axes[1].plot(epoch, history["val_acc"], "o-", label="validation")
     axes[1].set_title("accuracy")

@@ -16,6 +16,7 @@ import pandas as pd
 from sklearn.model_selection import train_test_split
 
 from .files import atomic_path
+from .runs import RunConflict
 from .validating import near_duplicate_pairs, near_duplicates
 
 log = logging.getLogger(__name__)
@@ -136,7 +137,7 @@ def save_split(
         existing = read_split(path)
         if existing[["path", "label", "split"]].equals(split[["path", "label", "split"]]):
             return path
-        raise FileExistsError(
+        raise RunConflict(
             f"{path} holds a different split (the data, SEED or LIMIT_PER_CLASS changed). "
             "Use a new RUN_NAME, or set OVERWRITE=True to replace it."
         )

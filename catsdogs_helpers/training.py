@@ -1,20 +1,27 @@
-"""Training: the loop, its schedule, checkpoints that resume, and early stopping.
+"""Training: one epoch, one evaluation, and ``fit``, which repeats them with checkpoints.
 
-Each epoch writes ``last.pt`` (everything needed to resume: model, optimizer, scheduler,
-gradient scaler, random states, history) and, when validation accuracy improves, ``best.pt``.
-Both are written to a temporary name and renamed, so a killed run never leaves a half-written
-checkpoint behind. ``history.csv`` grows by one row per epoch.
+Notebook 04 shows :func:`train_one_epoch` and :func:`evaluate` as they are here, runs one
+epoch by hand, then calls :func:`fit`, which calls the same two functions every epoch and
+adds what a real run needs:
+
+- ``last.pt`` after every epoch (everything needed to resume: model, optimiser, scheduler,
+  gradient scaler, random states, history) and ``best.pt`` when validation accuracy
+  improves, both written to a temporary name and renamed, so a killed run never leaves a
+  half-written checkpoint behind; ``history.csv`` and ``summary.json`` (see :mod:`runs`);
+- resuming (``resume=True``), reuse of a finished run with the same settings, and
+  :class:`~catsdogs_helpers.runs.RunConflict` for one with other settings;
+- progressive resizing (each epoch's image size comes from the plan) and early stopping.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
 import random
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,22 +31,95 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from . import runs
+from .config import TrainingPlan, seed_for
 from .devices import autocast, to_model_input
-from .evaluation import predict
 from .files import atomic_path
 from .models import create_model
 
 log = logging.getLogger(__name__)
 
-#: Settings that must match for a finished or interrupted run to be reused or resumed.
-RUN_IDENTITY = (
-    "recipe", "model_name", "epochs", "batch_size", "image_size", "cache_size", "seed",
-    "limit_per_class", "pretrained",
-)  # fmt: skip
-
 
 class CheckpointError(RuntimeError):
     """A checkpoint is missing, truncated, or does not fit."""
+
+
+@dataclass(frozen=True)
+class EpochResult:
+    """What one pass over a loader measured. ``loss`` is what the optimiser minimised (with
+    label smoothing, if any); ``nll`` is the plain cross-entropy, comparable between
+    training and validation."""
+
+    loss: float
+    nll: float
+    accuracy: float
+    images: int
+    seconds: float
+
+
+def train_one_epoch(
+    model: torch.nn.Module,
+    loader: torch.utils.data.DataLoader,
+    optimizer: torch.optim.Optimizer,
+    loss_fn: torch.nn.Module,
+    device: torch.device,
+    *,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+    scaler: torch.amp.GradScaler | None = None,
+    amp_dtype: torch.dtype | None = None,
+    image_size: int | None = None,
+    progress: bool = True,
+) -> EpochResult:
+    """One pass over ``loader``, one optimiser step per batch."""
+    scaler = scaler or torch.amp.GradScaler(device.type, enabled=False)
+    model.train()
+    totals = torch.zeros(3, device=device)  # summed loss, summed plain NLL, right answers
+    seen, start = 0, time.perf_counter()
+    for images, labels in tqdm(loader, desc="training", leave=False, disable=not progress):
+        x = to_model_input(images, device, size=image_size)  # uint8 -> normalised, resized
+        y = labels.to(device, non_blocking=True)
+        with autocast(device, amp_dtype):  # forward pass in bf16/fp16 where it is safe
+            logits = model(x).float()
+        loss = loss_fn(logits, y)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()  # gradients (scaled only for float16)
+        scaler.step(optimizer)  # move the weights against the gradient
+        scaler.update()
+        if scheduler is not None:
+            scheduler.step()  # the learning rate for the next batch
+        with torch.no_grad():
+            nll = torch.nn.functional.cross_entropy(logits, y, reduction="sum")
+            totals += torch.stack([loss * len(y), nll, (logits.argmax(1) == y).sum()])
+        seen += len(y)
+    mean_loss, mean_nll, accuracy = (totals / max(seen, 1)).tolist()
+    return EpochResult(mean_loss, mean_nll, accuracy, seen, time.perf_counter() - start)
+
+
+@torch.no_grad()
+def evaluate(
+    model: torch.nn.Module,
+    loader: torch.utils.data.DataLoader,
+    device: torch.device,
+    *,
+    amp_dtype: torch.dtype | None = None,
+) -> EpochResult:
+    """Plain cross-entropy and accuracy over every image of ``loader``, without learning."""
+    model.eval()
+    totals = torch.zeros(2, device=device)  # summed NLL, right answers
+    seen, start = 0, time.perf_counter()
+    for images, labels, *_ in loader:
+        x = to_model_input(images, device)
+        y = labels.to(device, non_blocking=True)
+        with autocast(device, amp_dtype):
+            logits = model(x).float()
+        nll = torch.nn.functional.cross_entropy(logits, y, reduction="sum")
+        totals += torch.stack([nll, (logits.argmax(1) == y).sum()])
+        seen += len(y)
+    nll, accuracy = (totals / max(seen, 1)).tolist()
+    return EpochResult(nll, nll, accuracy, seen, time.perf_counter() - start)
+
+
+# ------------------------------------------------------------------ what fit is made of
 
 
 def seed_everything(seed: int) -> None:
@@ -90,19 +170,47 @@ def make_scheduler(
     raise ValueError(f"schedule {schedule!r} is unknown: use 'onecycle' or 'plateau'")
 
 
-def reseed_epoch(loader, seed: int) -> None:
-    """Seed one epoch's shuffling and augmentations from ``seed`` alone.
+@dataclass
+class TrainingParts:
+    """What a plan trains with: optimiser, learning-rate schedule, gradient scaler, loss."""
 
-    Each epoch's data order and augmentations then depend only on the run's seed and the
-    epoch number, so a run resumed after epoch k repeats exactly what an uninterrupted run
-    would have done. (Worker processes take their seeds from the loader's generator.)
-    """
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    scaler: torch.amp.GradScaler
+    loss_fn: nn.Module
+    per_batch: bool  # the scheduler steps after every batch (else after each evaluation)
+
+
+def make_training_parts(
+    model: nn.Module, plan: TrainingPlan, steps_per_epoch: int, device: torch.device,
+    amp_dtype: torch.dtype | None = None,
+) -> TrainingParts:  # fmt: skip
+    """The optimiser, schedule, scaler (float16 only) and loss of ``plan`` for ``model``."""
+    optimizer = make_optimizer(model, plan.optimizer, plan.lr, plan.weight_decay)
+    return TrainingParts(
+        optimizer=optimizer,
+        scheduler=make_scheduler(
+            optimizer, plan.schedule, epochs=plan.epochs, steps_per_epoch=max(1, steps_per_epoch)
+        ),
+        scaler=torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16),
+        loss_fn=nn.CrossEntropyLoss(label_smoothing=plan.label_smoothing),
+        per_batch=plan.schedule == "onecycle",
+    )
+
+
+def reseed_epoch(loader, seed: int) -> None:
+    """Seed one epoch's shuffling and augmentations from ``seed`` alone (see
+    :func:`catsdogs_helpers.config.seed_for`). Worker processes take their seeds from the
+    loader's generator."""
     generator = getattr(loader, "generator", None)
     if generator is not None:
         generator.manual_seed(seed)
     transform = getattr(getattr(loader, "dataset", None), "transform", None)
     if transform is not None and hasattr(transform, "set_random_seed"):
         transform.set_random_seed(seed)
+
+
+# ---------------------------------------------------------------------------- checkpoints
 
 
 def _atomic_save(obj: Any, path: Path) -> None:
@@ -157,204 +265,168 @@ def _set_rng_state(state: dict) -> None:
     random.setstate(state["python"])
 
 
-def _write_summary(run_dir: Path, params: dict, state: dict, *, finished: bool) -> None:
-    """``summary.json``: the settings and the state of training, readable without torch."""
-    summary = {
+# ------------------------------------------------------------------------------------ fit
+
+
+@dataclass
+class FitState:
+    """Where a run stands: epochs done, the best validation accuracy, and the history."""
+
+    epoch: int = 0
+    best_acc: float = -1.0
+    since_best: int = 0
+    train_seconds: float = 0.0
+    history: list[dict] = field(default_factory=list)
+
+
+def step_name(train_epoch: Callable) -> str:
+    """``module.name`` of an epoch function: part of a run's identity, so a run trained with
+    your own step is never mistaken for one trained with the package's."""
+    return f"{train_epoch.__module__}.{train_epoch.__qualname__}"
+
+
+def _checkpoint(model, parts: TrainingParts, state: FitState, meta: dict, finished: bool):
+    return {
+        "model": model.state_dict(),
+        "optimizer": parts.optimizer.state_dict(),
+        "scheduler": parts.scheduler.state_dict(),
+        "scaler": parts.scaler.state_dict(),
+        "rng": _rng_state(),
         "finished": finished,
-        "epochs_run": state["epoch"],
-        "best_val_acc": state["best_acc"],
-        "train_seconds": state["train_seconds"],
-        "params": params,
+        **meta,
+        **vars(state),
     }
-    with atomic_path(run_dir / "summary.json") as tmp:
-        tmp.write_text(json.dumps(summary, indent=2, default=str))
 
 
-def _identity(params: dict) -> dict:
-    return {k: params.get(k) for k in RUN_IDENTITY}
+def _restore(model, parts: TrainingParts, previous: dict) -> FitState:
+    model.load_state_dict(previous["model"])
+    parts.optimizer.load_state_dict(previous["optimizer"])
+    parts.scheduler.load_state_dict(previous["scheduler"])
+    parts.scaler.load_state_dict(previous["scaler"])
+    _set_rng_state(previous["rng"])
+    return FitState(**{k: previous[k] for k in vars(FitState())})
 
 
-def existing_run(run_dir: str | os.PathLike[str]) -> dict | None:
-    """The ``last.pt`` checkpoint of a run folder, or None when nothing was trained there."""
-    path = Path(run_dir) / "last.pt"
-    return load_checkpoint(path) if path.is_file() else None
+def _start(
+    run_dir: Path, model, parts, settings: dict, *, resume: bool, overwrite: bool
+) -> tuple[FitState, bool]:
+    """``(state, finished)``: the state of a finished run with the same settings (reused,
+    even with ``overwrite``: it would only repeat itself), the restored state of an
+    interrupted run (``resume``), or a fresh state."""
+    last = run_dir / "last.pt"
+    previous = load_checkpoint(last) if last.is_file() else None
+    before = previous.get("settings", {}) if previous else {}
+    if previous and previous["finished"] and not runs.differences(before, settings):
+        log.info("%s already holds a finished run: loading it, not training again", run_dir)
+        return FitState(**{k: previous[k] for k in vars(FitState())}), True
+    if overwrite:
+        for stale in ("last.pt", "best.pt", "history.csv", "summary.json", "metrics.json"):
+            (run_dir / stale).unlink(missing_ok=True)
+    if overwrite or previous is None:
+        return FitState(), False
+    runs.check_same_settings(run_dir, before, settings, "a training run")
+    if not resume:
+        raise runs.RunConflict(
+            f"{run_dir} holds an unfinished run (epoch {previous['epoch']} of "
+            f"{settings['plan']['epochs']}). Set RESUME=True to continue it, OVERWRITE=True "
+            "to start again, or use a new RUN_NAME."
+        )
+    log.info("resuming %s after epoch %d", run_dir.name, previous["epoch"])
+    return _restore(model, parts, previous), False
 
 
-def train(
+def _epoch_row(epoch: int, train: EpochResult, val: EpochResult, lr: float, size: int) -> dict:
+    return {
+        "epoch": epoch,
+        "train_loss": train.loss,
+        "train_nll": train.nll,
+        "train_acc": train.accuracy,
+        "val_loss": val.nll,
+        "val_acc": val.accuracy,
+        "lr": lr,
+        "seconds": train.seconds + val.seconds,
+        "train_images_per_s": train.images / max(train.seconds, 1e-9),
+        "image_size": size,
+    }
+
+
+def _record(run_dir: Path, model, parts, state: FitState, meta: dict, plan: TrainingPlan) -> bool:
+    """Update the state after an epoch, write checkpoints, history and summary; True when
+    training is done (the last epoch, or no better validation accuracy for
+    ``plan.early_stopping`` epochs)."""
+    row = state.history[-1]
+    improved = row["val_acc"] > state.best_acc
+    state.best_acc = max(state.best_acc, row["val_acc"])
+    state.since_best = 0 if improved else state.since_best + 1
+    stop = plan.early_stopping > 0 and state.since_best >= plan.early_stopping
+    done = stop or state.epoch >= plan.epochs
+    if improved:
+        _atomic_save(_checkpoint(model, parts, state, meta, False), run_dir / "best.pt")
+    _atomic_save(_checkpoint(model, parts, state, meta, done), run_dir / "last.pt")
+    runs.write_history(run_dir, state.history)
+    runs.write_summary(run_dir, meta["settings"], vars(state), finished=done)
+    log.info(
+        "epoch %d/%d: train loss %.3f (plain %.3f) acc %.3f | val loss %.3f acc %.4f%s | %.0fs",
+        state.epoch, plan.epochs, row["train_loss"], row["train_nll"],
+        row["train_acc"], row["val_loss"], row["val_acc"],
+        " (best so far, saved)" if improved else "", row["seconds"],
+    )  # fmt: skip
+    if stop:
+        log.info("no better validation accuracy for %d epochs: stopping", plan.early_stopping)
+    return done
+
+
+def fit(
     model: nn.Module,
     train_loader,
     val_loader,
+    plan: TrainingPlan,
     *,
     run_dir: str | os.PathLike[str],
     class_names: list[str],
-    params: dict,
+    settings: dict,
     device: torch.device,
     amp_dtype: torch.dtype | None = None,
-    epochs: int = 10,
-    optimizer: str = "sgd",
-    lr: float = 0.1,
-    weight_decay: float = 5e-4,
-    schedule: str = "onecycle",
-    label_smoothing: float = 0.1,
-    early_stopping: int = 0,
-    channels_last: bool = True,
     resume: bool = False,
     overwrite: bool = False,
     progress: bool = True,
-    epoch_transform: Callable[[int], Any] | None = None,
+    train_epoch: Callable[..., EpochResult] = train_one_epoch,
 ) -> pd.DataFrame:
-    """Train ``model`` and return the per-epoch history (also in ``run_dir/history.csv``).
+    """Train ``model`` by ``plan``; returns the per-epoch history (also ``history.csv``).
 
-    - A finished run with the same settings (``params``) is not trained again: its best
-      weights are loaded into ``model`` and its history returned.
-    - An interrupted run continues from ``last.pt`` with ``resume=True``; ``overwrite=True``
-      starts again. Without either, an interrupted run is an error, never silently replaced.
-    - ``epoch_transform(epoch)``, when given, returns the training transform for that epoch
-      (progressive resizing: smaller images first).
+    Each epoch: ``train_epoch`` (by default :func:`train_one_epoch`; pass your own to change
+    the step) at the plan's image size for that epoch, then :func:`evaluate` on the
+    validation set. ``settings`` (plain values, e.g. ``cfg.to_dict()``) are saved with the
+    run; with the plan and the step they decide whether an existing run is reused (finished),
+    continued (``resume=True``), replaced (``overwrite=True``) or refused (``RunConflict``).
+    The model ends with the weights of its best validation epoch.
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    last_path, best_path = run_dir / "last.pt", run_dir / "best.pt"
-    model.to(device)
-    if channels_last:
-        model.to(memory_format=torch.channels_last)
-    steps_per_epoch = max(1, len(train_loader))
-    opt = make_optimizer(model, optimizer, lr, weight_decay)
-    scheduler = make_scheduler(opt, schedule, epochs=epochs, steps_per_epoch=steps_per_epoch)
-    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
-    criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
-
-    state = {"epoch": 0, "best_acc": -1.0, "since_best": 0, "history": [], "train_seconds": 0.0}
-    previous = existing_run(run_dir) if not overwrite else None
-    if previous is not None:
-        if _identity(previous["params"]) != _identity(params):
-            changed = {
-                k: (previous["params"].get(k), params.get(k))
-                for k in RUN_IDENTITY
-                if previous["params"].get(k) != params.get(k)
-            }
-            raise ValueError(
-                f"run folder {run_dir} was trained with other settings ({changed}, as "
-                "(then, now)). Use a new RUN_NAME, or OVERWRITE=True to replace that run."
-            )
-        if previous["finished"]:
-            log.info("%s already holds a finished run: loading it, not training again", run_dir)
-            best = load_checkpoint(best_path)
-            model.load_state_dict(best["model"])
-            return pd.DataFrame(previous["history"])
-        if not resume:
-            raise RuntimeError(
-                f"{run_dir} holds an unfinished run (epoch {previous['epoch']} of {epochs}). "
-                "Set RESUME=True to continue it, OVERWRITE=True to start again, or use a new "
-                "RUN_NAME."
-            )
-        model.load_state_dict(previous["model"])
-        opt.load_state_dict(previous["optimizer"])
-        scheduler.load_state_dict(previous["scheduler"])
-        scaler.load_state_dict(previous["scaler"])
-        _set_rng_state(previous["rng"])
-        state = {k: previous[k] for k in state}
-        log.info("resuming %s after epoch %d", run_dir.name, state["epoch"])
-    elif overwrite:
-        for stale in (last_path, best_path, run_dir / "history.csv", run_dir / "summary.json"):
-            stale.unlink(missing_ok=True)
-
-    def checkpoint(finished: bool) -> dict:
-        return {
-            "model": model.state_dict(),
-            "optimizer": opt.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "scaler": scaler.state_dict(),
-            "rng": _rng_state(),
-            "params": params,
-            "class_names": list(class_names),
-            "model_name": params.get("model_name", ""),
-            "finished": finished,
-            **state,
-        }
-
-    while state["epoch"] < epochs:
-        epoch = state["epoch"]
-        if epoch_transform is not None:
-            train_loader.dataset.transform = epoch_transform(epoch)
-        reseed_epoch(train_loader, int(params.get("seed", 0)) * 1000 + epoch)
-        model.train()
-        start = time.perf_counter()
-        loss_sum = torch.zeros((), device=device)
-        correct = torch.zeros((), device=device, dtype=torch.long)
-        seen = 0
-        bar = tqdm(train_loader, desc=f"epoch {epoch + 1}/{epochs}", disable=not progress)
-        for step, (images, labels) in enumerate(bar):
-            if len(labels) == 0:
-                continue
-            x = to_model_input(images, device, channels_last=channels_last)
-            y = labels.to(device, non_blocking=True)
-            with autocast(device, amp_dtype):
-                logits = model(x)
-            loss = criterion(logits.float(), y)
-            opt.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(opt)
-            scaler.update()
-            if schedule == "onecycle":
-                scheduler.step()
-            loss_sum += loss.detach() * len(y)
-            correct += (logits.argmax(1) == y).sum()
-            seen += len(y)
-            if step % 10 == 0 or step == steps_per_epoch - 1:
-                bar.set_postfix(
-                    loss=f"{loss_sum.item() / seen:.3f}",
-                    acc=f"{correct.item() / seen:.3f}",
-                    lr=f"{opt.param_groups[0]['lr']:.3g}",
-                )
-        train_seconds = time.perf_counter() - start
-        probs, val_labels, _ = predict(model, val_loader, device, amp_dtype=amp_dtype)
-        val_acc = float((probs.argmax(1) == val_labels).mean()) if len(val_labels) else 0.0
-        picked = probs[np.arange(len(val_labels)), val_labels] if len(val_labels) else probs
-        val_loss = float(-np.log(np.clip(picked, 1e-7, 1)).mean()) if len(val_labels) else 0.0
-        if schedule == "plateau":
-            scheduler.step(val_acc)
-        epoch_seconds = time.perf_counter() - start
-        state["train_seconds"] += epoch_seconds
-        state["epoch"] = epoch + 1
-        row = {
-            "epoch": epoch + 1,
-            "train_loss": loss_sum.item() / max(1, seen),
-            "train_acc": correct.item() / max(1, seen),
-            "val_loss": val_loss,
-            "val_acc": val_acc,
-            "lr": opt.param_groups[0]["lr"],
-            "seconds": epoch_seconds,
-            "train_images_per_s": seen / max(train_seconds, 1e-9),
-            "image_size": int(x.shape[-1]) if seen else 0,
-        }
-        state["history"].append(row)
-        improved = val_acc > state["best_acc"]
-        if improved:
-            state["best_acc"], state["since_best"] = val_acc, 0
-        else:
-            state["since_best"] += 1
-        stop = early_stopping > 0 and state["since_best"] >= early_stopping
-        done = stop or state["epoch"] >= epochs
-        if improved:
-            _atomic_save(checkpoint(finished=False), best_path)
-        _atomic_save(checkpoint(finished=done), last_path)
-        with atomic_path(run_dir / "history.csv") as tmp:
-            pd.DataFrame(state["history"]).to_csv(tmp, index=False)
-        _write_summary(run_dir, params, state, finished=done)
-        log.info(
-            "epoch %d/%d: train loss %.3f acc %.3f | val loss %.3f acc %.4f%s | %.0fs",
-            epoch + 1, epochs, row["train_loss"], row["train_acc"], val_loss, val_acc,
-            " (best so far, saved)" if improved else "", epoch_seconds,
+    settings = {**settings, "plan": plan.to_dict(), "step": step_name(train_epoch)}
+    meta = {"settings": settings, "class_names": list(class_names), "model_name": plan.model_name}
+    model.to(device, memory_format=torch.channels_last)
+    parts = make_training_parts(model, plan, len(train_loader), device, amp_dtype)
+    state, done = _start(run_dir, model, parts, settings, resume=resume, overwrite=overwrite)
+    while not done:
+        reseed_epoch(train_loader, seed_for(settings.get("seed", 0), "epoch", state.epoch))
+        train = train_epoch(
+            model, train_loader, parts.optimizer, parts.loss_fn, device,
+            scheduler=parts.scheduler if parts.per_batch else None, scaler=parts.scaler,
+            amp_dtype=amp_dtype, image_size=plan.sizes[state.epoch], progress=progress,
         )  # fmt: skip
-        if math.isnan(row["train_loss"]):
+        val = evaluate(model, val_loader, device, amp_dtype=amp_dtype)
+        if not parts.per_batch:
+            parts.scheduler.step(val.accuracy)
+        lr = parts.optimizer.param_groups[0]["lr"]
+        state.epoch += 1
+        state.history.append(_epoch_row(state.epoch, train, val, lr, plan.sizes[state.epoch - 1]))
+        state.train_seconds += state.history[-1]["seconds"]
+        if math.isnan(train.loss):
             raise FloatingPointError("the training loss became NaN: lower the learning rate")
-        if stop:
-            log.info("no better validation accuracy for %d epochs: stopping", early_stopping)
-            break
-    best = load_checkpoint(best_path)
-    model.load_state_dict(best["model"])
-    return pd.DataFrame(state["history"])
+        done = _record(run_dir, model, parts, state, meta, plan)
+    model.load_state_dict(load_checkpoint(run_dir / "best.pt")["model"])
+    return pd.DataFrame(state.history)
 
 
 def measure_training_speed(

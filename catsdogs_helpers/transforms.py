@@ -2,20 +2,19 @@
 
 The pipelines work on uint8 HWC arrays and return uint8 arrays. Normalisation and the
 conversion to a float tensor happen once per batch on the training device
-(:func:`catsdogs_helpers.training.to_model_input`), which is cheaper than per image and sends
+(:func:`catsdogs_helpers.devices.to_model_input`), which is cheaper than per image and sends
 four times fewer bytes to a GPU.
 """
 
 from __future__ import annotations
 
 import albumentations as A
-import cv2
+
+from .config import AUGMENTS
 
 #: ImageNet channel statistics, the usual choice for torchvision models.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-
-AUGMENTS = ("light", "tutorial", "heavy", "none")
 
 
 def train_transforms(
@@ -23,12 +22,11 @@ def train_transforms(
     cache_size: int = 110,
     augment: str = "light",
     seed: int | None = 42,
-    output_size: int | None = None,
 ) -> A.Compose:
     """The training pipeline for images (or cache entries) with shorter side ``cache_size``.
 
-    ``output_size`` resizes the ``image_size`` crops, for progressive resizing: the crops
-    show the same part of the photo at every stage, just with fewer pixels early on.
+    (Progressive resizing happens later, on whole batches on the device: see
+    :func:`catsdogs_helpers.devices.to_model_input`. The pipeline you pick stays as it is.)
 
     - ``light``: a random ``image_size`` crop and a horizontal flip. Cheap, and on a few
       thousand photos trained for a few epochs it is what pays.
@@ -62,9 +60,6 @@ def train_transforms(
         steps = [A.CenterCrop(image_size, image_size)]
     else:
         raise ValueError(f"augment={augment!r} is unknown: use one of {', '.join(AUGMENTS)}")
-    if output_size and output_size != image_size:
-        crop = next(i for i, t in enumerate(steps) if isinstance(t, A.RandomCrop | A.CenterCrop))
-        steps.insert(crop + 1, A.Resize(output_size, output_size, interpolation=cv2.INTER_AREA))
     return A.Compose(resize + steps, seed=seed)
 
 

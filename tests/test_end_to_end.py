@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 
 import pytest
 
@@ -51,6 +52,29 @@ def test_series_on_the_real_photos(tmp_path, dev_zip, monkeypatch):
     assert sorted(os.listdir(run / "notebooks")) == [p.name for p in series.notebook_paths()]
 
 
-def test_series_runner_rejects_bad_parameters_with_a_message(tmp_path):
-    with pytest.raises(Exception, match="MODEL_NAME='nope' is unknown"):
-        series.run_series({"MODEL_NAME": "nope", "RUN_NAME": "bad"}, only=["04"])
+@pytest.mark.parametrize(
+    ("parameters", "environ", "message"),
+    [
+        ({"MODEL_NAME": "nope"}, {}, "MODEL_NAME='nope' (given with -p) is not valid: use one of"),
+        ({"BATCH_SIZE": "abc"}, {}, "BATCH_SIZE='abc' (given with -p) is not valid: use a whole"),
+        ({}, {"CATSDOGS_EPOCHS": "many"}, "EPOCHS='many' (from CATSDOGS_EPOCHS) is not valid"),
+        ({"EPOCH": 3}, {}, "EPOCH is not a parameter of this series (did you mean EPOCHS?)"),
+        ({"PREDICT_PATH": "x"}, {}, "PREDICT_PATH is a parameter of no notebook run here"),
+    ],
+)
+def test_series_runner_checks_every_parameter_before_the_first_notebook(
+    parameters, environ, message, monkeypatch
+):
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(config.ParameterError, match=re.escape(message)):
+        series.run_series({"RUN_NAME": "bad", **parameters}, only=["01", "02", "04"])
+    assert not config.run_dir("bad").exists(), "nothing ran"
+
+
+def test_series_command_prints_the_problem_without_a_traceback(capsys):
+    with pytest.raises(SystemExit) as stop:
+        series.main(["-p", "BATCH_SIZE", "abc", "--only", "04"])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: BATCH_SIZE='abc' (given with -p)") and "Traceback" not in err

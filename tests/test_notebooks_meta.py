@@ -3,11 +3,14 @@ parameters are tagged, outputs are stripped, the kernel is python3."""
 
 from __future__ import annotations
 
+import ast
 import json
 import re
 from pathlib import Path
 
 import pytest
+
+from catsdogs_helpers import config
 
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((REPO / "notebooks").glob("[0-9][0-9]_*.ipynb"))
@@ -59,13 +62,34 @@ def test_package_bounds_leave_colabs_torch_alone():
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
-def test_one_tagged_parameters_cell_read_from_the_environment(path):
-    tagged = [c for c in _cells(path) if "parameters" in c["metadata"].get("tags", [])]
+def test_parameters_cell_holds_plain_defaults_read_by_one_call(path):
+    cells = _cells(path)
+    tagged = [i for i, c in enumerate(cells) if "parameters" in c["metadata"].get("tags", [])]
     assert len(tagged) == 1
-    assignments = re.findall(r"^([A-Z_]+) = (.*)$", _source(tagged[0]), re.MULTILINE)
-    assert assignments
-    for name, value in assignments:
-        assert f'"CATSDOGS_{name}"' in value, name
+    tree = ast.parse(_source(cells[tagged[0]]))
+    assert tree.body and all(isinstance(node, ast.Assign) for node in tree.body), "only values"
+    for node in tree.body:
+        name = node.targets[0].id
+        assert name in config.PARAMETERS, name
+        value = ast.literal_eval(node.value)  # a plain literal, as papermill expects
+        assert value == config.PARAMETERS[name].default, f"{name}: the default, as in config"
+    after = next(_source(c) for c in cells[tagged[0] + 1 :] if c["cell_type"] == "code")
+    assert "cfg = config.from_parameters(globals())" in after
+    assert all("os.environ" not in _source(c) for c in cells), "one way to read parameters"
+
+
+def test_train_notebook_shows_and_runs_the_step_that_fit_uses():
+    cells = [_source(c) for c in _cells(REPO / "notebooks" / "04_train.ipynb")]
+    code = "\n".join(cells)
+    assert "plotting.show_code(training.train_one_epoch)" in code
+    assert "plotting.show_code(training.evaluate)" in code
+    shown, by_hand, full = (
+        code.index("show_code(training.train_one_epoch)"),
+        code.index("training.train_one_epoch(\n"),
+        code.index("training.fit("),
+    )
+    assert shown < by_hand < full, "shown, then one epoch by hand, then the full fit"
+    assert "train_epoch=training.train_one_epoch" in code
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from catsdogs_helpers import splitting, validating
+from catsdogs_helpers import runs, splitting, validating
 
 
 def _manifest(n_per_class=100, classes=("Cat", "Dog")):
@@ -80,7 +80,7 @@ def test_save_split_never_silently_replaces_a_different_split(tmp_path):
     splitting.save_split(first, path)
     splitting.save_split(first, path)  # same split: fine
     other = splitting.split_dataset(_manifest(60), seed=2)
-    with pytest.raises(FileExistsError, match="new RUN_NAME"):
+    with pytest.raises(runs.RunConflict, match="new RUN_NAME"):
         splitting.save_split(other, path)
     pd.testing.assert_frame_equal(splitting.read_split(path)[["path", "split"]],
                                   first[["path", "split"]])  # fmt: skip

@@ -1,11 +1,13 @@
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 
-from catsdogs_helpers import config, devices, models, pipeline, training
+from catsdogs_helpers import config, devices, models, runs, steps, training
 
 
 @pytest.fixture
@@ -13,34 +15,35 @@ def tiny_run(petimages, monkeypatch):
     """A configured run on the synthetic images: 48 px, two epochs."""
     monkeypatch.setenv("CATSDOGS_DATA_DIR", str(petimages.parent))
     cfg = config.make_config(RUN_NAME="t", EPOCHS=2, IMAGE_SIZE=48, BATCH_SIZE=16, NUM_WORKERS=0)
-    split = pipeline.ensure_split(cfg, progress=False)
-    cache = pipeline.ensure_cache(cfg, split, progress=False)
-    loaders = pipeline.make_loaders(cfg, pipeline.make_datasets(cfg, split, cache))
-    return cfg, loaders
+    loaders, plan = steps.prepare_training(cfg, progress=False)
+    return cfg, loaders, plan
 
 
-def _train(cfg, loaders, **kwargs):
+def _train(cfg, loaders, plan, **kwargs):
     training.seed_everything(cfg.seed)
-    model = models.create_model(cfg.model_name, 2)
-    settings = {**pipeline.training_settings(cfg), **kwargs.pop("settings", {})}
-    history = training.train(
-        model, loaders["train"], loaders["val"], run_dir=cfg.run_dir,
-        class_names=["Cat", "Dog"], params=cfg.to_dict(), device=torch.device("cpu"),
-        progress=False, **settings, **kwargs,
+    model = models.create_model(plan.model_name, 2)
+    history = training.fit(
+        model, loaders["train"], loaders["val"], plan, run_dir=cfg.run_dir,
+        class_names=["Cat", "Dog"], settings=cfg.to_dict(), device=torch.device("cpu"),
+        progress=False, **kwargs,
     )  # fmt: skip
     return model, history
 
 
 def test_training_writes_checkpoints_history_and_learns(tiny_run):
-    cfg, loaders = tiny_run
-    model, history = _train(cfg, loaders, settings={"epochs": 3})
+    cfg, loaders, plan = tiny_run
+    plan = dataclasses.replace(plan, epochs=3, sizes=(40, 48, 48))
+    model, history = _train(cfg, loaders, plan)
     assert len(history) == 3
-    assert {"train_loss", "val_acc", "lr", "seconds"} <= set(history.columns)
+    assert {"train_loss", "train_nll", "val_loss", "val_acc", "lr", "seconds"} <= set(history)
+    assert history["image_size"].tolist() == [40, 48, 48], "each epoch at the plan's size"
+    assert (history["train_loss"] > history["train_nll"]).all(), "label smoothing costs loss"
     for name in ("best.pt", "last.pt", "history.csv", "summary.json"):
         assert (cfg.run_dir / name).is_file(), name
     last = training.load_checkpoint(cfg.run_dir / "last.pt")
     assert last["finished"] and last["epoch"] == 3
-    assert {"optimizer", "scheduler", "scaler", "rng", "params", "class_names"} <= set(last)
+    assert {"optimizer", "scheduler", "scaler", "rng", "settings", "class_names"} <= set(last)
+    assert last["settings"]["plan"]["epochs"] == 3
     assert history["val_acc"].max() > 0.7, "the synthetic classes are easy to tell apart"
     loaded, checkpoint = training.load_model(cfg.run_dir / "best.pt")
     assert checkpoint["best_acc"] == pytest.approx(history["val_acc"].max())
@@ -50,19 +53,40 @@ def test_training_writes_checkpoints_history_and_learns(tiny_run):
 
 
 def test_finished_run_is_loaded_not_retrained_and_other_settings_refused(tiny_run):
-    cfg, loaders = tiny_run
-    _, history = _train(cfg, loaders)
+    cfg, loaders, plan = tiny_run
+    _, history = _train(cfg, loaders, plan)
     mtime = (cfg.run_dir / "last.pt").stat().st_mtime_ns
-    _, again = _train(cfg, loaders)
+    _, again = _train(cfg, loaders, plan)
     pd.testing.assert_frame_equal(again, history)
-    assert (cfg.run_dir / "last.pt").stat().st_mtime_ns == mtime
-    other = config.make_config(RUN_NAME="t", EPOCHS=3, IMAGE_SIZE=48, BATCH_SIZE=16)
-    with pytest.raises(ValueError, match="trained with other settings"):
-        _train(other, loaders)
+    _, overwritten = _train(cfg, loaders, plan, overwrite=True)
+    pd.testing.assert_frame_equal(overwritten, history)
+    assert (cfg.run_dir / "last.pt").stat().st_mtime_ns == mtime, "same settings: reused"
+    other = dataclasses.replace(plan, epochs=3, sizes=(48,) * 3)
+    with pytest.raises(runs.RunConflict, match="epochs: 2 then, 3 now"):
+        _train(cfg, loaders, other)
+    with pytest.raises(runs.RunConflict, match="step: 'catsdogs_helpers.training.train_one"):
+        _train(cfg, loaders, plan, train_epoch=_no_smoothing)
+    _, replaced = _train(cfg, loaders, other, overwrite=True)
+    assert len(replaced) == 3
+
+
+def _no_smoothing(model, loader, optimizer, loss_fn, device, **kwargs):
+    """An exercise's own step: the package's, with plain cross-entropy as the loss."""
+    return training.train_one_epoch(
+        model, loader, optimizer, torch.nn.CrossEntropyLoss(), device, **kwargs
+    )
+
+
+def test_fit_runs_your_own_step_and_records_it(tiny_run):
+    cfg, loaders, plan = tiny_run
+    _, history = _train(cfg, loaders, plan, train_epoch=_no_smoothing)
+    np.testing.assert_allclose(history["train_loss"], history["train_nll"], rtol=1e-4)
+    settings = training.load_checkpoint(cfg.run_dir / "last.pt")["settings"]
+    assert settings["step"] == "test_training._no_smoothing"
 
 
 def test_interrupted_run_needs_resume_and_resumes(tiny_run, monkeypatch):
-    cfg, loaders = tiny_run
+    cfg, loaders, plan = tiny_run
     real_save = training._atomic_save
     calls = []
 
@@ -75,11 +99,11 @@ def test_interrupted_run_needs_resume_and_resumes(tiny_run, monkeypatch):
 
     monkeypatch.setattr(training, "_atomic_save", crash_after_first_epoch)
     with pytest.raises(KeyboardInterrupt):
-        _train(cfg, loaders)
+        _train(cfg, loaders, plan)
     monkeypatch.setattr(training, "_atomic_save", real_save)
-    with pytest.raises(RuntimeError, match="RESUME=True"):
-        _train(cfg, loaders)
-    _, history = _train(cfg, loaders, resume=True)
+    with pytest.raises(runs.RunConflict, match="RESUME=True"):
+        _train(cfg, loaders, plan)
+    _, history = _train(cfg, loaders, plan, resume=True)
     assert history["epoch"].tolist() == [1, 2]
     assert training.load_checkpoint(cfg.run_dir / "last.pt")["finished"]
 

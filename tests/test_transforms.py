@@ -70,12 +70,15 @@ def test_loader_workers_are_seeded_reproducibly_and_differ_by_epoch(image):
     assert not torch.equal(first[0][:4], first[0][4:]), "workers do not repeat each other"
 
 
-def test_progressive_resizing_grows_the_crops_over_the_epochs(image):
-    from catsdogs_helpers import config, pipeline
+def test_progressive_resizing_shrinks_whole_batches_on_the_device():
+    from catsdogs_helpers import devices
 
-    cfg = config.make_config(EPOCHS=10)
-    assert pipeline.progressive_sizes(cfg) == [64, 72, 80, 88, 96]
-    schedule = pipeline.epoch_transform(cfg)
-    sizes = [schedule(e)(image=image)["image"].shape[0] for e in range(10)]
-    assert sizes == [64, 64, 72, 72, 80, 80, 88, 88, 96, 96]
-    assert pipeline.epoch_transform(config.make_config(RECIPE="tutorial")) is None
+    batch = torch.zeros((2, 96, 96, 3), dtype=torch.uint8)
+    batch[:, :, :48] = 255  # the left half bright
+    full = devices.to_model_input(batch, torch.device("cpu"))
+    small = devices.to_model_input(batch, torch.device("cpu"), size=64)
+    assert small.shape == (2, 3, 64, 64) and small.is_contiguous(memory_format=torch.channels_last)
+    bright = full[:, :, :1, :1].expand(2, 3, 64, 30)
+    torch.testing.assert_close(small[..., :30], bright, rtol=0, atol=1e-4)  # still bright
+    assert small.mean().item() == pytest.approx(full.mean().item(), abs=1e-3), "same content"
+    assert devices.to_model_input(batch, torch.device("cpu"), size=96).equal(full)

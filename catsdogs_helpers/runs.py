@@ -1,0 +1,151 @@
+"""The run folder: what identifies a run, what it has written, and conflicts.
+
+``runs/<RUN_NAME>/`` holds everything one run makes. A finished run is never silently
+replaced: work done again with the same settings reuses what is there, and anything that
+would replace it with other settings (a split, a training, results) raises
+:class:`RunConflict`, the one exception type for that, with what differs and what to do.
+
+- ``history.csv``: one row per epoch; ``summary.json``: the settings and the state of
+  training (readable without torch); ``metrics.json``: the test results and the settings.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from .config import runs_dir
+from .files import atomic_path
+
+#: The settings that must match for a run's work to be reused or resumed. ``plan`` is the
+#: resolved training plan (model, epochs, batch, learning rate, augmentation, sizes...);
+#: ``step`` names the epoch function that trained it.
+IDENTITY = ("recipe", "seed", "limit_per_class", "image_size", "cache_size", "plan", "step")
+
+
+class RunConflict(RuntimeError):
+    """A run folder holds work that these settings would replace or cannot continue."""
+
+
+def identity(settings: dict[str, Any]) -> dict[str, Any]:
+    """The part of a run's settings that decides whether its work can be reused."""
+    return {key: settings.get(key) for key in IDENTITY}
+
+
+def differences(before: dict[str, Any], now: dict[str, Any]) -> dict[str, tuple]:
+    """``{name: (then, now)}`` for every identity setting that differs (plan fields by name)."""
+    then, new = identity(before), identity(now)
+    out = {}
+    for key in IDENTITY:
+        if isinstance(then[key], dict) and isinstance(new[key], dict):
+            for name in sorted(set(then[key]) | set(new[key])):
+                if then[key].get(name) != new[key].get(name):
+                    out[name] = (then[key].get(name), new[key].get(name))
+        elif then[key] != new[key]:
+            out[key] = (then[key], new[key])
+    return out
+
+
+def check_same_settings(run_dir: Path, before: dict, now: dict, what: str) -> None:
+    """Raise :class:`RunConflict` when ``what`` in ``run_dir`` was made with other settings."""
+    changed = differences(before, now)
+    if changed:
+        shown = ", ".join(f"{k}: {a!r} then, {b!r} now" for k, (a, b) in changed.items())
+        raise RunConflict(
+            f"{run_dir} holds {what} made with other settings ({shown}). Use a new RUN_NAME, "
+            "or OVERWRITE=True to replace it."
+        )
+
+
+def write_json(path: Path, payload: dict) -> Path:
+    """Write ``payload`` as indented JSON, atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(payload, indent=2, default=str))
+    return path
+
+
+def read_json(path: Path) -> dict | None:
+    """A JSON file's content, or None when it is not there."""
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def write_history(run_dir: Path, history: list[dict]) -> Path:
+    """``history.csv``: one row per epoch so far."""
+    path = run_dir / "history.csv"
+    with atomic_path(path) as tmp:
+        pd.DataFrame(history).to_csv(tmp, index=False)
+    return path
+
+
+def write_summary(run_dir: Path, settings: dict, state: dict, *, finished: bool) -> Path:
+    """``summary.json``: the settings and the state of training, readable without torch."""
+    summary = {
+        "finished": finished,
+        "epochs_run": state["epoch"],
+        "best_val_acc": state["best_acc"],
+        "train_seconds": state["train_seconds"],
+        "settings": settings,
+    }
+    return write_json(run_dir / "summary.json", summary)
+
+
+def write_metrics(
+    run_dir: Path, metrics: dict, settings: dict, *, overwrite: bool = False, **extra: Any
+) -> Path:
+    """``metrics.json``: the test metrics, epochs run, training time and the settings.
+
+    Writing the same results with the same settings again is fine (evaluation is
+    deterministic); other results or other settings raise :class:`RunConflict` unless
+    ``overwrite``.
+    """
+    history = pd.read_csv(run_dir / "history.csv")
+    payload = {
+        **{f"test_{k}": v for k, v in metrics.items() if k != "n"},
+        "n_test": metrics["n"],
+        "epochs_run": int(len(history)),
+        "train_seconds": float(history["seconds"].sum()) if len(history) else math.nan,
+        "best_val_acc": float(history["val_acc"].max()) if len(history) else math.nan,
+        **extra,
+        "settings": settings,
+    }
+    path = run_dir / "metrics.json"
+    before = read_json(path)
+    if before is not None and not overwrite:
+        check_same_settings(run_dir, before.get("settings", {}), settings, "test results")
+        changed = [k for k in payload if k.startswith("test_") and before.get(k) != payload[k]]
+        if changed:
+            raise RunConflict(
+                f"{path} holds other results ({', '.join(changed)} differ). Use a new "
+                "RUN_NAME, or OVERWRITE=True to replace them."
+            )
+    return write_json(path, payload)
+
+
+def runs_table(folder: str | os.PathLike[str] | None = None) -> pd.DataFrame:
+    """One row per run folder: recipe, model, epochs, best validation and test accuracy, time."""
+    rows = []
+    for summary_path in sorted(Path(folder or runs_dir()).glob("*/summary.json")):
+        summary = json.loads(summary_path.read_text())
+        settings = summary.get("settings", {})
+        metrics = read_json(summary_path.with_name("metrics.json")) or {}
+        plan = settings.get("plan") or {}
+        rows.append(
+            {
+                "run": summary_path.parent.name,
+                "recipe": settings.get("recipe"),
+                "model": plan.get("model_name"),
+                "augment": plan.get("augment"),
+                "image_size": settings.get("image_size"),
+                "epochs_run": summary.get("epochs_run"),
+                "finished": summary.get("finished"),
+                "best_val_acc": summary.get("best_val_acc"),
+                "test_accuracy": metrics.get("test_accuracy"),
+                "train_minutes": round(summary.get("train_seconds", 0) / 60, 1),
+            }
+        )
+    return pd.DataFrame(rows)

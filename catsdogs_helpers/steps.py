@@ -1,0 +1,147 @@
+"""The series' steps as calls that reuse what exists and make what is missing.
+
+Each notebook can run on its own in a fresh kernel (Colab users often open notebook 04
+first): ``ensure_split(cfg)`` downloads, validates and splits only when those files are not
+there yet, with the same helpers notebooks 01 and 02 use; ``train_run(cfg)`` trains only
+when the run folder holds no finished training with the same settings.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .config import RunConfig, TrainingPlan, seed_for
+from .datasets import CachedImageDataset, ImageCache, build_cache, make_loader, split_datasets
+from .devices import amp_dtype, pick_device
+from .downloading import find_image_root, prepare_dataset
+from .models import create_model
+from .splitting import SPLITS, class_names, read_split, save_split, split_dataset
+from .training import fit, seed_everything
+from .transforms import eval_transforms, train_transforms
+from .validating import read_manifest, validate_folder
+
+log = logging.getLogger(__name__)
+
+
+def setup_logging(level: int = logging.INFO) -> None:
+    """Show the package's progress messages in the notebook (once, however often called)."""
+    logger = logging.getLogger("catsdogs_helpers")
+    logger.setLevel(level)
+    if not any(getattr(h, "_catsdogs", False) for h in logger.handlers):
+        handler = logging.StreamHandler(sys.stdout)
+        handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+        handler._catsdogs = True  # type: ignore[attr-defined]
+        logger.addHandler(handler)
+
+
+def manifest_path(cfg: RunConfig) -> Path:
+    return cfg.data_dir / "manifest.csv"
+
+
+def split_path(cfg: RunConfig) -> Path:
+    return cfg.run_dir / "split.csv"
+
+
+def ensure_images(cfg: RunConfig, *, progress: bool = True) -> Path:
+    """The extracted image folder, downloading and extracting it first if needed."""
+    return prepare_dataset(
+        cfg.data_dir, cfg.dataset_url, sha256=cfg.dataset_sha256, progress=progress
+    )
+
+
+def ensure_manifest(cfg: RunConfig, *, progress: bool = True) -> pd.DataFrame:
+    """The validation manifest; only new or changed files are checked again."""
+    image_root = find_image_root(cfg.data_dir) or ensure_images(cfg, progress=progress)
+    return validate_folder(image_root, manifest_path(cfg), progress=progress)
+
+
+def ensure_split(cfg: RunConfig, *, progress: bool = True) -> pd.DataFrame:
+    """The run's split file, made (with the seed and limit of ``cfg``) when missing."""
+    path = split_path(cfg)
+    if path.is_file() and not cfg.overwrite:
+        return read_split(path)
+    manifest = (
+        read_manifest(manifest_path(cfg))
+        if manifest_path(cfg).is_file() and find_image_root(cfg.data_dir)
+        else ensure_manifest(cfg, progress=progress)
+    )
+    split = split_dataset(
+        manifest, seed=seed_for(cfg.seed, "split"), limit_per_class=cfg.limit_per_class
+    )
+    save_split(split, path, overwrite=cfg.overwrite)
+    return split
+
+
+def ensure_cache(cfg: RunConfig, split: pd.DataFrame, *, progress: bool = True) -> ImageCache:
+    """The decoded uint8 cache of every image in the train, val and test splits."""
+    image_root = find_image_root(cfg.data_dir) or ensure_images(cfg, progress=progress)
+    used = split[split["split"].isin(SPLITS)]
+    return build_cache(image_root, used, cfg.data_dir / "cache", cfg.cache_size,
+                       progress=progress)  # fmt: skip
+
+
+def make_datasets(
+    cfg: RunConfig, split: pd.DataFrame, cache: ImageCache
+) -> dict[str, CachedImageDataset]:
+    """Train, val and test datasets: the ``AUGMENT`` pipeline for training, the one
+    evaluation preprocessing for the others (seeded from ``cfg.seed``)."""
+    evaluation = eval_transforms(cfg.eval_size, cfg.cache_size)
+    train = train_transforms(cfg.image_size, cfg.cache_size, cfg.augment, cfg.seed)
+    transforms = {"train": train, "val": evaluation, "test": evaluation}
+    return split_datasets(cache, split, class_names(split), transforms)
+
+
+def make_loaders(cfg: RunConfig, datasets: dict, batch_size: int) -> dict:
+    """Seeded loaders: the training one shuffles and drops a last batch too small to help;
+    evaluation uses twice the batch (no gradients to keep)."""
+    loaders = {}
+    for name, dataset in datasets.items():
+        train = name == "train"
+        loaders[name] = make_loader(
+            dataset,
+            batch_size=batch_size if train else batch_size * 2,
+            shuffle=train,
+            num_workers=cfg.num_workers if train else 0,
+            seed=seed_for(cfg.seed, "loader"),
+            drop_last=train and len(dataset) > batch_size,
+        )
+    return loaders
+
+
+def prepare_training(cfg: RunConfig, *, progress: bool = True) -> tuple[dict, TrainingPlan]:
+    """Split, cache, datasets, the plan for this data set, and its loaders."""
+    split = ensure_split(cfg, progress=progress)
+    cache = ensure_cache(cfg, split, progress=progress)
+    datasets = make_datasets(cfg, split, cache)
+    plan = cfg.plan(len(datasets["train"]))
+    return make_loaders(cfg, datasets, plan.batch_size), plan
+
+
+def train_run(cfg: RunConfig, *, progress: bool = True) -> tuple[torch.nn.Module, pd.DataFrame]:
+    """Everything notebook 04 does, in one call: data, model, :func:`training.fit`.
+
+    A finished run with the same settings is loaded, not trained again; one with other
+    settings raises :class:`~catsdogs_helpers.runs.RunConflict`.
+    """
+    loaders, plan = prepare_training(cfg, progress=progress)
+    device = pick_device(cfg.device)
+    seed_everything(seed_for(cfg.seed, "model"))
+    names = loaders["train"].dataset.class_names
+    model = create_model(plan.model_name, len(names), pretrained=plan.pretrained)
+    history = fit(
+        model, loaders["train"], loaders["val"], plan, run_dir=cfg.run_dir, class_names=names,
+        settings=cfg.to_dict(), device=device, amp_dtype=amp_dtype(device), resume=cfg.resume,
+        overwrite=cfg.overwrite, progress=progress,
+    )  # fmt: skip
+    return model, history
+
+
+def dataset_paths(cache: ImageCache, dataset) -> np.ndarray:
+    """The file path (relative to the image root) of each item of a cached dataset."""
+    return cache.rows["path"].to_numpy()[dataset.indices]

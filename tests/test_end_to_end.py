@@ -7,13 +7,14 @@ import json
 import os
 import re
 
+import papermill
 import pytest
 
 import fakedata
-from catsdogs_helpers import config, evaluation, series
+from catsdogs_helpers import config, evaluation, runs, series, steps, training
 
 REQUIRED_METRICS = {"test_accuracy", "test_f1", "test_roc_auc", "n_test", "epochs_run",
-                    "train_seconds", "params"}  # fmt: skip
+                    "train_seconds", "settings"}  # fmt: skip
 
 
 def test_notebook_05_runs_alone_in_a_fresh_kernel(tmp_path, petimages, monkeypatch):
@@ -31,8 +32,23 @@ def test_notebook_05_runs_alone_in_a_fresh_kernel(tmp_path, petimages, monkeypat
     assert (out / "05_infer.ipynb").is_file()
     metrics = json.loads((run / "metrics.json").read_text())
     assert REQUIRED_METRICS <= set(metrics)
-    assert metrics["params"]["image_size"] == 48 and metrics["epochs_run"] == 1
+    assert metrics["settings"]["image_size"] == 48 and metrics["epochs_run"] == 1
     assert (run / "predictions-my_photos.csv").is_file() and (run / "best.pt").is_file()
+
+
+def test_notebook_05_stops_on_a_run_trained_with_other_settings(petimages, monkeypatch):
+    """05 on an existing run with other parameters stops as 04 does; nothing is rewritten."""
+    monkeypatch.setenv("CATSDOGS_DATA_DIR", str(petimages.parent))
+    tiny = {"RUN_NAME": "kept", "IMAGE_SIZE": 48, "NUM_WORKERS": 0}
+    cfg = config.make_config(EPOCHS=1, **tiny)
+    _, history = steps.train_run(cfg, progress=False)
+    settings = training.load_checkpoint(cfg.run_dir / "best.pt")["settings"]
+    runs.write_metrics(cfg.run_dir, {"accuracy": 0.5, "n": 10}, settings)
+    before = {p.name: p.read_bytes() for p in cfg.run_dir.iterdir() if p.is_file()}
+    with pytest.raises(papermill.PapermillExecutionError, match="RunConflict"):
+        series.run_series({"EPOCHS": 2, **tiny}, only=["05"])
+    after = {p.name: p.read_bytes() for p in cfg.run_dir.iterdir() if p.is_file()}
+    assert after == before
 
 
 def test_series_on_the_real_photos(tmp_path, dev_zip, monkeypatch):

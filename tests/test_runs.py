@@ -1,0 +1,46 @@
+"""The run folder: what identifies a run, and work that is never silently replaced."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from catsdogs_helpers import runs
+
+SETTINGS = {"recipe": "fast", "seed": 42, "limit_per_class": 0, "image_size": 96,
+            "cache_size": 110, "plan": {"epochs": 22, "batch_size": 128}, "step": "s",
+            "run_name": "a"}  # fmt: skip
+METRICS = {"accuracy": 0.9, "f1": 0.9, "n": 100}
+
+
+@pytest.fixture
+def run_dir(tmp_path):
+    pd.DataFrame({"epoch": [1, 2], "val_acc": [0.8, 0.9], "seconds": [1.0, 2.0]}).to_csv(
+        tmp_path / "history.csv", index=False
+    )
+    return tmp_path
+
+
+def test_identity_ignores_where_and_how_a_run_is_watched():
+    moved = {**SETTINGS, "run_name": "b", "data_dir": "/elsewhere", "num_workers": 4}
+    assert runs.differences(SETTINGS, moved) == {}
+    longer = {**SETTINGS, "plan": {"epochs": 30, "batch_size": 128}}
+    assert runs.differences(SETTINGS, longer) == {"epochs": (22, 30)}
+
+
+def test_metrics_are_written_again_only_when_nothing_differs(run_dir):
+    path = runs.write_metrics(run_dir, METRICS, SETTINGS)
+    payload = json.loads(path.read_text())
+    assert payload["test_accuracy"] == 0.9 and payload["n_test"] == 100
+    assert payload["epochs_run"] == 2 and payload["train_seconds"] == 3.0
+    runs.write_metrics(run_dir, METRICS, SETTINGS)  # the same again: fine
+    other = {**SETTINGS, "plan": {"epochs": 10, "batch_size": 128}}
+    with pytest.raises(runs.RunConflict, match="epochs: 22 then, 10 now"):
+        runs.write_metrics(run_dir, METRICS, other)
+    with pytest.raises(runs.RunConflict, match="test_accuracy differ"):
+        runs.write_metrics(run_dir, {**METRICS, "accuracy": 0.8}, SETTINGS)
+    assert json.loads(path.read_text()) == payload, "nothing was replaced"
+    runs.write_metrics(run_dir, {**METRICS, "accuracy": 0.8}, other, overwrite=True)
+    assert json.loads(path.read_text())["test_accuracy"] == 0.8

@@ -231,12 +231,12 @@ def hash_drift(paths: list[Path]) -> dict:
     import numpy as np
     from PIL import Image
 
-    from catsdogs_helpers import images, validating
+    from catsdogs_helpers import duplicates, images
 
     def fingerprint(data: bytes, min_side: int) -> int:
         size = Image.open(io.BytesIO(data)).size
         gray, _ = images.jpeg_gray(data, images.reduction_for(size, min_side))
-        return int(images.dhash(gray), 16)
+        return int(duplicates.dhash(gray), 16)
 
     drift: dict = {"validate_step": [], "one_eighth": []}
     for path in paths:
@@ -246,7 +246,7 @@ def hash_drift(paths: list[Path]) -> dict:
             continue  # one of the truncated ones
         out = io.BytesIO()
         photo.resize((photo.width * 3 // 4, photo.height * 3 // 4)).save(out, "JPEG", quality=90)
-        for name, min_side in (("validate_step", validating.DHASH_MIN_SIDE), ("one_eighth", 32)):
+        for name, min_side in (("validate_step", duplicates.DHASH_MIN_SIDE), ("one_eighth", 32)):
             a, b = fingerprint(data, min_side), fingerprint(out.getvalue(), min_side)
             drift[name].append((a ^ b).bit_count())
     return {name: float(np.median(bits)) for name, bits in drift.items()}

@@ -1,9 +1,10 @@
 """Helpers for the Cats vs Dogs notebook series.
 
 One module per step: ``config`` (paths and parameters), ``downloading``, ``validating``,
-``splitting``, ``images``, ``transforms``, ``datasets``, ``models``, ``devices``, ``files``,
-``parallel``, ``training``, ``evaluation``, ``plotting``, ``pipeline`` (the steps, reusing
-what exists) and ``series`` (run all notebooks with papermill). Import what you use, e.g.
+``duplicates``, ``splitting``, ``images``, ``transforms``, ``datasets``, ``models``,
+``devices``, ``files``, ``parallel``, ``training``, ``evaluation``, ``plotting``,
+``pipeline`` (the steps, reusing what exists) and ``series`` (run all notebooks with
+papermill). Import what you use, e.g.
 ``from catsdogs_helpers import config, plotting``.
 """
 

@@ -83,38 +83,6 @@ def load_square(source: PathOrBytes, size: int) -> np.ndarray:
     return resize_square(open_image(source, min_side=size), size)
 
 
-def dhash(image: Image.Image | np.ndarray, size: int = 16) -> str:
-    """A 256-bit difference hash (hex): which of each pair of neighbouring cells of a
-    ``size`` x ``size + 1`` grid laid over the grayscale image is brighter. The same photo
-    re-encoded or resized lands a few bits away; different photos land dozens of bits away.
-
-    ``image`` is a Pillow image or a 2-D uint8 grayscale array (such as :func:`jpeg_gray`
-    returns); both give the same hash for the same pixels. Give it at least 128 pixels on
-    the shorter side: from coarser copies (a JPEG decoded at 1/8 scale), a copy of the
-    photo resized to 75 % lands about 19 bits away instead of 3.
-    """
-    if isinstance(image, Image.Image):
-        image = np.asarray(image.convert("L"))
-    cells = _cell_means(image, size, size + 1)
-    return np.packbits(cells[:, 1:] > cells[:, :-1]).tobytes().hex()
-
-
-def _cell_means(gray: np.ndarray, rows: int, cols: int) -> np.ndarray:
-    """Mean brightness of each cell of a ``rows`` x ``cols`` grid over ``gray``: exact box
-    averages (pixels cut by a cell edge count in part), from the image's running sums."""
-    h, w = gray.shape
-    sums = cv2.integral(gray)  # (h + 1, w + 1): sums[y, x] = gray[:y, :x].sum()
-    ys = np.linspace(0, h, rows + 1)
-    y0 = np.minimum(ys.astype(np.intp), h - 1)
-    fy = (ys - y0)[:, None]
-    at_rows = sums[y0] * (1 - fy) + sums[y0 + 1] * fy
-    xs = np.linspace(0, w, cols + 1)
-    x0 = np.minimum(xs.astype(np.intp), w - 1)
-    fx = xs - x0
-    corners = at_rows[:, x0] * (1 - fx) + at_rows[:, x0 + 1] * fx
-    return np.diff(np.diff(corners, axis=0), axis=1) / ((h / rows) * (w / cols))
-
-
 _GRAY_FLAGS = {
     1: cv2.IMREAD_GRAYSCALE,
     2: cv2.IMREAD_REDUCED_GRAYSCALE_2,

@@ -15,45 +15,14 @@ from pathlib import Path
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
+from .duplicates import LEAKAGE_REPORT_BITS, duplicate_groups, near_duplicates
 from .files import atomic_path
 from .runs import RunConflict
-from .validating import near_duplicate_pairs, near_duplicates
 
 log = logging.getLogger(__name__)
 
 SPLIT_COLUMNS = ["path", "label", "split", "reason", "group", "sha256"]
 SPLITS = ("train", "val", "test")
-
-
-#: Difference hashes (256 bits) this many bits apart or closer count as the same photo.
-NEAR_DUPLICATE_BITS = 12
-
-
-def duplicate_groups(manifest: pd.DataFrame, max_distance: int = NEAR_DUPLICATE_BITS) -> pd.Series:
-    """A group id per row: rows with the same ``sha256``, or ``dhash`` values at most
-    ``max_distance`` bits apart (the same photo re-encoded or resized), share an id."""
-    parent = list(range(len(manifest)))
-
-    def find(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    def union(i: int, j: int) -> None:
-        a, b = find(i), find(j)
-        if a != b:
-            parent[a] = b
-
-    first: dict[str, int] = {}
-    for i, value in enumerate(manifest["sha256"].tolist()):
-        if value:
-            union(i, first.setdefault(value, i))
-    pairs = near_duplicate_pairs(manifest["dhash"].tolist(), max_distance)
-    for i, j in zip(pairs["i"].tolist(), pairs["j"].tolist(), strict=True):
-        union(i, j)
-    roots = [find(i) for i in range(len(manifest))]
-    return pd.Series(pd.factorize(pd.Series(roots))[0], index=manifest.index, name="group")
 
 
 def split_dataset(
@@ -163,7 +132,7 @@ def class_names(split: pd.DataFrame) -> list[str]:
 
 
 def leakage_report(
-    split: pd.DataFrame, manifest: pd.DataFrame, max_distance: int = 24
+    split: pd.DataFrame, manifest: pd.DataFrame, max_distance: int = LEAKAGE_REPORT_BITS
 ) -> pd.DataFrame:
     """Pairs of similar photos (difference hashes up to ``max_distance`` bits apart) that sit
     in different splits: candidates for leakage between training and test, to look at.

@@ -28,7 +28,8 @@ printed).
 The check decodes each JPEG once, in grayscale at reduced scale (1/2 for a 500x375 photo,
 so that at least 128 pixels remain on the shorter side): the decoder still reads every byte
 of the compressed data, so a truncated or broken file is caught, but skips much of the
-arithmetic, and the difference hash for near duplicates is taken from that same image.
+arithmetic, and the difference hash for near duplicates (:mod:`duplicates`) is taken from
+that same image.
 """
 
 from __future__ import annotations
@@ -46,8 +47,9 @@ import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
 from .downloading import class_folders
+from .duplicates import DHASH_MIN_SIDE, dhash
 from .files import atomic_path
-from .images import dhash, jpeg_gray, open_image, reduction_for
+from .images import jpeg_gray, open_image, reduction_for
 from .parallel import map_chunks
 
 log = logging.getLogger(__name__)
@@ -62,9 +64,6 @@ CHECKER = 2
 #: Formats decoded as JPEG: MPO is what Pillow calls a camera JPEG with extra images.
 JPEG_FORMATS = ("JPEG", "MPO")
 MIN_SIDE = 32
-#: The difference hash is taken from a grayscale copy whose shorter side is at least this
-#: (1/2 scale for a 500x375 photo): coarser copies make resized duplicates drift apart.
-DHASH_MIN_SIDE = 128
 
 
 def check_image(path: str | os.PathLike[str], *, min_side: int = MIN_SIDE) -> dict:
@@ -319,58 +318,3 @@ def reason_counts(manifest: pd.DataFrame) -> pd.DataFrame:
     """Files per reason and class: the report to read after validation."""
     table = pd.crosstab(manifest["reason"], manifest["label"], margins=True, margins_name="total")
     return table.sort_values("total", ascending=False)
-
-
-def find_duplicates(manifest: pd.DataFrame, *, key: str = "sha256") -> pd.DataFrame:
-    """Groups of valid files with the same ``key`` (``sha256``: byte-identical copies), with
-    ``n_labels`` > 1 where one photo is filed under several classes. For the same photo
-    re-encoded or resized, see :func:`near_duplicates`."""
-    valid = manifest[manifest["ok"] & (manifest[key] != "")]
-    dup = valid[valid.duplicated(key, keep=False)].copy()
-    if dup.empty:
-        return dup.assign(group=pd.Series(dtype=int), n_labels=pd.Series(dtype=int))
-    dup["group"] = dup.groupby(key, sort=True).ngroup()
-    dup["n_labels"] = dup.groupby(key)["label"].transform("nunique")
-    return dup.sort_values(["group", "path"])[["group", "n_labels", "path", "label", key]]
-
-
-def near_duplicate_pairs(hashes: list[str], max_distance: int = 12) -> pd.DataFrame:
-    """Pairs ``(i, j)``, ``i < j``, of difference hashes at most ``max_distance`` bits apart.
-
-    Compares all pairs in blocks (seconds for 25,000 images). Empty hashes (files that were
-    rejected) never match.
-    """
-    valid = [i for i, h in enumerate(hashes) if h]
-    if not valid:
-        return pd.DataFrame({"i": [], "j": [], "distance": []}, dtype=np.int64)
-    raw = b"".join(bytes.fromhex(hashes[i]) for i in valid)
-    words = np.frombuffer(raw, dtype=np.uint64).reshape(len(valid), -1)
-    index = np.array(valid, dtype=np.int64)
-    found = []
-    block = 256
-    for start in range(0, len(words), block):
-        part, rest = words[start : start + block], words[start:]
-        distance = np.bitwise_count(part[:, None, :] ^ rest[None, :, :]).sum(-1)
-        rows, cols = np.nonzero(distance <= max_distance)
-        keep = cols > rows  # each pair once, never an image with itself
-        rows, cols = rows[keep], cols[keep]
-        found.append(
-            pd.DataFrame(
-                {
-                    "i": index[rows + start],
-                    "j": index[cols + start],
-                    "distance": distance[rows, cols].astype(np.int64),
-                }
-            )
-        )
-    return pd.concat(found, ignore_index=True)
-
-
-def near_duplicates(manifest: pd.DataFrame, max_distance: int = 12) -> pd.DataFrame:
-    """Pairs of valid files that look like the same photo (also re-encoded or resized):
-    ``path_a, label_a, path_b, label_b, distance`` (bits of the 256-bit difference hash)."""
-    valid = manifest[manifest["ok"]].reset_index(drop=True)
-    pairs = near_duplicate_pairs(valid["dhash"].tolist(), max_distance)
-    a = valid.loc[pairs["i"], ["path", "label"]].reset_index(drop=True).add_suffix("_a")
-    b = valid.loc[pairs["j"], ["path", "label"]].reset_index(drop=True).add_suffix("_b")
-    return pd.concat([a, b, pairs[["distance"]].reset_index(drop=True)], axis=1)

@@ -1,4 +1,4 @@
-"""Reduced-scale decoding, the difference hash and the capture of libjpeg's warnings."""
+"""Reduced-scale decoding and the capture of libjpeg's warnings."""
 
 from __future__ import annotations
 
@@ -55,12 +55,6 @@ def test_reduction_keeps_the_shorter_side_large_enough():
     assert images.reduction_for((40, 40), 32) == 1
 
 
-def test_dhash_is_the_same_for_a_pillow_image_and_its_gray_pixels():
-    photo = fakedata.scene(5)
-    assert images.dhash(photo) == images.dhash(np.asarray(photo.convert("L")))
-    assert len(images.dhash(photo)) == 64  # 256 bits in hex
-
-
 def test_a_jpeg_is_decoded_once_during_validation(tmp_path, monkeypatch):
     path = tmp_path / "photo.jpg"
     path.write_bytes(_jpeg())
@@ -94,29 +88,6 @@ def test_a_jpeg_opencv_declines_silently_goes_to_pillow(tmp_path, monkeypatch):
     row = validating.check_image(broken)
     assert (row["ok"], row["reason"]) == (False, "corrupt"), row["note"]
     assert "broken data stream" in row["note"]
-
-
-def _distance(a: str, b: str) -> int:
-    return bin(int(a, 16) ^ int(b, 16)).count("1")
-
-
-def test_copies_of_a_full_size_photo_hash_close_and_other_photos_far(tmp_path):
-    hashes = {}
-    for name, seed, size, quality in [
-        ("photo", 11, (500, 375), 90),
-        ("resized", 11, (375, 281), 90),
-        ("requality", 11, (500, 375), 40),
-        ("other", 12, (500, 375), 90),
-    ]:
-        path = tmp_path / f"{name}.jpg"
-        fakedata.scene(seed).resize((500, 375)).resize(size).save(path, "JPEG", quality=quality)
-        hashes[name] = validating.check_image(path)["dhash"]
-    png = tmp_path / "photo.png"
-    Image.open(tmp_path / "photo.jpg").save(png)
-    hashes["png"] = validating.check_image(png)["dhash"]
-    for copy in ("resized", "requality", "png"):
-        assert _distance(hashes["photo"], hashes[copy]) <= 12, copy
-    assert _distance(hashes["photo"], hashes["other"]) > 24
 
 
 def test_captured_stderr_does_not_wait_for_a_child_that_inherited_it():

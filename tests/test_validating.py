@@ -58,13 +58,6 @@ def test_parallel_and_serial_checks_agree(petimages):
     pd.testing.assert_frame_equal(serial, parallel)
 
 
-def test_duplicates_find_the_photo_under_both_classes(petimages):
-    manifest = validating.validate_folder(petimages, progress=False)
-    dups = validating.find_duplicates(manifest)
-    assert set(dups["path"]) == {"Cat/0.jpg", "Dog/same_as_cat_0.jpg"}
-    assert dups["n_labels"].eq(2).all()
-
-
 def test_reason_counts_table(petimages):
     manifest = validating.validate_folder(petimages, progress=False)
     table = validating.reason_counts(manifest)

@@ -333,15 +333,16 @@ def seed_for(seed: int, purpose: str, epoch: int = 0) -> int:
     - ``model``: the model's initial weights (:func:`training.seed_everything` before
       building it).
     - ``loader``: the loaders' base generators.
+    - ``augment``: the training pipeline's generator before the first epoch.
     - ``epoch``: each epoch's data order and augmentations, ``SEED * 1000 + epoch``, so an
       epoch depends only on the seed and its number, and a resumed run repeats exactly
       what an uninterrupted one would have done.
     """
-    if purpose in ("split", "model", "loader"):
+    if purpose in ("split", "model", "loader", "augment"):
         return seed
     if purpose == "epoch":
         return seed * 1000 + epoch
-    raise ValueError(f"purpose {purpose!r} is unknown: use split, model, loader or epoch")
+    raise ValueError(f"purpose {purpose!r} is unknown: use split, model, loader, augment or epoch")
 
 
 @dataclass(frozen=True)

@@ -92,7 +92,8 @@ def make_datasets(
     """Train, val and test datasets: the ``AUGMENT`` pipeline for training, the one
     evaluation preprocessing for the others (seeded from ``cfg.seed``)."""
     evaluation = eval_transforms(cfg.eval_size, cfg.cache_size)
-    train = train_transforms(cfg.image_size, cfg.cache_size, cfg.augment, cfg.seed)
+    seed = seed_for(cfg.seed, "augment")
+    train = train_transforms(cfg.image_size, cfg.cache_size, cfg.augment, seed)
     transforms = {"train": train, "val": evaluation, "test": evaluation}
     return split_datasets(cache, split, class_names(split), transforms)
 

@@ -253,7 +253,7 @@ def hash_drift(paths: list[Path]) -> dict:
 
 
 #: The README's quick first run, and a small data set's first run (5 epochs on 800 photos).
-QUICK_RUN = {"LIMIT_PER_CLASS": 5000, "EPOCHS": 10}
+QUICK_RUN = {"LIMIT_PER_CLASS": 5000, "EPOCHS": 6, "IMAGE_SIZE": 64}
 SMALL_RUN = {"LIMIT_PER_CLASS": 400, "EPOCHS": 5}
 
 
@@ -391,7 +391,7 @@ def print_first_runs(runs: dict) -> None:
         given = " ".join(f"-p {k} {v}" for k, v in run["parameters"].items())
         print(
             f"\nfirst run, {name} ({given}):"
-            f" {run['images']} photos, batch {run['batch_size']}, {run['epochs']} epochs: "
+            f" {run['train_images']} training photos, batch {run['batch_size']}, {run['epochs']} epochs: "
             f"test accuracy {run['test_accuracy']:.1%} on {run['n_test']} photos, best "
             f"validation accuracy {max(run['val_acc']):.1%}; {run['wall_seconds'] / 60:.1f} min "
             f"from validation to test results; peak {runs['peak_mb']:.0f} MB"

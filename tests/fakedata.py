@@ -83,7 +83,7 @@ def zip_folder(folder: Path, archive: Path) -> Path:
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
-    files: dict[str, bytes] = {}
+    files: dict[str, bytes | int] = {}
     ranges = True
     drop_after: int | None = None  # bytes sent before the first response is cut
     requests: list[dict] = []
@@ -94,8 +94,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
         data = self.files.get(self.path)
         self.requests.append({"path": self.path, "range": self.headers.get("Range")})
-        if data is None:
-            self.send_error(404)
+        if data is None or isinstance(data, int):
+            self.send_error(data or 404)
             return
         start = 0
         header = self.headers.get("Range")
@@ -124,8 +124,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
 
 @contextmanager
-def serve(files: dict[str, bytes], *, ranges: bool = True, drop_after: int | None = None):
-    """Serve ``{"/name": bytes}`` on 127.0.0.1; yields ``(base_url, handler_class)``."""
+def serve(files: dict[str, bytes | int], *, ranges: bool = True, drop_after: int | None = None):
+    """Serve ``{"/name": bytes}`` on 127.0.0.1; yields ``(base_url, handler_class)``.
+
+    A value that is an ``int`` is an HTTP error status to answer with (e.g. 500); any other
+    path answers 404."""
     handler = type("Handler", (_Handler,), {
         "files": files, "ranges": ranges, "drop_after": drop_after, "requests": [],
     })  # fmt: skip

@@ -11,12 +11,18 @@ from __future__ import annotations
 
 import argparse
 import ast
+import contextlib
 import logging
 import os
 import time
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from . import config
+
+if TYPE_CHECKING:
+    from traitlets.config import Config
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +34,51 @@ def notebook_paths(notebooks_dir: str | os.PathLike[str] | None = None) -> list[
     if not paths:
         raise FileNotFoundError(f"no numbered notebooks in {folder}")
     return paths
+
+
+#: Set for the notebook kernels (which inherit the environment) unless already set: text
+#: progress bars, which a saved notebook shows in their final state (see ``progress``).
+KERNEL_ENVIRONMENT: Mapping[str, str] = {"CATSDOGS_PROGRESS": "text"}
+
+
+def kernel_manager_config() -> Config:
+    """Kernel manager settings (a traitlets ``Config``) for the notebook kernels.
+
+    The kernel manager provisions CurveZMQ keys (``KernelManager.transport_encryption``,
+    jupyter_client >= 8.10, for kernelspecs that declare ``supported_encryption: curve``, as
+    ipykernel's do), so the kernel's messages are encrypted and ipykernel no longer warns
+    "Kernel is running over TCP without encryption". Empty where jupyter_client or pyzmq
+    cannot do it, which leaves the warning but changes nothing else.
+    """
+    import zmq
+    from jupyter_client.manager import KernelManager
+    from traitlets.config import Config
+
+    if "transport_encryption" in KernelManager.class_trait_names() and zmq.has("curve"):
+        return Config({"KernelManager": {"transport_encryption": "auto"}})
+    return Config()
+
+
+def engine_options() -> dict[str, Any]:
+    """Keyword arguments for ``papermill.execute_notebook`` that go on to nbclient.
+
+    ``coalesce_streams`` merges each cell's stdout (and stderr) into one output and keeps only
+    what follows the last carriage return on each line, so a text progress bar is stored once,
+    in its final state, rather than as one output per redraw.
+    """
+    return {"coalesce_streams": True, "config": kernel_manager_config()}
+
+
+@contextlib.contextmanager
+def kernel_environment(values: Mapping[str, str]) -> Iterator[None]:
+    """Set those of ``values`` that the environment lacks for the block; remove them after."""
+    added = {name: value for name, value in values.items() if name not in os.environ}
+    os.environ.update(added)
+    try:
+        yield
+    finally:
+        for name in added:
+            os.environ.pop(name, None)
 
 
 def run_series(
@@ -49,15 +100,17 @@ def run_series(
         start = time.perf_counter()
         print(f"== {path.name}", flush=True)
         known = papermill.inspect_notebook(str(path))
-        papermill.execute_notebook(
-            str(path),
-            str(out_dir / path.name),
-            parameters={k: v for k, v in parameters.items() if k in known},
-            cwd=str(path.parent),
-            kernel_name="python3",
-            progress_bar=False,
-            log_output=False,
-        )
+        with kernel_environment(KERNEL_ENVIRONMENT):
+            papermill.execute_notebook(
+                str(path),
+                str(out_dir / path.name),
+                parameters={k: v for k, v in parameters.items() if k in known},
+                cwd=str(path.parent),
+                kernel_name="python3",
+                progress_bar=False,
+                log_output=False,
+                **engine_options(),
+            )
         print(f"   done in {time.perf_counter() - start:.0f}s -> {out_dir / path.name}", flush=True)
     return out_dir
 

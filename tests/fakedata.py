@@ -11,6 +11,7 @@ import zipfile
 from contextlib import contextmanager
 from pathlib import Path
 
+import nbformat
 import numpy as np
 from PIL import Image
 
@@ -140,3 +141,15 @@ def serve(files: dict[str, bytes | int], *, ranges: bool = True, drop_after: int
     finally:
         server.shutdown()
         server.server_close()
+
+
+def tiny_notebook(folder: Path, code: str, name: str = "01_tiny.ipynb") -> Path:
+    """Write ``folder/<name>``, a notebook of one code cell, for the series runner; returns
+    ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(code)]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
+                                 "language": "python"}  # fmt: skip
+    nbformat.write(nb, folder / name)
+    return folder

@@ -24,7 +24,7 @@ import urllib.request
 import zipfile
 from pathlib import Path, PurePosixPath
 
-from tqdm.auto import tqdm
+from .progress import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +132,7 @@ def download(
             try:
                 with (
                     open(part, "ab" if start else "wb") as out,
-                    tqdm(
+                    progress_bar(
                         total=total,
                         initial=start,
                         unit="B",
@@ -238,7 +238,9 @@ def extract_zip(
             shutil.rmtree(staging)
         staging.mkdir()
         try:
-            for info in tqdm(members, desc=f"extracting {archive.name}", disable=not progress):
+            for info in progress_bar(
+                members, desc=f"extracting {archive.name}", disable=not progress
+            ):
                 zf.extract(info, staging)
         except Exception:
             shutil.rmtree(staging, ignore_errors=True)

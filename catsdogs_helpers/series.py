@@ -12,8 +12,10 @@ from __future__ import annotations
 import argparse
 import ast
 import contextlib
+import csv
 import logging
 import os
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -81,6 +83,67 @@ def kernel_environment(values: Mapping[str, str]) -> Iterator[None]:
             os.environ.pop(name, None)
 
 
+def read_history(path: Path) -> list[dict[str, str]] | None:
+    """The rows of a ``history.csv``: ``[]`` when there is none, None when unreadable now."""
+    try:
+        with open(path, newline="") as f:
+            return list(csv.DictReader(f))
+    except FileNotFoundError:
+        return []
+    except (OSError, csv.Error, UnicodeDecodeError):
+        return None
+
+
+def new_rows(before: list[dict[str, str]], now: list[dict[str, str]]) -> list[dict[str, str]]:
+    """The rows of ``now`` that ``before`` lacks; all of them when training started afresh."""
+    return now[len(before) :] if now[: len(before)] == before else now
+
+
+def epoch_line(row: Mapping[str, str]) -> str:
+    """One history row as ``   epoch 3: train acc 0.812, val acc 0.845, 21 s``."""
+    parts = []
+    for key in ("train_acc", "val_acc"):
+        with contextlib.suppress(KeyError, ValueError):
+            parts.append(f"{key.replace('_', ' ')} {float(row[key]):.3f}")
+    with contextlib.suppress(KeyError, ValueError):
+        parts.append(f"{float(row['seconds']):.0f} s")
+    return f"   epoch {row.get('epoch', '?')}: {', '.join(parts)}"
+
+
+@contextlib.contextmanager
+def watch_history(run_folder: str | os.PathLike[str], interval: float = 2.0) -> Iterator[None]:
+    """While the block runs, print a line for each epoch added to ``run_folder/history.csv``.
+
+    A daemon thread reads the file every ``interval`` seconds (training replaces it whole, by
+    rename, after each epoch). Leaving the block stops the thread and takes one last look,
+    so an epoch that ends just before the notebook does is still printed.
+    """
+    path = Path(run_folder) / "history.csv"
+    seen = read_history(path) or []
+    stop = threading.Event()
+
+    def look() -> None:
+        nonlocal seen
+        now = read_history(path)
+        if now is not None:
+            for row in new_rows(seen, now):
+                print(epoch_line(row), flush=True)
+            seen = now
+
+    def loop() -> None:
+        while not stop.wait(interval):
+            look()
+
+    thread = threading.Thread(target=loop, name="watch-history", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+        look()
+
+
 def run_series(
     parameters: dict | None = None,
     *,
@@ -100,7 +163,7 @@ def run_series(
         start = time.perf_counter()
         print(f"== {path.name}", flush=True)
         known = papermill.inspect_notebook(str(path))
-        with kernel_environment(KERNEL_ENVIRONMENT):
+        with kernel_environment(KERNEL_ENVIRONMENT), watch_history(out_dir.parent):
             papermill.execute_notebook(
                 str(path),
                 str(out_dir / path.name),

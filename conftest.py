@@ -42,6 +42,7 @@ def pytest_configure(config) -> None:
     os.environ["CATSDOGS_DATA_DIR"] = str(work / "data")
     os.environ["CATSDOGS_RUNS_DIR"] = str(work / "runs")
     os.environ["MPLBACKEND"] = "Agg"
+    os.environ.setdefault("CATSDOGS_PROGRESS", "text")  # see catsdogs_helpers/progress.py
     for name, value in NOTEBOOK_SETTINGS.items():
         os.environ[f"CATSDOGS_{name}"] = value
 

@@ -390,8 +390,8 @@ def print_first_runs(runs: dict) -> None:
         run = runs[name]
         given = " ".join(f"-p {k} {v}" for k, v in run["parameters"].items())
         print(
-            f"\nfirst run, {name} ({given}):"
-            f" {run['train_images']} training photos, batch {run['batch_size']}, {run['epochs']} epochs: "
+            f"\nfirst run, {name} ({given}): {run['train_images']} training photos, "
+            f"batch {run['batch_size']}, {run['epochs']} epochs: "
             f"test accuracy {run['test_accuracy']:.1%} on {run['n_test']} photos, best "
             f"validation accuracy {max(run['val_acc']):.1%}; {run['wall_seconds'] / 60:.1f} min "
             f"from validation to test results; peak {runs['peak_mb']:.0f} MB"

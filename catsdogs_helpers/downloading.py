@@ -24,7 +24,7 @@ import urllib.request
 import zipfile
 from pathlib import Path, PurePosixPath
 
-from tqdm.auto import tqdm
+from .progress import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -52,12 +52,20 @@ def sha256_of(path: Path, chunk_size: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+_OTHER_WAYS = (
+    "or set DATASET_URL (CATSDOGS_DATASET_URL) to the path of a .zip you already have, or put "
+    f"an extracted {IMAGE_ROOT_NAME}/ folder inside DATA_DIR (CATSDOGS_DATA_DIR)."
+)
+
+
 def _offline_message(url: str, reason: object) -> str:
-    return (
-        f"Could not download {url} ({reason}). Check your connection, or get the archive "
-        "another way and point DATASET_URL (CATSDOGS_DATASET_URL) at the local .zip file, or "
-        f"put an extracted {IMAGE_ROOT_NAME}/ folder inside DATA_DIR (CATSDOGS_DATA_DIR)."
-    )
+    """One line for a connection that could not be made: what failed and what to do."""
+    return f"Could not download DATASET_URL {url} ({reason}). Check your connection, {_OTHER_WAYS}"
+
+
+def _http_message(url: str, code: int, reason: object) -> str:
+    """One line for an HTTP error status (4xx/5xx): the URL, the status and what to do."""
+    return f"DATASET_URL {url} answered HTTP {code} {reason}. Check the address, {_OTHER_WAYS}"
 
 
 def _quarantine(path: Path, why: str) -> Path:
@@ -104,11 +112,13 @@ def download(
                 _quarantine(part, "server refused to resume it")
                 failures += 1
                 if failures > retries:
-                    raise DownloadError(f"{url}: the server refuses range requests") from err
+                    raise DownloadError(f"{url}: the server refuses range requests") from None
                 continue
-            raise DownloadError(f"{url} answered HTTP {err.code} {err.reason}") from err
+            err.close()
+            # from None: the urllib traceback underneath says nothing the message does not
+            raise DownloadError(_http_message(url, err.code, err.reason)) from None
         except (urllib.error.URLError, OSError) as err:
-            raise DownloadError(_offline_message(url, getattr(err, "reason", err))) from err
+            raise DownloadError(_offline_message(url, getattr(err, "reason", err))) from None
         with response:
             if start and response.status == 200:
                 log.info("server ignores ranges: restarting %s from the beginning", dest.name)
@@ -122,7 +132,7 @@ def download(
             try:
                 with (
                     open(part, "ab" if start else "wb") as out,
-                    tqdm(
+                    progress_bar(
                         total=total,
                         initial=start,
                         unit="B",
@@ -144,9 +154,9 @@ def download(
                 failures += 1
                 if failures > retries:
                     raise DownloadError(
-                        f"{url}: connection kept dropping ({err}); run again to resume from "
-                        f"{part.stat().st_size if part.exists() else 0} bytes"
-                    ) from err
+                        f"DATASET_URL {url}: the connection kept dropping ({err}); run again "
+                        f"to resume from {part.stat().st_size if part.exists() else 0} bytes"
+                    ) from None
                 log.warning("connection dropped (%s); resuming", err)
                 time.sleep(min(2.0 * failures, 10.0))
                 continue
@@ -228,7 +238,9 @@ def extract_zip(
             shutil.rmtree(staging)
         staging.mkdir()
         try:
-            for info in tqdm(members, desc=f"extracting {archive.name}", disable=not progress):
+            for info in progress_bar(
+                members, desc=f"extracting {archive.name}", disable=not progress
+            ):
                 zf.extract(info, staging)
         except Exception:
             shutil.rmtree(staging, ignore_errors=True)

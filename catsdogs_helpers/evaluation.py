@@ -17,11 +17,11 @@ import pandas as pd
 import torch
 from sklearn import metrics as skm
 from torch import nn
-from tqdm.auto import tqdm
 
 from .datasets import ImageFileDataset, make_loader
 from .devices import autocast, to_model_input
 from .files import atomic_path
+from .progress import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ def predict(
     model.eval()
     all_probs, all_labels, all_positions = [], [], []
     seen = 0
-    for batch in tqdm(loader, desc=desc, leave=False, disable=not progress):
+    for batch in progress_bar(loader, desc=desc, leave=False, disable=not progress):
         images, labels = batch[0], batch[1]
         positions = batch[2] if len(batch) > 2 else torch.arange(seen, seen + len(labels))
         seen += len(labels)

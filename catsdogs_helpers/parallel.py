@@ -6,9 +6,8 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
-from tqdm.auto import tqdm
-
 from .config import available_cores
+from .progress import progress_bar
 
 #: Files per task: large enough that sending work to a process costs little, small enough
 #: that the progress bar moves.
@@ -32,7 +31,7 @@ def map_chunks(
     workers = workers if workers is not None else available_cores()
     starts = list(range(0, len(items), CHUNK))
     chunks = [items[s : s + CHUNK] for s in starts]
-    bar = tqdm(total=len(items), desc=desc, unit="img", disable=not progress)
+    bar = progress_bar(total=len(items), desc=desc, unit="img", disable=not progress)
     try:
         if workers <= 1 or len(items) <= 2 * CHUNK:
             results: Iterator = (func(chunk, *args) for chunk in chunks)

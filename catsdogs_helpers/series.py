@@ -12,13 +12,19 @@ from __future__ import annotations
 import argparse
 import ast
 import contextlib
+import csv
 import logging
 import os
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from . import config
+
+if TYPE_CHECKING:
+    from traitlets.config import Config
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +36,107 @@ def notebook_paths(notebooks_dir: str | os.PathLike[str] | None = None) -> list[
     if not paths:
         raise FileNotFoundError(f"no numbered notebooks in {folder}")
     return paths
+
+
+#: Set for the notebook kernels (which inherit the environment) unless already set: text
+#: progress bars, which a saved notebook shows in their final state (see ``progress``).
+KERNEL_ENVIRONMENT: Mapping[str, str] = {"CATSDOGS_PROGRESS": "text"}
+
+
+def kernel_manager_config() -> Config:
+    """Kernel manager settings (a traitlets ``Config``) for the notebook kernels.
+
+    The kernel manager provisions CurveZMQ keys (``KernelManager.transport_encryption``,
+    jupyter_client >= 8.10, for kernelspecs that declare ``supported_encryption: curve``, as
+    ipykernel's do), so the kernel's messages are encrypted and ipykernel no longer warns
+    "Kernel is running over TCP without encryption". Empty where jupyter_client or pyzmq
+    cannot do it, which leaves the warning but changes nothing else.
+    """
+    import zmq
+    from jupyter_client.manager import KernelManager
+    from traitlets.config import Config
+
+    if "transport_encryption" in KernelManager.class_trait_names() and zmq.has("curve"):
+        return Config({"KernelManager": {"transport_encryption": "auto"}})
+    return Config()
+
+
+def engine_options() -> dict[str, Any]:
+    """Keyword arguments for ``papermill.execute_notebook`` that go on to nbclient.
+
+    ``coalesce_streams`` merges each cell's stdout (and stderr) into one output and keeps only
+    what follows the last carriage return on each line, so a text progress bar is stored once,
+    in its final state, rather than as one output per redraw.
+    """
+    return {"coalesce_streams": True, "config": kernel_manager_config()}
+
+
+def kernel_variables(parameters: Mapping[str, object]) -> dict[str, str]:
+    """The environment variables the notebook kernels get: :data:`KERNEL_ENVIRONMENT` where
+    the environment lacks them, and every ``-p`` value as ``CATSDOGS_<NAME>``."""
+    added = {name: value for name, value in KERNEL_ENVIRONMENT.items() if name not in os.environ}
+    return {**added, **{config.ENV_PREFIX + k: str(v) for k, v in parameters.items()}}
+
+
+def read_history(path: Path) -> list[dict[str, str]] | None:
+    """The rows of a ``history.csv``: ``[]`` when there is none, None when unreadable now."""
+    try:
+        with open(path, newline="") as f:
+            return list(csv.DictReader(f))
+    except FileNotFoundError:
+        return []
+    except (OSError, csv.Error, UnicodeDecodeError):
+        return None
+
+
+def new_rows(before: list[dict[str, str]], now: list[dict[str, str]]) -> list[dict[str, str]]:
+    """The rows of ``now`` that ``before`` lacks; all of them when training started afresh."""
+    return now[len(before) :] if now[: len(before)] == before else now
+
+
+def epoch_line(row: Mapping[str, str]) -> str:
+    """One history row as ``   epoch 3: train acc 0.812, val acc 0.845, 21 s``."""
+    parts = []
+    for key in ("train_acc", "val_acc"):
+        with contextlib.suppress(KeyError, ValueError):
+            parts.append(f"{key.replace('_', ' ')} {float(row[key]):.3f}")
+    with contextlib.suppress(KeyError, ValueError):
+        parts.append(f"{float(row['seconds']):.0f} s")
+    return f"   epoch {row.get('epoch', '?')}: {', '.join(parts)}"
+
+
+@contextlib.contextmanager
+def watch_history(run_folder: str | os.PathLike[str], interval: float = 2.0) -> Iterator[None]:
+    """While the block runs, print a line for each epoch added to ``run_folder/history.csv``.
+
+    A daemon thread reads the file every ``interval`` seconds (training replaces it whole, by
+    rename, after each epoch). Leaving the block stops the thread and takes one last look,
+    so an epoch that ends just before the notebook does is still printed.
+    """
+    path = Path(run_folder) / "history.csv"
+    seen = read_history(path) or []
+    stop = threading.Event()
+
+    def look() -> None:
+        nonlocal seen
+        now = read_history(path)
+        if now is not None:
+            for row in new_rows(seen, now):
+                print(epoch_line(row), flush=True)
+            seen = now
+
+    def loop() -> None:
+        while not stop.wait(interval):
+            look()
+
+    thread = threading.Thread(target=loop, name="watch-history", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+        look()
 
 
 def check_parameters(parameters: dict, paths: list[Path]) -> config.RunConfig:
@@ -49,7 +156,7 @@ def check_parameters(parameters: dict, paths: list[Path]) -> config.RunConfig:
 
 
 @contextlib.contextmanager
-def environment(values: dict[str, str]) -> Iterator[None]:
+def environment(values: Mapping[str, str]) -> Iterator[None]:
     """Set environment variables for a block (the kernels started in it inherit them)."""
     saved = {name: os.environ.get(name) for name in values}
     os.environ.update(values)
@@ -83,12 +190,12 @@ def run_series(
     cfg = check_parameters(parameters, paths)
     out_dir = cfg.run_dir / "notebooks"
     out_dir.mkdir(parents=True, exist_ok=True)
-    env = {config.ENV_PREFIX + name: str(value) for name, value in parameters.items()}
+    env = kernel_variables(parameters)
     for path in paths:
         start = time.perf_counter()
         print(f"== {path.name}", flush=True)
         known = papermill.inspect_notebook(str(path))
-        with environment(env):
+        with environment(env), watch_history(out_dir.parent):
             papermill.execute_notebook(
                 str(path),
                 str(out_dir / path.name),
@@ -97,6 +204,7 @@ def run_series(
                 kernel_name="python3",
                 progress_bar=False,
                 log_output=False,
+                **engine_options(),
             )
         print(f"   done in {time.perf_counter() - start:.0f}s -> {out_dir / path.name}", flush=True)
     return out_dir

@@ -29,13 +29,13 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from . import runs
 from .config import TrainingPlan, seed_for
 from .devices import autocast, to_model_input
 from .files import atomic_path
 from .models import create_model
+from .progress import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +75,7 @@ def train_one_epoch(
     model.train()
     totals = torch.zeros(3, device=device)  # summed loss, summed plain NLL, right answers
     seen, start = 0, time.perf_counter()
-    for images, labels in tqdm(loader, desc="training", leave=False, disable=not progress):
+    for images, labels in progress_bar(loader, desc="training", disable=not progress):
         x = to_model_input(images, device, size=image_size)  # uint8 -> normalised, resized
         y = labels.to(device, non_blocking=True)
         with autocast(device, amp_dtype):  # forward pass in bf16/fp16 where it is safe

@@ -11,6 +11,7 @@ import zipfile
 from contextlib import contextmanager
 from pathlib import Path
 
+import nbformat
 import numpy as np
 from PIL import Image
 
@@ -83,7 +84,7 @@ def zip_folder(folder: Path, archive: Path) -> Path:
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
-    files: dict[str, bytes] = {}
+    files: dict[str, bytes | int] = {}
     ranges = True
     drop_after: int | None = None  # bytes sent before the first response is cut
     requests: list[dict] = []
@@ -94,8 +95,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
         data = self.files.get(self.path)
         self.requests.append({"path": self.path, "range": self.headers.get("Range")})
-        if data is None:
-            self.send_error(404)
+        if data is None or isinstance(data, int):
+            self.send_error(data or 404)
             return
         start = 0
         header = self.headers.get("Range")
@@ -124,8 +125,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
 
 @contextmanager
-def serve(files: dict[str, bytes], *, ranges: bool = True, drop_after: int | None = None):
-    """Serve ``{"/name": bytes}`` on 127.0.0.1; yields ``(base_url, handler_class)``."""
+def serve(files: dict[str, bytes | int], *, ranges: bool = True, drop_after: int | None = None):
+    """Serve ``{"/name": bytes}`` on 127.0.0.1; yields ``(base_url, handler_class)``.
+
+    A value that is an ``int`` is an HTTP error status to answer with (e.g. 500); any other
+    path answers 404."""
     handler = type("Handler", (_Handler,), {
         "files": files, "ranges": ranges, "drop_after": drop_after, "requests": [],
     })  # fmt: skip
@@ -137,3 +141,15 @@ def serve(files: dict[str, bytes], *, ranges: bool = True, drop_after: int | Non
     finally:
         server.shutdown()
         server.server_close()
+
+
+def tiny_notebook(folder: Path, code: str, name: str = "01_tiny.ipynb") -> Path:
+    """Write ``folder/<name>``, a notebook of one code cell, for the series runner; returns
+    ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(code)]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
+                                 "language": "python"}  # fmt: skip
+    nbformat.write(nb, folder / name)
+    return folder

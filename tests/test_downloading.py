@@ -5,6 +5,7 @@ import os
 import socket
 import stat
 import time
+import traceback
 import zipfile
 
 import pytest
@@ -75,6 +76,39 @@ def test_no_network_is_a_quick_clear_error(tmp_path):
 def test_http_error_names_the_status(tmp_path):
     with fakedata.serve({}) as (base, _), pytest.raises(DownloadError, match="HTTP 404"):
         downloading.download(f"{base}/missing.zip", tmp_path / "m.zip", progress=False)
+
+
+def _assert_one_clear_line(err: BaseException, *parts: str) -> None:
+    """The message holds every part, on one line, with no urllib traceback chained to it."""
+    message = str(err)
+    assert "\n" not in message
+    for part in parts:
+        assert part in message, f"{part!r} not in {message!r}"
+    assert err.__cause__ is None and err.__suppress_context__ is True
+    shown = "".join(traceback.format_exception(err))
+    assert "During handling" not in shown and "urllib" not in shown
+
+
+@pytest.mark.parametrize(("status", "reason"), [(404, "Not Found"), (500, "Internal Server Error")])
+def test_http_errors_name_dataset_url_in_one_line(tmp_path, status, reason):
+    with fakedata.serve({"/pets.zip": status}) as (base, _):
+        url = f"{base}/pets.zip"
+        with pytest.raises(DownloadError) as err:
+            downloading.prepare_dataset(tmp_path / "data", url, progress=False)
+    _assert_one_clear_line(
+        err.value, "DATASET_URL", url, f"HTTP {status} {reason}", "Check the address",
+        "path of a .zip you already have",
+    )  # fmt: skip
+    assert not list((tmp_path / "data").glob("*.part")), "nothing half-written is left"
+
+
+def test_connection_refused_is_one_clear_line(tmp_path):
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{s.getsockname()[1]}/pets.zip"
+    with pytest.raises(DownloadError) as err:
+        downloading.prepare_dataset(tmp_path / "data", url, progress=False)
+    _assert_one_clear_line(err.value, "DATASET_URL", url, "Connection refused", ".zip")
 
 
 def _zip_with(tmp_path, name, data=b"x", *, symlink=False):

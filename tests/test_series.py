@@ -1,0 +1,110 @@
+"""The series runner's own behaviour: kernel settings, and epoch lines while training runs."""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import fakedata
+from catsdogs_helpers import series
+from catsdogs_helpers.files import atomic_path
+
+TCP_WARNING = "running over TCP without encryption"
+COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds"]
+
+
+def test_series_kernels_run_without_the_tcp_warning(tmp_path, monkeypatch, capfd):
+    folder = fakedata.tiny_notebook(tmp_path / "nb", "import sys\nprint('hello', file=sys.stderr)")
+    out = series.run_series({"RUN_NAME": "quiet"}, notebooks_dir=folder)
+    saved = (out / "01_tiny.ipynb").read_text()
+    assert "hello" in saved and TCP_WARNING not in saved
+    captured = capfd.readouterr()  # the kernel's own stderr comes to this terminal
+    assert TCP_WARNING not in captured.err + captured.out
+
+
+def test_nbval_kernels_show_no_tcp_warning(tmp_path):
+    """``pytest --nbval-lax`` sends its kernels' stderr, and so the warning, to os.devnull."""
+    fakedata.tiny_notebook(tmp_path, "print('hello')")
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "--nbval-lax", "--nbval-current-env", "-s",
+         "-p", "no:cacheprovider", "01_tiny.ipynb"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert TCP_WARNING not in done.stdout + done.stderr
+
+
+def test_kernels_get_text_bars_unless_set_and_every_parameter(monkeypatch):
+    monkeypatch.delenv("CATSDOGS_PROGRESS", raising=False)
+    assert series.kernel_variables({"EPOCHS": 3}) == {
+        "CATSDOGS_PROGRESS": "text", "CATSDOGS_EPOCHS": "3"
+    }  # fmt: skip
+    monkeypatch.setenv("CATSDOGS_PROGRESS", "off")
+    monkeypatch.setenv("CATSDOGS_EPOCHS", "9")
+    variables = series.kernel_variables({"EPOCHS": 3})
+    assert variables == {"CATSDOGS_EPOCHS": "3"}, "a -p value wins over the environment"
+    with series.environment(variables):
+        assert os.environ["CATSDOGS_EPOCHS"] == "3" and os.environ["CATSDOGS_PROGRESS"] == "off"
+    assert os.environ["CATSDOGS_EPOCHS"] == "9", "restored after the block"
+
+
+def _write_history(run: Path, rows: list[dict]) -> None:
+    """As training does: the whole file, written beside it and renamed."""
+    with atomic_path(run / "history.csv") as tmp, open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def _row(epoch: int, train_acc: float, val_acc: float, seconds: float) -> dict:
+    return {"epoch": epoch, "train_loss": 0.5, "train_acc": train_acc, "val_loss": 0.4,
+            "val_acc": val_acc, "lr": 1e-3, "seconds": seconds}  # fmt: skip
+
+
+def _printed_within(capsys, seconds: float) -> str:
+    """What is printed first, waiting up to ``seconds`` for it (and a little for more)."""
+    deadline = time.monotonic() + seconds
+    out = ""
+    while not out and time.monotonic() < deadline:
+        time.sleep(0.05)
+        out = capsys.readouterr().out
+    time.sleep(0.2)
+    return out + capsys.readouterr().out
+
+
+def test_watch_history_prints_one_line_per_new_epoch_then_stops(tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    _write_history(run, [_row(1, 0.6, 0.65, 20.2)])  # from an earlier session: not repeated
+    rows = [_row(1, 0.6, 0.65, 20.2), _row(2, 0.7512, 0.8, 19.6)]
+    with series.watch_history(run, interval=0.05):
+        _write_history(run, rows)
+        assert _printed_within(capsys, 5.0) == "   epoch 2: train acc 0.751, val acc 0.800, 20 s\n"
+        rows.append(_row(3, 0.812, 0.845, 21.0))
+        _write_history(run, rows)  # just before the notebook ends: the last look finds it
+    assert capsys.readouterr().out == "   epoch 3: train acc 0.812, val acc 0.845, 21 s\n"
+    assert not [t for t in threading.enumerate() if t.name == "watch-history"]
+    _write_history(run, [*rows, _row(4, 0.9, 0.9, 20)])
+    time.sleep(0.2)
+    assert capsys.readouterr().out == "", "nothing is printed once the block has ended"
+
+
+def test_watch_history_starts_over_when_training_does(tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    _write_history(run, [_row(1, 0.6, 0.65, 20), _row(2, 0.7, 0.75, 20)])
+    with series.watch_history(run, interval=10):  # only the last look
+        (run / "history.csv").unlink()  # OVERWRITE=True removes the old history
+        _write_history(run, [_row(1, 0.55, 0.6, 22)])
+    assert capsys.readouterr().out == "   epoch 1: train acc 0.550, val acc 0.600, 22 s\n"
+
+
+def test_watch_history_without_a_history_prints_nothing(tmp_path, capsys):
+    with series.watch_history(tmp_path / "none", interval=0.01):
+        time.sleep(0.05)
+    assert capsys.readouterr().out == ""

@@ -115,3 +115,28 @@ def test_readme_badges_point_at_real_notebooks():
     links = re.findall(r"https://colab\.research\.google\.com/github/([^)\s]+)", readme)
     expected = [f"{slug}/blob/main/{p.relative_to(REPO).as_posix()}" for p in NOTEBOOKS]
     assert links == expected
+
+
+def test_a_copy_of_the_printed_step_runs_in_the_notebook():
+    """Exercise 4: the printed train_one_epoch, copied into a cell after the cell that prints
+    it, defines and trains (its names and annotations resolve there)."""
+    import inspect
+
+    import torch
+
+    from catsdogs_helpers import models, training
+
+    cells = [_source(c) for c in _cells(REPO / "notebooks" / "04_train.ipynb")]
+    imports = next(c for c in cells if "show_code(training.train_one_epoch)" in c)
+    namespace: dict = {}
+    exec(imports.replace("plotting.show_code(training.train_one_epoch)", ""), namespace)
+    exec(inspect.getsource(training.train_one_epoch), namespace)
+    model = models.create_model("resnet9", 2)
+    batches = [
+        (torch.randint(0, 256, (4, 32, 32, 3), dtype=torch.uint8), torch.tensor([0, 1, 0, 1]))
+    ]
+    result = namespace["train_one_epoch"](
+        model, batches, torch.optim.SGD(model.parameters(), lr=0.01), torch.nn.CrossEntropyLoss(),
+        torch.device("cpu"), progress=False,
+    )  # fmt: skip
+    assert result.images == 4 and result.loss == pytest.approx(result.nll, rel=1e-4)

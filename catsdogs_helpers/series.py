@@ -148,6 +148,7 @@ def check_parameters(parameters: dict, paths: list[Path]) -> config.RunConfig:
 
     problems = config.unknown_names(parameters)
     known = set().union(*(papermill.inspect_notebook(str(p)) for p in paths))
+    known.add("RUN_NAME")  # the runner's own: the folder of the executed notebooks
     problems += [f"{n} is a parameter of no notebook run here" for n in parameters
                  if n in config.PARAMETERS and n not in known]  # fmt: skip
     if problems:

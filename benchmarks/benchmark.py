@@ -2,6 +2,7 @@
 
     python benchmarks/benchmark.py                  # stages 1-3 (about 3 minutes on 2 cores)
     python benchmarks/benchmark.py --time-to-accuracy   # plus stage 4 (about 12 minutes)
+    python benchmarks/benchmark.py --only first_runs    # stage 5 alone (about 5 minutes)
 
 Stages (each in its own process, so its peak memory is its own):
 
@@ -20,6 +21,8 @@ Stages (each in its own process, so its peak memory is its own):
 4. time to accuracy: the default recipe from the extracted 10k photos to test accuracy
    (validation, split, cache, training and evaluation all timed), and the tutorial's
    recipe projected from its measured step rate.
+5. first runs: the README's quick run (``QUICK_RUN``) and 5 epochs on 800 photos
+   (``SMALL_RUN``), timed the same way, with their test accuracy.
 
 Stages 1-3 use photos of the 10k subset enlarged to 500x375, the size of the real archive's
 photos. Ratios are measured within one run, so they hold on a noisy machine; absolute

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 from sklearn import metrics as skm
 
+from .files import atomic_path
 from .images import load_square
 
 RIGHT, WRONG = "tab:green", "tab:red"
@@ -30,10 +31,11 @@ def show_code(function) -> object:
 
 
 def save_figure(fig: plt.Figure, path: str | os.PathLike[str]) -> Path:
-    """Save ``fig`` (creating the folder) and return the path."""
+    """Save ``fig`` (creating the folder) and return the path; written atomically and flushed
+    to the disk (:func:`files.atomic_path`), in the format its suffix names (PNG without one)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format=path.suffix.lstrip(".") or "png", dpi=110, bbox_inches="tight")
     return path
 
 

@@ -1,0 +1,128 @@
+"""Atomic, durable writes: concurrent writers of one file never disturb each other, and
+nothing is called written before it is on the disk."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import sys
+import threading
+
+import pytest
+
+from catsdogs_helpers import files
+
+WRITER = """
+import sys
+from catsdogs_helpers.files import atomic_path
+target, mark, times = sys.argv[1], sys.argv[2].encode(), int(sys.argv[3])
+for _ in range(times):
+    with atomic_path(target) as tmp:
+        with open(tmp, "wb") as f:
+            for _ in range(64):
+                f.write(mark * 4096)
+"""
+
+
+def _whole(path, marks: set[bytes], size: int) -> bool:
+    data = path.read_bytes()
+    return len(data) == size and data[:1] in marks and data == data[:1] * size
+
+
+def test_threads_writing_one_file_at_once_all_succeed_and_it_stays_whole(tmp_path):
+    target = tmp_path / "manifest.csv"
+    barrier = threading.Barrier(6)
+    errors: list[BaseException] = []
+
+    def write(mark: bytes) -> None:
+        try:
+            for _ in range(10):
+                with files.atomic_path(target) as tmp:
+                    with open(tmp, "wb") as f:
+                        barrier.wait(timeout=10)  # every writer has its file open now
+                        f.write(mark * 100_000)
+        except BaseException as err:  # reported below, with the thread's own message
+            errors.append(err)
+
+    threads = [threading.Thread(target=write, args=(bytes([65 + i]),)) for i in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert _whole(target, {bytes([65 + i]) for i in range(6)}, 100_000)
+    assert [p.name for p in tmp_path.iterdir()] == ["manifest.csv"], "no temporary file left"
+
+
+def test_processes_writing_one_file_at_once_both_succeed(tmp_path):
+    target = tmp_path / "split.csv"
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", WRITER, str(target), mark, "40"],
+            env=os.environ,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for mark in ("a", "b")
+    ]
+    for proc in procs:
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+    assert _whole(target, {b"a", b"b"}, 64 * 4096)
+    assert [p.name for p in tmp_path.iterdir()] == ["split.csv"]
+
+
+@pytest.fixture
+def fsyncs(monkeypatch) -> list[tuple[int, bool]]:
+    """Every ``os.fsync`` call as ``(inode, is_folder)``, in order."""
+    calls: list[tuple[int, bool]] = []
+    real = os.fsync
+
+    def record(fd: int) -> None:
+        info = os.fstat(fd)
+        calls.append((info.st_ino, stat.S_ISDIR(info.st_mode)))
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", record)
+    return calls
+
+
+def test_a_write_is_on_the_disk_before_it_is_renamed_and_the_folder_after(tmp_path, fsyncs):
+    target = tmp_path / "metrics.json"
+    with files.atomic_path(target) as tmp:
+        tmp.write_text('{"test_accuracy": 0.9}')
+        assert not fsyncs, "nothing is flushed while the block still writes"
+    written = target.stat().st_ino
+    assert fsyncs == [(written, False), (tmp_path.stat().st_ino, True)]
+
+
+def test_a_write_that_fails_is_not_flushed_nor_renamed(tmp_path, fsyncs):
+    target = tmp_path / "history.csv"
+    with pytest.raises(ValueError), files.atomic_path(target) as tmp:
+        tmp.write_text("epoch\n1\n")
+        raise ValueError("the writer failed")
+    assert fsyncs == [] and list(tmp_path.iterdir()) == []
+
+
+def test_temporary_files_have_the_usual_permissions(tmp_path):
+    old = os.umask(0o022)
+    try:
+        with files.atomic_path(tmp_path / "summary.json") as tmp:
+            tmp.write_text("{}")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "summary.json").stat().st_mode & 0o777 == 0o644
+
+
+def test_figures_are_saved_atomically_in_their_format(tmp_path):
+    import matplotlib.pyplot as plt
+
+    from catsdogs_helpers import plotting
+
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [1, 0])
+    path = plotting.save_figure(fig, tmp_path / "figures" / "roc.png")
+    plt.close(fig)
+    assert path.read_bytes().startswith(b"\x89PNG")
+    assert [p.name for p in path.parent.iterdir()] == ["roc.png"]

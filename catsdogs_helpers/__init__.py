@@ -2,9 +2,9 @@
 
 One module per step: ``config`` (paths and parameters), ``downloading``, ``validating``,
 ``duplicates``, ``splitting``, ``images``, ``transforms``, ``datasets``, ``models``,
-``devices``, ``files``, ``parallel``, ``training``, ``evaluation``, ``plotting``,
-``pipeline`` (the steps, reusing what exists) and ``series`` (run all notebooks with
-papermill). Import what you use, e.g.
+``devices``, ``files``, ``locks``, ``parallel``, ``runs``, ``training``, ``evaluation``,
+``plotting``, ``steps`` (the steps, reusing what exists) and ``series`` (run all notebooks
+with papermill). Import what you use, e.g.
 ``from catsdogs_helpers import config, plotting``.
 """
 

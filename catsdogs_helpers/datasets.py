@@ -23,7 +23,9 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset, get_worker_info
 
+from .files import atomic_path, replace_durably, unique_sibling
 from .images import load_square
+from .locks import held
 from .parallel import map_chunks
 
 log = logging.getLogger(__name__)
@@ -76,52 +78,91 @@ def build_cache(
     """Decode the files in ``rows`` (columns ``path``, ``sha256``) into a square uint8 cache.
 
     Reuses a finished cache of the same files and size. The file is written under a
-    temporary name and renamed when complete, so an interrupted build is never reused.
-    Files that no longer decode are logged and marked in ``ok``.
+    temporary name of its own, flushed to the disk and renamed when complete, so an
+    interrupted build is never reused. Processes that need the same cache at once take turns
+    (a lock file beside it): the first builds it, the others wait and reuse it. Files that
+    no longer decode are logged and marked in ``ok``.
     """
     rows = rows[["path", "sha256"]].reset_index(drop=True)
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
-    key = cache_key(rows, size)
-    path = cache_dir / f"images-{size}px-{key}.npy"
-    ok_path = cache_dir / f"images-{size}px-{key}.ok.npy"
-    if path.is_file() and ok_path.is_file():
-        log.info("reusing decoded cache %s", path.name)
-        return ImageCache(path, rows, np.load(ok_path), size)
+    path = cache_dir / f"images-{size}px-{cache_key(rows, size)}.npy"
+    found = _finished_cache(path, rows, size)
+    if found is not None:
+        return found
+    with held(path.with_suffix(".lock"), f"building the decoded cache {path.name}"):
+        found = _finished_cache(path, rows, size)  # built by another process meanwhile?
+        if found is not None:
+            return found
+        names = rows["path"].tolist()
+        ok = _decode_into(path, Path(image_root), names, size, workers=workers, progress=progress)
+    return ImageCache(path, rows, ok, size)
 
-    root = Path(image_root)
-    partial = path.with_name(path.name + ".partial")
+
+def _ok_path(path: Path) -> Path:
+    """Where the cache ``path`` keeps which of its images decoded."""
+    return path.with_name(f"{path.stem}.ok.npy")
+
+
+def _finished_cache(path: Path, rows: pd.DataFrame, size: int) -> ImageCache | None:
+    """The finished cache at ``path``, or None when it is not (yet) there."""
+    if path.is_file() and _ok_path(path).is_file():
+        log.info("reusing decoded cache %s", path.name)
+        return ImageCache(path, rows, np.load(_ok_path(path)), size)
+    return None
+
+
+def _open_partial(path: Path, n: int, size: int) -> tuple[Path, np.ndarray]:
+    """A new memory-mapped ``(n, size, size, 3)`` uint8 file beside ``path``, its space
+    reserved on the disk; a full disk raises an ``OSError`` that says what to do."""
+    for stale in path.parent.glob(f"{path.name}.*.partial"):  # left by a killed build
+        stale.unlink(missing_ok=True)
+    partial = unique_sibling(path, ".partial")
     try:
         array = np.lib.format.open_memmap(
-            partial, mode="w+", dtype=np.uint8, shape=(len(rows), size, size, 3)
+            partial, mode="w+", dtype=np.uint8, shape=(n, size, size, 3)
         )
         if hasattr(os, "posix_fallocate"):  # reserve the space now: a full disk fails here,
             with open(partial, "r+b") as f:  # not later inside the memory map
                 os.posix_fallocate(f.fileno(), 0, os.path.getsize(partial))
     except OSError as err:
         partial.unlink(missing_ok=True)
-        need = len(rows) * size * size * 3 / 1e9
         raise OSError(
             err.errno,
-            f"cannot write the decoded cache in {cache_dir} ({err.strerror}; it needs "
-            f"{need:.2f} GB): free space there or set CATSDOGS_DATA_DIR to another disk",
+            f"cannot write the decoded cache in {path.parent} ({err.strerror}; it needs "
+            f"{n * size * size * 3 / 1e9:.2f} GB): free space there or set CATSDOGS_DATA_DIR "
+            "to another disk",
         ) from err
-    ok = np.ones(len(rows), dtype=bool)
-    paths = [str(root / p) for p in rows["path"]]
-    for start, (images, errors) in map_chunks(
-        _decode_chunk, paths, size, workers=workers, desc=f"decoding to {size}px cache",
-        progress=progress,
-    ):  # fmt: skip
-        array[start : start + len(images)] = images
-        for offset, error in enumerate(errors):
-            if error:
-                ok[start + offset] = False
-                log.warning("skipping %s: %s", rows.at[start + offset, "path"], error)
-    array.flush()
-    array = None  # close the memory map before renaming the file
-    np.save(ok_path, ok)
-    partial.replace(path)
-    return ImageCache(path, rows, ok, size)
+    return partial, array
+
+
+def _decode_into(
+    path: Path, root: Path, names: list[str], size: int, *, workers: int | None, progress: bool
+) -> np.ndarray:
+    """Decode the files ``names`` (relative to ``root``) into the cache file ``path`` (and
+    its ``ok`` file), both flushed to the disk before they are in place; returns ``ok``."""
+    partial, array = _open_partial(path, len(names), size)
+    paths = [str(root / name) for name in names]
+    try:
+        ok = np.ones(len(paths), dtype=bool)
+        for start, (images, errors) in map_chunks(
+            _decode_chunk, paths, size, workers=workers, desc=f"decoding to {size}px cache",
+            progress=progress,
+        ):  # fmt: skip
+            array[start : start + len(images)] = images
+            for offset, error in enumerate(errors):
+                if error:
+                    ok[start + offset] = False
+                    log.warning("skipping %s: %s", names[start + offset], error)
+        array.flush()
+        array = None  # close the memory map before renaming the file
+        with atomic_path(_ok_path(path)) as tmp, open(tmp, "wb") as f:
+            np.save(f, ok)
+        replace_durably(partial, path)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    return ok
 
 
 class CachedImageDataset(Dataset):

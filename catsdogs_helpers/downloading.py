@@ -6,6 +6,8 @@
   ranges restarts cleanly.
 - Extraction refuses entries that would land outside the target folder, links, and archives
   whose size or file count is beyond a sane cap, and it is all-or-nothing.
+- Download and extraction happen once per data folder: other processes preparing the same
+  folder at the same time wait for the first and reuse what it made.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ import urllib.request
 import zipfile
 from pathlib import Path, PurePosixPath
 
+from .files import replace_durably
+from .locks import held
 from .progress import progress_bar
 
 log = logging.getLogger(__name__)
@@ -176,7 +180,7 @@ def download(
         if actual != sha256.lower():
             _quarantine(part, f"sha256 {actual} differs from the expected {sha256}")
             raise DownloadError(f"{url}: sha256 {actual} differs from the expected {sha256}")
-    part.replace(dest)
+    replace_durably(part, dest)  # on the disk before it is called downloaded
     log.info("downloaded %s (%.1f MB)", dest.name, dest.stat().st_size / 1e6)
     return dest
 
@@ -280,13 +284,33 @@ def prepare_dataset(
     """Make sure ``data_dir`` holds an extracted image folder and return it.
 
     Nothing is downloaded when ``data_dir`` already holds ``PetImages/``. ``url`` may be an
-    ``http(s)://`` address, a ``file://`` address or a local path to a zip file.
+    ``http(s)://`` address, a ``file://`` address or a local path to a zip file. Processes
+    preparing the same ``data_dir`` at once take turns (a lock file, ``.download.lock``):
+    the first downloads and extracts, the others wait and then find its result.
     """
     data_dir = Path(data_dir)
     found = find_image_root(data_dir)
     if found is not None:
         log.info("found %s, nothing to download", found)
         return found
+    with held(data_dir / ".download.lock", "downloading and extracting the data set"):
+        found = find_image_root(data_dir)  # made by the process that held the lock first?
+        if found is not None:
+            log.info("found %s, made by another process meanwhile", found)
+            return found
+        archive = _fetch_archive(data_dir, url, sha256=sha256, progress=progress)
+        extract_zip(archive, data_dir, progress=progress)
+    found = find_image_root(data_dir)
+    if found is None:
+        raise DownloadError(
+            f"{archive.name} did not contain class folders (expected {IMAGE_ROOT_NAME}/<class>/)"
+        )
+    return found
+
+
+def _fetch_archive(data_dir: Path, url: str, *, sha256: str, progress: bool) -> Path:
+    """The archive ``url`` names: a local zip (checked against ``sha256`` when given), or
+    downloaded into ``data_dir``."""
     if url.startswith("file://"):
         url = urllib.request.url2pathname(url[len("file://") :])
     if "://" not in url:
@@ -295,13 +319,6 @@ def prepare_dataset(
             raise DownloadError(f"DATASET_URL points at {archive}, which is not a file")
         if sha256 and sha256_of(archive) != sha256.lower():
             raise DownloadError(f"{archive}: sha256 differs from DATASET_SHA256={sha256}")
-    else:
-        name = PurePosixPath(urllib.parse.urlparse(url).path).name or "dataset.zip"
-        archive = download(url, data_dir / name, sha256=sha256, progress=progress)
-    extract_zip(archive, data_dir, progress=progress)
-    found = find_image_root(data_dir)
-    if found is None:
-        raise DownloadError(
-            f"{archive.name} did not contain class folders (expected {IMAGE_ROOT_NAME}/<class>/)"
-        )
-    return found
+        return archive
+    name = PurePosixPath(urllib.parse.urlparse(url).path).name or "dataset.zip"
+    return download(url, data_dir / name, sha256=sha256, progress=progress)

@@ -5,6 +5,8 @@ replaced: work done again with the same settings reuses what is there, and anyth
 would replace it with other settings (a split, a training, results) raises
 :class:`RunConflict`, the one exception type for that, with what differs and what to do.
 
+- ``.training.lock``: held while a process trains the run (:func:`claim`), so a second
+  process cannot train into the same folder at the same time.
 - ``history.csv``: one row per epoch; ``summary.json``: the settings and the state of
   training (readable without torch); ``metrics.json``: the test results and the settings.
 """
@@ -14,13 +16,17 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from filelock import Timeout
 
 from .config import runs_dir
 from .files import atomic_path
+from .locks import held
 
 #: The settings that must match for a run's work to be reused or resumed. ``plan`` is the
 #: resolved training plan (model, epochs, batch, learning rate, augmentation, sizes...);
@@ -60,6 +66,24 @@ def check_same_settings(run_dir: Path, before: dict, now: dict, what: str) -> No
             f"{run_dir} holds {what} made with other settings ({shown}). Use a new RUN_NAME, "
             "or OVERWRITE=True to replace it."
         )
+
+
+@contextmanager
+def claim(run_dir: Path) -> Iterator[None]:
+    """Hold the run folder for training: a second process that tries while the first trains
+    gets :class:`RunConflict` at once, naming the run (the lock goes with the process, so a
+    killed run never blocks the next one)."""
+    run_dir = Path(run_dir)
+    with ExitStack() as stack:
+        try:
+            stack.enter_context(held(run_dir / ".training.lock", "training", wait=False))
+        except Timeout:
+            raise RunConflict(
+                f"run {run_dir.name!r} ({run_dir}) is being trained by another process right "
+                "now. Wait for it to finish (then this run reuses its result), or use a new "
+                "RUN_NAME."
+            ) from None
+        yield
 
 
 def write_json(path: Path, payload: dict) -> Path:

@@ -399,7 +399,9 @@ def fit(
     validation set. ``settings`` (plain values, e.g. ``cfg.to_dict()``) are saved with the
     run; with the plan and the step they decide whether an existing run is reused (finished),
     continued (``resume=True``), replaced (``overwrite=True``) or refused (``RunConflict``).
-    The model ends with the weights of its best validation epoch.
+    The model ends with the weights of its best validation epoch. While it trains, the run
+    folder is held (:func:`runs.claim`): a second process training the same run gets
+    :class:`~catsdogs_helpers.runs.RunConflict` at once.
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -407,25 +409,27 @@ def fit(
     meta = {"settings": settings, "class_names": list(class_names), "model_name": plan.model_name}
     model.to(device, memory_format=torch.channels_last)
     parts = make_training_parts(model, plan, len(train_loader), device, amp_dtype)
-    state, done = _start(run_dir, model, parts, settings, resume=resume, overwrite=overwrite)
-    while not done:
-        reseed_epoch(train_loader, seed_for(settings.get("seed", 0), "epoch", state.epoch))
-        train = train_epoch(
-            model, train_loader, parts.optimizer, parts.loss_fn, device,
-            scheduler=parts.scheduler if parts.per_batch else None, scaler=parts.scaler,
-            amp_dtype=amp_dtype, image_size=plan.sizes[state.epoch], progress=progress,
-        )  # fmt: skip
-        val = evaluate(model, val_loader, device, amp_dtype=amp_dtype)
-        if not parts.per_batch:
-            parts.scheduler.step(val.accuracy)
-        lr = parts.optimizer.param_groups[0]["lr"]
-        state.epoch += 1
-        state.history.append(_epoch_row(state.epoch, train, val, lr, plan.sizes[state.epoch - 1]))
-        state.train_seconds += state.history[-1]["seconds"]
-        if math.isnan(train.loss):
-            raise FloatingPointError("the training loss became NaN: lower the learning rate")
-        done = _record(run_dir, model, parts, state, meta, plan)
-    model.load_state_dict(load_checkpoint(run_dir / "best.pt")["model"])
+    with runs.claim(run_dir):
+        state, done = _start(run_dir, model, parts, settings, resume=resume, overwrite=overwrite)
+        while not done:
+            reseed_epoch(train_loader, seed_for(settings.get("seed", 0), "epoch", state.epoch))
+            train = train_epoch(
+                model, train_loader, parts.optimizer, parts.loss_fn, device,
+                scheduler=parts.scheduler if parts.per_batch else None, scaler=parts.scaler,
+                amp_dtype=amp_dtype, image_size=plan.sizes[state.epoch], progress=progress,
+            )  # fmt: skip
+            val = evaluate(model, val_loader, device, amp_dtype=amp_dtype)
+            if not parts.per_batch:
+                parts.scheduler.step(val.accuracy)
+            lr = parts.optimizer.param_groups[0]["lr"]
+            state.epoch += 1
+            size = plan.sizes[state.epoch - 1]
+            state.history.append(_epoch_row(state.epoch, train, val, lr, size))
+            state.train_seconds += state.history[-1]["seconds"]
+            if math.isnan(train.loss):
+                raise FloatingPointError("the training loss became NaN: lower the learning rate")
+            done = _record(run_dir, model, parts, state, meta, plan)
+        model.load_state_dict(load_checkpoint(run_dir / "best.pt")["model"])
     return pd.DataFrame(state.history)
 
 

@@ -50,6 +50,7 @@ from .downloading import class_folders
 from .duplicates import DHASH_MIN_SIDE, dhash
 from .files import atomic_path
 from .images import jpeg_gray, open_image, reduction_for
+from .locks import held
 from .parallel import map_chunks
 
 log = logging.getLogger(__name__)
@@ -236,8 +237,28 @@ def validate_folder(
 
     When ``manifest_path`` exists, files whose size and modification time are unchanged keep
     their earlier verdict: a re-run only checks what is new or changed (and everything when
-    the manifest was written by an earlier version of the check).
+    the manifest was written by an earlier version of the check). Processes validating into
+    the same manifest at once take turns (a lock file beside it): the later ones reuse the
+    verdicts the first one wrote.
     """
+    if manifest_path is None:
+        return _validate(image_root, None, min_side=min_side, workers=workers, progress=progress)
+    lock = Path(f"{manifest_path}.lock")
+    with held(lock, "validating the photos"):
+        return _validate(
+            image_root, manifest_path, min_side=min_side, workers=workers, progress=progress
+        )
+
+
+def _validate(
+    image_root: str | os.PathLike[str],
+    manifest_path: str | os.PathLike[str] | None,
+    *,
+    min_side: int,
+    workers: int | None,
+    progress: bool,
+) -> pd.DataFrame:
+    """:func:`validate_folder` without the lock."""
     root = Path(image_root)
     files = list_files(root)
     if files.empty:

@@ -9,9 +9,12 @@ import subprocess
 import sys
 import threading
 
+import numpy as np
+import pandas as pd
 import pytest
 
-from catsdogs_helpers import files
+import fakedata
+from catsdogs_helpers import datasets, files
 
 WRITER = """
 import sys
@@ -113,6 +116,21 @@ def test_temporary_files_have_the_usual_permissions(tmp_path):
     finally:
         os.umask(old)
     assert (tmp_path / "summary.json").stat().st_mode & 0o777 == 0o644
+
+
+def test_the_decoded_cache_is_on_the_disk_before_it_is_in_place(tmp_path, fsyncs):
+    root = fakedata.make_petimages(tmp_path, per_class=4, broken=False)
+    names = [f"{c}/{i}.jpg" for c in ("Cat", "Dog") for i in range(4)]
+    rows = pd.DataFrame({"path": names, "sha256": ["x"] * len(names)})
+    cache = datasets.build_cache(root, rows, tmp_path / "cache", 16, workers=1, progress=False)
+    flushed = {inode for inode, _ in fsyncs}
+    assert cache.path.stat().st_ino in flushed
+    assert cache.path.with_name(cache.path.stem + ".ok.npy").stat().st_ino in flushed
+    assert (tmp_path / "cache").stat().st_ino in flushed, "the renames are flushed too"
+    assert cache.array().shape == (8, 16, 16, 3) and cache.ok.all()
+    leftovers = [p.name for p in (tmp_path / "cache").iterdir() if p.suffix != ".npy"]
+    assert not [n for n in leftovers if n.endswith((".tmp", ".partial"))], leftovers
+    np.testing.assert_array_equal(np.load(cache.path), cache.array())
 
 
 def test_figures_are_saved_atomically_in_their_format(tmp_path):

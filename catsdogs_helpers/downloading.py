@@ -4,8 +4,11 @@
   known) checks out, so a half-written file is never mistaken for a finished one.
 - A cut connection resumes from where it stopped (HTTP ``Range``); a server that ignores
   ranges restarts cleanly.
-- Extraction refuses entries that would land outside the target folder, links, and archives
-  whose size or file count is beyond a sane cap, and it is all-or-nothing.
+- Extraction refuses entries that would land outside the target folder, links, archives
+  whose size or file count is beyond a sane cap, entries that expand far more than photos
+  can (an archive bomb) and archives that would not fit on the disk, all before writing
+  anything; an entry holding more than its header declares is caught while it is written.
+  It is all-or-nothing.
 - Download and extraction happen once per data folder: other processes preparing the same
   folder at the same time wait for the first and reuse what it made.
 """
@@ -19,14 +22,16 @@ import logging
 import os
 import shutil
 import stat
+import tempfile
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
 import zipfile
+import zlib
 from pathlib import Path, PurePosixPath
 
-from .files import replace_durably
+from .files import fsync_folder, replace_durably
 from .locks import held
 from .progress import progress_bar
 
@@ -35,6 +40,10 @@ log = logging.getLogger(__name__)
 IMAGE_ROOT_NAME = "PetImages"
 MAX_ARCHIVE_FILES = 200_000
 MAX_ARCHIVE_BYTES = 8 * 1024**3  # the real archive unpacks to about 0.8 GB
+#: JPEGs barely compress (the real archive is close to 1:1), so an entry that expands more
+#: than this is no photo: it is refused, when it declares more than MAX_RATIO_FROM_BYTES.
+MAX_EXPANSION_RATIO = 100
+MAX_RATIO_FROM_BYTES = 1024**2
 _LOCAL_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EDQUOT}
 _USER_AGENT = "catsdogs-helpers (+https://pypi.org/project/catsdogs-helpers)"
 
@@ -199,6 +208,91 @@ def _check_member(info: zipfile.ZipInfo) -> str | None:
     return None
 
 
+def _expansion(info: zipfile.ZipInfo) -> str | None:
+    """Why an entry's declared expansion is no photo's (an archive bomb), or None."""
+    ratio = info.file_size / max(info.compress_size, 1)
+    if info.file_size > MAX_RATIO_FROM_BYTES and ratio > MAX_EXPANSION_RATIO:
+        return (
+            f"it declares {info.compress_size:,} bytes that expand to {info.file_size:,} "
+            f"({ratio:,.0f}:1; photos barely compress, so anything over "
+            f"{MAX_EXPANSION_RATIO}:1 is taken for an archive bomb)"
+        )
+    return None
+
+
+def check_archive(
+    archive: Path, members: list[zipfile.ZipInfo], *, max_files: int, max_bytes: int, free: int
+) -> None:
+    """Raise :class:`UnsafeArchiveError` for the first reason not to extract ``archive``
+    (an entry's path, the count, the declared total, an entry's expansion, ``free`` bytes on
+    the disk), from its headers alone."""
+    for info in members:
+        why = _check_member(info)
+        if why:
+            raise UnsafeArchiveError(f"{archive.name}: refusing entry {info.filename!r}: {why}")
+    if len(members) > max_files:
+        raise UnsafeArchiveError(
+            f"{archive.name} holds {len(members)} entries, over the cap of {max_files}"
+        )
+    total = sum(info.file_size for info in members)
+    if total > max_bytes:
+        raise UnsafeArchiveError(
+            f"{archive.name} would unpack to {total / 1e9:.1f} GB, over the cap of "
+            f"{max_bytes / 1e9:.1f} GB"
+        )
+    for info in members:
+        why = _expansion(info)
+        if why:
+            raise UnsafeArchiveError(f"{archive.name}: refusing entry {info.filename!r}: {why}")
+    if total > free:
+        raise UnsafeArchiveError(
+            f"{archive.name} would unpack to {_size(total)}, but only {_size(free)} is free "
+            "there: free some space, or set DATA_DIR (CATSDOGS_DATA_DIR) to another disk"
+        )
+
+
+def _size(n: int) -> str:
+    """A byte count as people read it: MB below a gigabyte, GB above."""
+    return f"{n / 1e9:.2f} GB" if n >= 1e9 else f"{n / 1e6:.1f} MB"
+
+
+def _extract_entry(zf: zipfile.ZipFile, info: zipfile.ZipInfo, staging: Path) -> None:
+    """Write one (checked) entry under ``staging``, never more bytes than its header declares;
+    an entry whose content does not match its header raises :class:`UnsafeArchiveError`."""
+    dest = staging.joinpath(*PurePosixPath(info.filename.replace("\\", "/")).parts)
+    if info.is_dir():
+        dest.mkdir(parents=True, exist_ok=True)
+        return
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    written = 0
+    try:
+        with zf.open(info) as source, open(dest, "wb") as out:
+            while chunk := source.read(min(1 << 20, info.file_size - written + 1)):
+                written += len(chunk)
+                if written > info.file_size:
+                    break
+                out.write(chunk)
+    except (zipfile.BadZipFile, EOFError, zlib.error) as err:
+        problem = f"its content does not match ({str(err) or type(err).__name__})"
+    else:
+        if written == info.file_size:
+            return
+        problem = "it holds more" if written > info.file_size else f"it holds {written:,}"
+    raise UnsafeArchiveError(
+        f"refusing entry {info.filename!r}: its header declares {info.file_size:,} bytes but "
+        f"{problem}; the archive is damaged or forged: delete it and download it again"
+    )
+
+
+def _staging_folder(archive: Path, target: Path) -> Path:
+    """A new, empty folder inside ``target`` to extract into, after removing any left by an
+    extraction that was killed (callers that may run at once hold the data folder's lock)."""
+    prefix = f".extracting-{archive.stem}"
+    for stale in target.glob(f"{prefix}*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    return Path(tempfile.mkdtemp(prefix=f"{prefix}-", dir=target))
+
+
 def extract_zip(
     archive: str | os.PathLike[str],
     target: str | os.PathLike[str],
@@ -209,9 +303,11 @@ def extract_zip(
 ) -> Path:
     """Extract ``archive`` into ``target``, all or nothing.
 
-    Every entry is checked before anything is written; extraction happens in a temporary
-    folder inside ``target`` that is moved into place only when complete. Raises
-    :class:`UnsafeArchiveError` on a dangerous entry or an archive beyond the caps.
+    Every entry is checked (:func:`check_archive`) before anything is written; extraction
+    happens in a temporary folder inside ``target`` that is flushed to the disk and moved
+    into place only when complete. Raises :class:`UnsafeArchiveError` on a dangerous entry,
+    an archive beyond the caps or the free space, or an entry that holds other than what
+    its header declares.
     """
     archive, target = Path(archive), Path(target)
     target.mkdir(parents=True, exist_ok=True)
@@ -223,40 +319,37 @@ def extract_zip(
         ) from err
     with zf:
         members = zf.infolist()
-        for info in members:
-            why = _check_member(info)
-            if why:
-                raise UnsafeArchiveError(f"{archive.name}: refusing entry {info.filename!r}: {why}")
-        if len(members) > max_files:
-            raise UnsafeArchiveError(
-                f"{archive.name} holds {len(members)} entries, over the cap of {max_files}"
-            )
-        total = sum(info.file_size for info in members)
-        if total > max_bytes:
-            raise UnsafeArchiveError(
-                f"{archive.name} would unpack to {total / 1e9:.1f} GB, over the cap of "
-                f"{max_bytes / 1e9:.1f} GB"
-            )
-        staging = target / f".extracting-{archive.stem}"
-        if staging.exists():
-            shutil.rmtree(staging)
-        staging.mkdir()
+        free = shutil.disk_usage(target).free
+        check_archive(archive, members, max_files=max_files, max_bytes=max_bytes, free=free)
+        staging = _staging_folder(archive, target)
         try:
             for info in progress_bar(
                 members, desc=f"extracting {archive.name}", disable=not progress
             ):
-                zf.extract(info, staging)
-        except Exception:
+                _extract_entry(zf, info, staging)
+        except UnsafeArchiveError as err:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise UnsafeArchiveError(f"{archive.name}: {err}") from None
+        except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
+    _move_into_place(staging, target)
+    return target
+
+
+def _move_into_place(staging: Path, target: Path) -> None:
+    """Flush the extracted files to the disk, then move them from ``staging`` into
+    ``target`` (keeping what is already there) and remove ``staging``."""
+    if hasattr(os, "sync"):  # one call for every extracted file, before they count as there
+        os.sync()
     for entry in staging.iterdir():
         final = target / entry.name
         if final.exists():
             log.info("%s already exists, keeping it", final)
             continue
         entry.rename(final)
+    fsync_folder(target)
     shutil.rmtree(staging, ignore_errors=True)
-    return target
 
 
 def find_image_root(data_dir: str | os.PathLike[str]) -> Path | None:

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import socket
 import stat
 import time
@@ -169,3 +170,103 @@ def test_prepare_dataset_takes_a_local_zip(tmp_path, petimages):
     assert (root / "Dog" / "0.jpg").is_file()
     with pytest.raises(DownloadError, match="not a file"):
         downloading.prepare_dataset(tmp_path / "other", str(tmp_path / "nope.zip"))
+
+
+#: Zeros behind about 300 kB: the same 1,000:1 ratio as a 3 MB zip that expands to 3 GiB,
+#: which takes about 20 s to build here (its refusal takes a millisecond, like this one's).
+BOMB_BYTES = 300 * 1024**2
+
+
+@pytest.fixture(scope="module")
+def bomb(tmp_path_factory):
+    """A zip of one entry that expands about 1,000-fold, to BOMB_BYTES of zeros (written in
+    a stream, so building it takes about two seconds and little disk)."""
+    archive = tmp_path_factory.mktemp("bomb") / "pets.zip"
+    zeros = bytes(1 << 22)
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as zf:
+        info = zipfile.ZipInfo("PetImages/Cat/0.jpg")
+        info.compress_type = zipfile.ZIP_DEFLATED
+        with zf.open(info, "w", force_zip64=True) as entry:
+            for _ in range(BOMB_BYTES // len(zeros)):
+                entry.write(zeros)
+    return archive
+
+
+def test_an_archive_bomb_is_refused_within_seconds_leaving_nothing(tmp_path, bomb):
+    assert bomb.stat().st_size < BOMB_BYTES / 500
+    target = tmp_path / "data"
+    start = time.perf_counter()
+    with pytest.raises(UnsafeArchiveError) as err:
+        downloading.extract_zip(bomb, target, progress=False)
+    assert time.perf_counter() - start < 5
+    assert f"expand to {BOMB_BYTES:,}" in str(err.value) and "archive bomb" in str(err.value)
+    assert "PetImages/Cat/0.jpg" in str(err.value)
+    assert list(target.iterdir()) == []
+
+
+def test_a_downloaded_archive_bomb_is_refused_before_extraction(tmp_path, bomb):
+    data = tmp_path / "data"
+    with fakedata.serve({"/pets.zip": bomb.read_bytes()}) as (base, _):
+        with pytest.raises(UnsafeArchiveError, match="archive bomb"):
+            downloading.prepare_dataset(data, f"{base}/pets.zip", progress=False)
+    assert not (data / "PetImages").exists() and not list(data.glob(".extracting-*"))
+
+
+def test_photos_that_barely_compress_are_not_taken_for_a_bomb(tmp_path):
+    archive = tmp_path / "pets.zip"
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("PetImages/Cat/big.jpg", os.urandom(3_000_000))
+        zf.writestr("PetImages/Cat/small.txt", bytes(500_000))  # compresses, but is small
+    downloading.extract_zip(archive, tmp_path / "t", progress=False)
+    assert (tmp_path / "t" / "PetImages" / "Cat" / "big.jpg").stat().st_size == 3_000_000
+
+
+def test_an_archive_larger_than_the_free_space_is_refused(tmp_path, petimages, monkeypatch):
+    archive = fakedata.zip_folder(petimages, tmp_path / "pets.zip")
+    usage = shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(downloading.shutil, "disk_usage", lambda _: usage._replace(free=80_000))
+    target = tmp_path / "data"
+    with pytest.raises(
+        UnsafeArchiveError, match=r"would unpack to [\d.]+ MB, but only 0\.1 MB is free"
+    ):
+        downloading.extract_zip(archive, target, progress=False)
+    assert list(target.iterdir()) == []
+
+
+def _lie_about_size(archive, declared: int) -> None:
+    """Change the uncompressed size that the archive's one entry declares, in both headers."""
+    data = bytearray(archive.read_bytes())
+    local, central = data.find(b"PK\x03\x04"), data.rfind(b"PK\x01\x02")
+    data[local + 22 : local + 26] = declared.to_bytes(4, "little")
+    data[central + 24 : central + 28] = declared.to_bytes(4, "little")
+    archive.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize(
+    ("method", "declared"),
+    [
+        (zipfile.ZIP_DEFLATED, 1000),  # a bomb that declares a small size
+        (zipfile.ZIP_STORED, 1000),
+        (zipfile.ZIP_STORED, 300_000),  # holds less than it declares
+    ],
+    ids=["deflated-declares-less", "stored-declares-less", "stored-declares-more"],
+)
+def test_a_header_that_lies_about_sizes_is_refused_leaving_nothing(tmp_path, method, declared):
+    archive = tmp_path / "pets.zip"
+    content = bytes(2_000_000) if method == zipfile.ZIP_DEFLATED else os.urandom(200_000)
+    with zipfile.ZipFile(archive, "w", method) as zf:
+        zf.writestr("PetImages/Cat/0.jpg", content)
+    _lie_about_size(archive, declared)
+    target = tmp_path / "data"
+    with pytest.raises(UnsafeArchiveError, match=f"declares {declared:,} bytes"):
+        downloading.extract_zip(archive, target, progress=False)
+    assert list(target.iterdir()) == []
+
+
+def test_a_finished_download_is_on_the_disk_before_it_counts(tmp_path, monkeypatch):
+    flushed: list[int] = []
+    real = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (flushed.append(os.fstat(fd).st_ino), real(fd)))
+    with fakedata.serve({"/a.zip": PAYLOAD}) as (base, _):
+        out = downloading.download(f"{base}/a.zip", tmp_path / "a.zip", progress=False)
+    assert out.stat().st_ino in flushed and tmp_path.stat().st_ino in flushed

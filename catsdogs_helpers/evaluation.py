@@ -22,6 +22,7 @@ from .datasets import ImageFileDataset, make_loader
 from .devices import autocast, to_model_input
 from .files import atomic_path
 from .progress import progress_bar
+from .validating import check_files
 
 log = logging.getLogger(__name__)
 
@@ -197,29 +198,51 @@ def predict_files(
 ) -> pd.DataFrame:
     """Predict a file or a folder of your own photos; optionally write the table as CSV.
 
-    Paths in the table are relative to the folder (the file name for a single file).
-    Files that cannot be decoded are listed with an empty prediction and an ``error``.
+    Paths in the table are relative to the folder (the file name for a single file). Each
+    file first gets the validate step's check (:func:`validating.check_image`): a file it
+    would reject is not classified, and its ``error`` is the reason the validate step gives
+    (the manifest's words: ``truncated``, ``too_small``, ...). ``note`` is the check's note
+    for every file. A file that passes the check but still fails to decode gets the error
+    ``could not decode``.
     """
     paths = find_images(source)
     folder = Path(source).expanduser() if Path(source).is_dir() else paths[0].parent
-    dataset = ImageFileDataset(paths, size=size)
+    progress = len(paths) > batch_size
+    checks = pd.DataFrame(
+        check_files([str(p) for p in paths], progress=progress), columns=["ok", "reason", "note"]
+    )
+    accepted = np.flatnonzero(checks["ok"].to_numpy(dtype=bool))
+    dataset = ImageFileDataset([paths[i] for i in accepted], size=size)
     loader = make_loader(dataset, batch_size=batch_size, shuffle=False)
     probs, _, positions = predict(
-        model, loader, device, amp_dtype=amp_dtype, tta=tta, progress=len(paths) > batch_size
+        model, loader, device, amp_dtype=amp_dtype, tta=tta, progress=progress
     )
     table = pd.DataFrame({"path": [p.relative_to(folder).as_posix() for p in paths]})
-    table["predicted"] = ""
-    table["confidence"] = np.nan
-    for name in class_names:
-        table[f"p_{name}"] = np.nan
-    if len(positions):
-        table.loc[positions, "predicted"] = [class_names[i] for i in probs.argmax(1)]
-        table.loc[positions, "confidence"] = probs.max(1)
-        for i, name in enumerate(class_names):
-            table.loc[positions, f"p_{name}"] = probs[:, i]
-    table["error"] = np.where(table["predicted"] == "", "could not decode", "")
+    _fill_predictions(table, accepted[positions.astype(int)], probs, class_names)
+    table["error"] = np.where(
+        ~checks["ok"].to_numpy(dtype=bool),
+        checks["reason"],
+        np.where(table["predicted"] == "", "could not decode", ""),
+    )
+    table["note"] = checks["note"].fillna("")
     if csv_path is not None:
         with atomic_path(csv_path) as tmp:
             table.to_csv(tmp, index=False)
         log.info("wrote %d predictions to %s", len(table), csv_path)
     return table
+
+
+def _fill_predictions(
+    table: pd.DataFrame, rows: np.ndarray, probs: np.ndarray, class_names: list[str]
+) -> None:
+    """Add ``predicted``, ``confidence`` and ``p_<class>`` to ``table``: from ``probs`` at
+    ``rows``, empty (NaN) elsewhere."""
+    table["predicted"] = ""
+    table["confidence"] = np.nan
+    for name in class_names:
+        table[f"p_{name}"] = np.nan
+    if len(rows):
+        table.loc[rows, "predicted"] = [class_names[i] for i in probs.argmax(1)]
+        table.loc[rows, "confidence"] = probs.max(1)
+        for i, name in enumerate(class_names):
+            table.loc[rows, f"p_{name}"] = probs[:, i]

@@ -278,7 +278,7 @@ def _validate(
     ].tolist()
     if todo:
         paths = [os.path.join(root, p) for p in merged.loc[todo, "path"]]
-        results = _run_checks(paths, min_side=min_side, workers=workers, progress=progress)
+        results = check_files(paths, min_side=min_side, workers=workers, progress=progress)
         checked = pd.DataFrame(results, index=todo)
         merged = merged.astype({column: object for column in checked.columns})
         merged.loc[todo, checked.columns] = checked
@@ -289,9 +289,14 @@ def _validate(
     return manifest
 
 
-def _run_checks(
-    paths: list[str], *, min_side: int, workers: int | None, progress: bool
+def check_files(
+    paths: list[str],
+    *,
+    min_side: int = MIN_SIDE,
+    workers: int | None = None,
+    progress: bool = True,
 ) -> list[dict]:
+    """:func:`check_image` for each of ``paths``, in order, on all cores (``workers``)."""
     results: list[dict] = []
     for _, checked in map_chunks(
         _check_many, paths, min_side, workers=workers, desc="validating", progress=progress

@@ -55,7 +55,7 @@ def test_predict_files_writes_csv_and_reports_broken_files(tmp_path, petimages):
         csv_path=tmp_path / "out" / "predictions.csv",
     )  # fmt: skip
     assert table["path"].tolist() == ["0.jpg", "1.jpg", "truncated.jpg"], "relative to the folder"
-    assert table["error"].tolist() == ["", "", "could not decode"]
+    assert table["error"].tolist() == ["", "", "truncated"], "the validate step's reason"
     assert table.loc[:1, "predicted"].isin(["Cat", "Dog"]).all()
     np.testing.assert_allclose(table.loc[:1, ["p_Cat", "p_Dog"]].sum(axis=1), 1, rtol=1e-5)
     assert (tmp_path / "out" / "predictions.csv").read_text().startswith("path,predicted")

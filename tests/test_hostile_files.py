@@ -176,3 +176,30 @@ def test_file_broken_after_validation_is_skipped_with_a_logged_reason(tmp_path, 
         images_, labels, _ = next(iter(datasets.make_loader(files, batch_size=2, shuffle=False)))
     assert labels.tolist() == [1] and images_.shape == (1, 32, 32, 3)
     assert os.path.basename(victim) in caplog.text
+
+
+def test_predicting_files_gives_the_validate_steps_verdict(corpus):
+    import torch
+
+    from catsdogs_helpers import evaluation
+
+    class Brightness(torch.nn.Module):
+        def forward(self, x):
+            s = x.mean(dim=(1, 2, 3))
+            return torch.stack([-s, s], 1)
+
+    manifest = validating.validate_folder(corpus, workers=1, progress=False).set_index("path")
+    table = evaluation.predict_files(
+        Brightness(), corpus / "Cat", ["Cat", "Dog"], torch.device("cpu"), size=32
+    ).set_index("path")
+    assert set(table.index) >= {"one_pixel.jpg", "corrupt_middle.jpg", "bomb.png"}
+    for name, row in table.iterrows():
+        verdict = manifest.loc[f"Cat/{name}"]
+        if verdict["ok"]:
+            assert row["predicted"] in ("Cat", "Dog") and row["error"] == "", name
+        else:
+            assert row["predicted"] == "" and row["error"] == verdict["reason"], name
+            assert pd.isna(row["confidence"]) and pd.isna(row["p_Cat"]), name
+        assert row["note"] == verdict["note"], name
+    assert table.loc["one_pixel.jpg", "error"] == "too_small"
+    assert table.loc["corrupt_middle.jpg", "error"] == "corrupt"

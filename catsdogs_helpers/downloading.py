@@ -89,6 +89,70 @@ def _quarantine(path: Path, why: str) -> Path:
     return bad
 
 
+def _request(url: str, start: int, timeout: float):
+    """The response for ``url`` from byte ``start`` on; None when the server refuses that
+    range (HTTP 416). Other HTTP and connection errors are one-line :class:`DownloadError`s
+    (raised from None: the urllib traceback underneath says nothing the message does not)."""
+    headers = {"User-Agent": _USER_AGENT}
+    if start:
+        headers["Range"] = f"bytes={start}-"
+    try:
+        return urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout)
+    except urllib.error.HTTPError as err:
+        err.close()
+        if err.code == 416 and start:
+            return None
+        raise DownloadError(_http_message(url, err.code, err.reason)) from None
+    except (urllib.error.URLError, OSError) as err:
+        raise DownloadError(_offline_message(url, getattr(err, "reason", err))) from None
+
+
+def _sizes(response, start: int, name: str) -> tuple[int, int | None]:
+    """Where the response's bytes start (0 when the server ignored the range) and the whole
+    file's size when the server tells it."""
+    if start and response.status == 200:
+        log.info("server ignores ranges: restarting %s from the beginning", name)
+        start = 0
+    if response.status == 206:
+        content_range = response.headers.get("Content-Range", "")
+        return start, int(content_range.rsplit("/", 1)[-1]) if "/" in content_range else None
+    length = response.headers.get("Content-Length")
+    return start, int(length) if length is not None else None
+
+
+def _append(response, part: Path, start: int, total: int | None, *, progress: bool) -> None:
+    """Write the response's bytes into ``part`` from byte ``start`` on, with a byte bar. A
+    full or read-only disk is a :class:`DownloadError` naming the folder."""
+    bar = progress_bar(total=total, initial=start, unit="B", unit_scale=True,
+                       unit_divisor=1024, desc=part.name.removesuffix(".part"),
+                       disable=not progress)  # fmt: skip
+    try:
+        with open(part, "ab" if start else "wb") as out, bar:
+            while chunk := response.read(1 << 20):
+                out.write(chunk)
+                bar.update(len(chunk))
+    except OSError as err:
+        if err.errno in _LOCAL_ERRNOS:
+            raise DownloadError(
+                f"cannot write {part} ({err.strerror}): free space in, or choose "
+                f"another, DATA_DIR ({part.parent})"
+            ) from err
+        raise
+
+
+def _verify(part: Path, url: str, total: int | None, sha256: str) -> None:
+    """Check the finished file's size and sha256; a mismatch is moved aside and raised."""
+    size = part.stat().st_size
+    if total is not None and size != total:
+        _quarantine(part, f"size {size} differs from the expected {total}")
+        raise DownloadError(f"{url}: size {size} differs from the expected {total}")
+    if sha256:
+        actual = sha256_of(part)
+        if actual != sha256.lower():
+            _quarantine(part, f"sha256 {actual} differs from the expected {sha256}")
+            raise DownloadError(f"{url}: sha256 {actual} differs from the expected {sha256}")
+
+
 def download(
     url: str,
     dest: str | os.PathLike[str],
@@ -100,9 +164,10 @@ def download(
 ) -> Path:
     """Download ``url`` to ``dest`` with a byte progress bar, resuming where it stopped.
 
-    Returns ``dest`` at once when it already exists (it only ever appears verified). A file
-    whose size or sha256 does not match is moved aside with a ``.bad-<time>`` suffix and a
-    :class:`DownloadError` is raised.
+    Returns ``dest`` at once when it already exists (it only ever appears verified). A cut
+    connection resumes from the bytes in ``<dest>.part`` (up to ``retries`` times here, and
+    on the next call). A file whose size or sha256 does not match is moved aside with a
+    ``.bad-<time>`` suffix and a :class:`DownloadError` is raised.
     """
     dest = Path(dest)
     if dest.is_file():
@@ -110,88 +175,37 @@ def download(
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
-    total: int | None = None
-    failures = 0
-    while True:
+    total, failures = None, 0
+    while failures <= retries:
         start = part.stat().st_size if part.exists() else 0
-        headers = {"User-Agent": _USER_AGENT}
-        if start:
-            headers["Range"] = f"bytes={start}-"
-        request = urllib.request.Request(url, headers=headers)
-        try:
-            response = urllib.request.urlopen(request, timeout=timeout)
-        except urllib.error.HTTPError as err:
-            if err.code == 416 and start:  # asked past the end: the .part is suspicious
-                _quarantine(part, "server refused to resume it")
-                failures += 1
-                if failures > retries:
-                    raise DownloadError(f"{url}: the server refuses range requests") from None
-                continue
-            err.close()
-            # from None: the urllib traceback underneath says nothing the message does not
-            raise DownloadError(_http_message(url, err.code, err.reason)) from None
-        except (urllib.error.URLError, OSError) as err:
-            raise DownloadError(_offline_message(url, getattr(err, "reason", err))) from None
+        response = _request(url, start, timeout)
+        if response is None:  # asked past the end: the .part is suspicious
+            _quarantine(part, "server refused to resume it")
+            failures += 1
+            continue
         with response:
-            if start and response.status == 200:
-                log.info("server ignores ranges: restarting %s from the beginning", dest.name)
-                start = 0
-            length = response.headers.get("Content-Length")
-            if response.status == 206:
-                content_range = response.headers.get("Content-Range", "")
-                total = int(content_range.rsplit("/", 1)[-1]) if "/" in content_range else None
-            elif length is not None:
-                total = int(length)
+            start, reported = _sizes(response, start, dest.name)
+            total = reported if reported is not None else total
             try:
-                with (
-                    open(part, "ab" if start else "wb") as out,
-                    progress_bar(
-                        total=total,
-                        initial=start,
-                        unit="B",
-                        unit_scale=True,
-                        unit_divisor=1024,
-                        desc=dest.name,
-                        disable=not progress,
-                    ) as bar,
-                ):
-                    while chunk := response.read(1 << 20):
-                        out.write(chunk)
-                        bar.update(len(chunk))
+                _append(response, part, start, total, progress=progress)
             except (http.client.IncompleteRead, OSError) as err:
-                if isinstance(err, OSError) and err.errno in _LOCAL_ERRNOS:
-                    raise DownloadError(
-                        f"cannot write {part} ({err.strerror}): free space in, or choose "
-                        f"another, DATA_DIR ({part.parent})"
-                    ) from err
                 failures += 1
-                if failures > retries:
-                    raise DownloadError(
-                        f"DATASET_URL {url}: the connection kept dropping ({err}); run again "
-                        f"to resume from {part.stat().st_size if part.exists() else 0} bytes"
-                    ) from None
                 log.warning("connection dropped (%s); resuming", err)
                 time.sleep(min(2.0 * failures, 10.0))
                 continue
         size = part.stat().st_size
-        if total is not None and size < total:
-            failures += 1
-            if failures > retries:
-                raise DownloadError(f"{url}: got {size} of {total} bytes; run again to resume")
-            log.warning("got %d of %d bytes; resuming", size, total)
-            continue
-        break
-    if total is not None and size != total:
-        _quarantine(part, f"size {size} differs from the expected {total}")
-        raise DownloadError(f"{url}: size {size} differs from the expected {total}")
-    if sha256:
-        actual = sha256_of(part)
-        if actual != sha256.lower():
-            _quarantine(part, f"sha256 {actual} differs from the expected {sha256}")
-            raise DownloadError(f"{url}: sha256 {actual} differs from the expected {sha256}")
-    replace_durably(part, dest)  # on the disk before it is called downloaded
-    log.info("downloaded %s (%.1f MB)", dest.name, dest.stat().st_size / 1e6)
-    return dest
+        if total is None or size >= total:
+            _verify(part, url, total, sha256)
+            replace_durably(part, dest)  # on the disk before it is called downloaded
+            log.info("downloaded %s (%.1f MB)", dest.name, dest.stat().st_size / 1e6)
+            return dest
+        failures += 1
+        log.warning("got %d of %d bytes; resuming", size, total)
+    got = part.stat().st_size if part.exists() else 0
+    raise DownloadError(
+        f"DATASET_URL {url}: the connection kept dropping or the server refused to resume; "
+        f"run again to resume from {got} bytes"
+    )
 
 
 def _check_member(info: zipfile.ZipInfo) -> str | None:

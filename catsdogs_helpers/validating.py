@@ -73,83 +73,104 @@ def check_image(path: str | os.PathLike[str], *, min_side: int = MIN_SIDE) -> di
     A JPEG is decoded once, in grayscale at reduced scale (:func:`images.jpeg_gray`): enough
     to run all of its compressed data through the decoder and to take the difference hash.
     Other formats, and the rare JPEG that OpenCV declines without a message, are decoded in
-    full by Pillow.
+    full by Pillow. Each step below sets ``reason`` and stops the check when it finds one.
     """
     row: dict = {
         "ok": False, "reason": "", "note": "", "format": "", "width": 0, "height": 0,
         "bytes": 0, "mtime_ns": 0, "sha256": "", "dhash": "", "decoder_warnings": 0,
         "checker": CHECKER,
     }  # fmt: skip
+    data = _read_file(path, row)
+    header, orientation = _read_header(data, row) if data else (None, 1)
+    if header is None or _size_problem(row, min_side):
+        return row
+    notes = [] if row["format"] == "JPEG" else [f"{row['format']} content"]
+    gray = _decode_gray(data, header, row, notes)
+    if gray is None:
+        return row
+    if header.mode != "RGB":
+        notes.append(f"converted from {header.mode}")
+    if orientation not in (1, None):
+        notes.append(f"EXIF orientation {orientation} applied")
+    row.update(ok=True, reason="ok", note="; ".join(notes), dhash=dhash(gray))
+    return row
+
+
+def _read_file(path: str | os.PathLike[str], row: dict) -> bytes | None:
+    """The file's bytes, with size, time and sha256 in ``row``; None (and a reason) when it
+    is not a readable regular file, b"" when it is empty."""
     try:
         info = os.stat(path)
         if not stat.S_ISREG(info.st_mode):
             row["reason"] = "not_a_file"
-            return row
+            return None
         with open(path, "rb") as file:
             data = file.read()
     except OSError as err:
         row["reason"], row["note"] = "unreadable", err.strerror or str(err)
-        return row
+        return None
     row["bytes"], row["mtime_ns"] = len(data), info.st_mtime_ns
     row["sha256"] = hashlib.sha256(data).hexdigest()
     if not data:
         row["reason"] = "empty"
-        return row
+    return data
+
+
+def _read_header(data: bytes, row: dict) -> tuple[Image.Image | None, int]:
+    """The image as Pillow opens it (header only) and a JPEG's EXIF orientation, with format
+    and size in ``row``; ``(None, 1)`` and a reason when Pillow cannot read it as an image."""
     try:
         header = Image.open(io.BytesIO(data))
         row["format"] = header.format or ""
         row["width"], row["height"] = header.size
-        mode = header.mode
         jpeg = row["format"] in JPEG_FORMATS
-        orientation = header.getexif().get(0x0112, 1) if jpeg else 1
+        return header, header.getexif().get(0x0112, 1) if jpeg else 1
     except UnidentifiedImageError:
         row["reason"] = "not_an_image"
-        return row
     except Image.DecompressionBombError as err:
         row["reason"], row["note"] = "too_large", str(err)[:200]
-        return row
     except (OSError, ValueError, SyntaxError) as err:
         row["reason"], row["note"] = "corrupt", str(err)[:200]
-        return row
+    return None, 1
+
+
+def _size_problem(row: dict, min_side: int) -> bool:
+    """True (and a reason) when the declared size is absurdly large or too small to use."""
     if row["width"] * row["height"] > Image.MAX_IMAGE_PIXELS:
         row["reason"] = "too_large"
         row["note"] = f"{row['width']}x{row['height']} pixels"
-        return row
-    if min(row["width"], row["height"]) < min_side:
+    elif min(row["width"], row["height"]) < min_side:
         row["reason"] = "too_small"
-        return row
-    notes = []
+    return bool(row["reason"])
+
+
+def _decode_gray(data: bytes, header: Image.Image, row: dict, notes: list[str]):
+    """The photo in grayscale, decoding all of its data; None (and a reason) when that fails.
+    JPEGs go through OpenCV at reduced scale, anything else (or a JPEG OpenCV declines
+    without a message) through Pillow."""
     gray = None
-    if row["format"] != "JPEG":
-        notes.append(f"{row['format']} content")
-    if jpeg:
+    if row["format"] in JPEG_FORMATS:
         gray, messages = jpeg_gray(data, reduction_for(header.size, DHASH_MIN_SIDE))
         row["decoder_warnings"] = len(messages)
         problem = _jpeg_problem(gray, messages, data)
         if problem:
             row["reason"], row["note"] = problem
-            return row
+            return None
         if not _closed(data):
             notes.append("bytes after the end marker")
         if messages:
             notes.append(f"{len(messages)} decoder warning(s): {messages[0][:80]}")
-    if gray is None:  # not a JPEG, or one OpenCV declined without a word: Pillow decides
-        try:
-            gray = open_image(data).convert("L")
-        except Image.DecompressionBombError as err:
-            row["reason"], row["note"] = "too_large", str(err)[:200]
-            return row
-        except (OSError, ValueError, SyntaxError, Image.DecompressionBombWarning) as err:
-            message = str(err)
-            row["reason"] = "truncated" if "truncated" in message.lower() else "corrupt"
-            row["note"] = message[:200]
-            return row
-    if mode != "RGB":
-        notes.append(f"converted from {mode}")
-    if orientation not in (1, None):
-        notes.append(f"EXIF orientation {orientation} applied")
-    row.update(ok=True, reason="ok", note="; ".join(notes), dhash=dhash(gray))
-    return row
+    if gray is not None:
+        return gray
+    try:
+        return open_image(data).convert("L")
+    except Image.DecompressionBombError as err:
+        row["reason"], row["note"] = "too_large", str(err)[:200]
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombWarning) as err:
+        message = str(err)
+        row["reason"] = "truncated" if "truncated" in message.lower() else "corrupt"
+        row["note"] = message[:200]
+    return None
 
 
 def _jpeg_problem(

@@ -140,3 +140,30 @@ def test_a_copy_of_the_printed_step_runs_in_the_notebook():
         torch.device("cpu"), progress=False,
     )  # fmt: skip
     assert result.images == 4 and result.loss == pytest.approx(result.nll, rel=1e-4)
+
+
+def test_every_package_the_code_imports_is_declared():
+    """Each third-party module imported anywhere in the package (at the top or inside a
+    function) comes from a distribution pyproject.toml declares, as a dependency or in an
+    extra; nothing arrives only because another package happens to pull it in."""
+    import sys
+    from importlib.metadata import packages_distributions
+
+    modules = set()
+    for path in (REPO / "catsdogs_helpers").glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                modules |= {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                modules.add(node.module.split(".")[0])
+    third_party = {m for m in modules if m not in sys.stdlib_module_names} - {"catsdogs_helpers"}
+    declared = {
+        re.split(r"[<>=!~ \[;]", dep)[0].lower().replace("_", "-")
+        for dep in re.findall(r'"([A-Za-z][^"]*)"', PYPROJECT.split("[project.urls]")[0])
+    }
+    owners = packages_distributions()
+    missing = {
+        m: owners.get(m) for m in third_party
+        if not {d.lower().replace("_", "-") for d in owners.get(m, [m])} & declared
+    }  # fmt: skip
+    assert not missing, f"imported but not declared in pyproject.toml: {missing}"

@@ -275,13 +275,13 @@ def train_and_test(**parameters) -> dict:
     cache = steps.ensure_cache(cfg, split, progress=False)
     prep_seconds = time.perf_counter() - start
     model, history = steps.train_run(cfg, progress=False)
-    test = steps.make_datasets(cfg, split, cache)["test"]
-    loader = steps.make_loaders(cfg, {"test": test}, batch_size=64)["test"]
+    datasets = steps.make_datasets(cfg, split, cache)
+    loader = steps.make_loaders(cfg, {"test": datasets["test"]}, batch_size=64)["test"]
     device = devices.pick_device(cfg.device)
     probs, labels, _ = evaluation.predict(
         model, loader, device, amp_dtype=devices.amp_dtype(device), tta=cfg.recipe.tta
     )
-    plan = cfg.plan(len(steps.make_datasets(cfg, split, cache)["train"]))
+    plan = cfg.plan(len(datasets["train"]))
     return {
         "parameters": parameters,
         "recipe": cfg.recipe.name,

@@ -139,15 +139,14 @@ def watch_history(run_folder: str | os.PathLike[str], interval: float = 2.0) -> 
         look()
 
 
-def check_parameters(parameters: dict, paths: list[Path]) -> config.RunConfig:
+def check_parameters(parameters: dict, declared: Mapping[Path, set[str]]) -> config.RunConfig:
     """The run's checked configuration from ``-p`` values (which win) and ``CATSDOGS_*``
     variables, before any notebook runs: a wrong name, type or value raises
     :class:`config.ParameterError` naming it, instead of failing in notebook 04 after 01-03.
+    ``declared`` holds the parameters of each notebook to run.
     """
-    import papermill
-
     problems = config.unknown_names(parameters)
-    known = set().union(*(papermill.inspect_notebook(str(p)) for p in paths))
+    known = set().union(*declared.values())
     known.add("RUN_NAME")  # the runner's own: the folder of the executed notebooks
     problems += [f"{n} is a parameter of no notebook run here" for n in parameters
                  if n in config.PARAMETERS and n not in known]  # fmt: skip
@@ -188,19 +187,19 @@ def run_series(
     parameters = dict(parameters or {})
     paths = [p for p in notebook_paths(notebooks_dir)
              if not only or any(p.name.startswith(prefix) for prefix in only)]  # fmt: skip
-    cfg = check_parameters(parameters, paths)
+    declared = {path: set(papermill.inspect_notebook(str(path))) for path in paths}
+    cfg = check_parameters(parameters, declared)
     out_dir = cfg.run_dir / "notebooks"
     out_dir.mkdir(parents=True, exist_ok=True)
     env = kernel_variables(parameters)
     for path in paths:
         start = time.perf_counter()
         print(f"== {path.name}", flush=True)
-        known = papermill.inspect_notebook(str(path))
         with environment(env), watch_history(out_dir.parent):
             papermill.execute_notebook(
                 str(path),
                 str(out_dir / path.name),
-                parameters={k: v for k, v in parameters.items() if k in known},
+                parameters={k: v for k, v in parameters.items() if k in declared[path]},
                 cwd=str(path.parent),
                 kernel_name="python3",
                 progress_bar=False,

@@ -413,17 +413,17 @@ def fit(
         state, done = _start(run_dir, model, parts, settings, resume=resume, overwrite=overwrite)
         while not done:
             reseed_epoch(train_loader, seed_for(settings.get("seed", 0), "epoch", state.epoch))
+            size = plan.sizes[state.epoch]
             train = train_epoch(
                 model, train_loader, parts.optimizer, parts.loss_fn, device,
                 scheduler=parts.scheduler if parts.per_batch else None, scaler=parts.scaler,
-                amp_dtype=amp_dtype, image_size=plan.sizes[state.epoch], progress=progress,
+                amp_dtype=amp_dtype, image_size=size, progress=progress,
             )  # fmt: skip
             val = evaluate(model, val_loader, device, amp_dtype=amp_dtype)
             if not parts.per_batch:
                 parts.scheduler.step(val.accuracy)
             lr = parts.optimizer.param_groups[0]["lr"]
             state.epoch += 1
-            size = plan.sizes[state.epoch - 1]
             state.history.append(_epoch_row(state.epoch, train, val, lr, size))
             state.train_seconds += state.history[-1]["seconds"]
             if math.isnan(train.loss):

@@ -38,6 +38,7 @@ DEFAULT_DATASET_URL = (
 MODEL_NAMES = ("resnet9", "resnet18", "resnet34", "resnet50", "efficientnet_b0")
 RECIPES = ("fast", "tutorial")
 AUGMENTS = ("light", "tutorial", "heavy", "none")
+TTAS = ("none", "flip", "flip_crops")  # test-time augmentation: see evaluation.tta_views
 DEVICES = ("auto", "cpu", "cuda", "mps")
 TRUE_WORDS = ("1", "true", "yes", "on")
 FALSE_WORDS = ("0", "false", "no", "off", "")
@@ -79,6 +80,7 @@ PARAMETERS: dict[str, Parameter] = {
         Parameter("RESUME", False, "continue an interrupted training run"),
         Parameter("OVERWRITE", False, "replace this run's split, training and results"),
         Parameter("PREDICT_PATH", "", '"": a demo; or a photo or folder of yours'),
+        Parameter("TTA", "", '"": the recipe\'s; none, flip or flip_crops', ("", *TTAS)),
     )
 }
 
@@ -246,7 +248,7 @@ class Recipe:
     label_smoothing: float
     augment: str  # one of AUGMENTS: the training pipeline (transforms.train_transforms)
     early_stopping: int  # epochs without improvement before stopping (0 = never)
-    tta: bool  # average predictions over the image and its mirror
+    tta: str  # test-time augmentation, one of TTAS: "flip" averages the image and its mirror
     progressive: bool  # train on smaller images first (2/3 of image_size), growing to full
 
     def cache_size_for(self, image_size: int) -> int:
@@ -287,14 +289,14 @@ RECIPE_DEFAULTS: dict[str, Recipe] = {
     "fast": Recipe(
         name="fast", model_name="resnet9", image_size=96, cache_size=110, epochs=22,
         batch_size=128, optimizer="sgd", lr=0.2, weight_decay=5e-4, schedule="onecycle",
-        label_smoothing=0.1, augment="light", early_stopping=0, tta=True, progressive=True,
+        label_smoothing=0.1, augment="light", early_stopping=0, tta="flip", progressive=True,
     ),
     # The tutorial's recipe, its defects fixed: ResNet-50 from scratch, 128 px crops of 160 px
     # images, Adam 1e-3, reduce-on-plateau (0.5, patience 3), early stopping (5), 10 epochs.
     "tutorial": Recipe(
         name="tutorial", model_name="resnet50", image_size=128, cache_size=160, epochs=10,
         batch_size=64, optimizer="adam", lr=1e-3, weight_decay=0.0, schedule="plateau",
-        label_smoothing=0.0, augment="tutorial", early_stopping=5, tta=False, progressive=False,
+        label_smoothing=0.0, augment="tutorial", early_stopping=5, tta="none", progressive=False,
     ),
 }  # fmt: skip
 
@@ -369,6 +371,7 @@ class RunConfig:
     resume: bool
     overwrite: bool
     predict_path: str
+    tta: str
 
     @property
     def run_dir(self) -> Path:
@@ -439,6 +442,7 @@ def make_config(**values: Any) -> RunConfig:
         num_workers=default_num_workers() if p["NUM_WORKERS"] < 0 else p["NUM_WORKERS"],
         limit_per_class=p["LIMIT_PER_CLASS"], device=p["DEVICE"], pretrained=p["PRETRAINED"],
         resume=p["RESUME"], overwrite=p["OVERWRITE"], predict_path=p["PREDICT_PATH"],
+        tta=p["TTA"] or recipe.tta,
     )  # fmt: skip
 
 

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Sequence
 
 import torch
 
@@ -61,14 +62,17 @@ def to_model_input(
     *,
     channels_last: bool = True,
     size: int | None = None,
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
 ) -> torch.Tensor:
     """uint8 ``(N, H, W, 3)`` batch -> normalised float ``(N, 3, H, W)`` on ``device``.
 
-    Done once per batch on the device, instead of per image in the loader. ``size`` resizes
-    the batch to ``size`` x ``size`` (antialiased), for progressive resizing.
+    Done once per batch on the device, instead of per image in the loader: ``(x / 255 -
+    mean) / std`` per channel. ``size`` resizes the batch to ``size`` x ``size``
+    (antialiased), for progressive resizing.
     """
-    mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1) * 255
-    std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1) * 255
+    mean = torch.tensor(mean, device=device).view(1, 3, 1, 1) * 255
+    std = torch.tensor(std, device=device).view(1, 3, 1, 1) * 255
     x = images.to(device, non_blocking=True).permute(0, 3, 1, 2).float()
     x = (x - mean) / std
     if size is not None and size != x.shape[-1]:

@@ -6,27 +6,58 @@ batch, so a short last batch weighs what its images weigh.
 
 from __future__ import annotations
 
+import copy
 import logging
-import os
-from collections.abc import Iterable
-from dataclasses import dataclass
-from pathlib import Path
+import time
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 import pandas as pd
 import torch
 from sklearn import metrics as skm
 from torch import nn
+from torch.utils.data import Dataset
+from torchvision.transforms.v2 import functional as TF
 
-from .datasets import ImageFileDataset, make_loader
+from .config import TTAS
+from .datasets import make_loader
 from .devices import autocast, to_model_input
-from .files import atomic_path
 from .progress import progress_bar
-from .validating import check_files
+from .transforms import Preprocessing
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+
+#: How many views each test-time augmentation averages (its cost in forward passes).
+TTA_VIEWS = {"none": 1, "flip": 2, "flip_crops": 10}
+
+
+def tta_views(x: torch.Tensor, size: int, mode: str) -> list[torch.Tensor]:
+    """The views of a normalised batch whose predictions are averaged (test-time augmentation).
+
+    - ``none``: the centre ``size`` crop (the batch itself when it is that size already);
+    - ``flip``: that crop and its mirror image;
+    - ``flip_crops``: the centre and four corner crops, each also mirrored: ten views (what
+      torchvision's ``TenCrop`` gives), ten times the compute.
+    """
+    if mode == "flip_crops":
+        crops = list(TF.five_crop(x, [size, size]))
+        crops = [crops[4], *crops[:4]]  # the centre first
+    else:
+        crops = [TF.center_crop(x, [size, size]) if x.shape[-1] != size else x]
+    if mode == "none":
+        return crops
+    return crops + [torch.flip(crop, dims=[3]) for crop in crops]
+
+
+def probabilities(
+    model: nn.Module, images: torch.Tensor, device: torch.device, preprocessing: Preprocessing
+) -> torch.Tensor:
+    """Class probabilities of a uint8 batch: normalised, then averaged over the TTA views."""
+    p = preprocessing
+    x = to_model_input(images, device, mean=p.mean, std=p.std)
+    views = tta_views(x, p.eval_size, p.tta)
+    return torch.stack([model(view).float().softmax(1) for view in views]).mean(0)
 
 
 @torch.no_grad()
@@ -34,17 +65,17 @@ def predict(
     model: nn.Module,
     loader: Iterable,
     device: torch.device,
+    preprocessing: Preprocessing,
     *,
     amp_dtype: torch.dtype | None = None,
-    tta: bool = False,
     progress: bool = False,
     desc: str = "predicting",
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Class probabilities for every image the loader yields.
+    """Class probabilities for every image the loader yields (prepared by
+    ``preprocessing.pipeline()``), by :func:`probabilities`.
 
     Returns ``(probs, labels, positions)``: ``probs`` is ``(N, classes)``; ``positions`` are
-    the items' indices in the dataset, so skipped files are accounted for. With ``tta`` the
-    probabilities are averaged over each image and its mirror image.
+    the items' indices in the dataset, so skipped files are accounted for.
     """
     model.eval()
     all_probs, all_labels, all_positions = [], [], []
@@ -55,13 +86,8 @@ def predict(
         seen += len(labels)
         if len(labels) == 0:
             continue
-        x = to_model_input(images, device)
         with autocast(device, amp_dtype):
-            logits = model(x).float()
-            probs = logits.softmax(1)
-            if tta:
-                probs = (probs + model(torch.flip(x, dims=[3])).float().softmax(1)) / 2
-        all_probs.append(probs.cpu())
+            all_probs.append(probabilities(model, images, device, preprocessing).cpu())
         all_labels.append(labels.cpu())
         all_positions.append(torch.as_tensor(positions).cpu())
     if not all_probs:
@@ -71,6 +97,37 @@ def predict(
         torch.cat(all_labels).numpy(),
         torch.cat(all_positions).numpy(),
     )
+
+
+def compare_tta(
+    model: nn.Module,
+    dataset: Dataset,
+    preprocessing: Preprocessing,
+    device: torch.device,
+    *,
+    amp_dtype: torch.dtype | None = None,
+    batch_size: int = 64,
+    modes: Sequence[str] = TTAS,
+) -> pd.DataFrame:
+    """Accuracy and cost of each test-time augmentation on a labelled cached ``dataset``
+    (the test split), side by side: one row per mode with its views, accuracy, log loss and
+    milliseconds per image (each mode reads the same cached images)."""
+    rows = []
+    for mode in modes:
+        p = preprocessing.with_tta(mode)
+        view = copy.copy(dataset)  # the caller's dataset keeps its own transform
+        view.transform = p.pipeline()
+        loader = make_loader(view, batch_size=batch_size, shuffle=False)
+        start = time.perf_counter()
+        probs, labels, _ = predict(model, loader, device, p, amp_dtype=amp_dtype)
+        seconds = time.perf_counter() - start
+        rows.append({
+            "tta": mode, "views": TTA_VIEWS[mode],
+            "accuracy": float(skm.accuracy_score(labels, probs.argmax(1))),
+            "log_loss": float(skm.log_loss(labels, probs, labels=range(probs.shape[1]))),
+            "ms_per_image": 1000 * seconds / max(1, len(labels)),
+        })  # fmt: skip
+    return pd.DataFrame(rows)
 
 
 def classification_metrics(
@@ -149,100 +206,3 @@ def most_confident_mistakes(table: pd.DataFrame, k: int = 12) -> pd.DataFrame:
     """The ``k`` wrong predictions the model was surest of: often label noise or odd photos."""
     wrong = table[~table["correct"]]
     return wrong.sort_values("confidence", ascending=False).head(k)
-
-
-@dataclass(frozen=True)
-class OperatingPoint:
-    """A decision threshold on the positive class's probability, and what it gives."""
-
-    threshold: float
-    precision: float
-    recall: float
-
-
-def threshold_for_precision(
-    labels: np.ndarray, scores: np.ndarray, precision: float
-) -> OperatingPoint:
-    """The threshold with the highest recall among those whose precision reaches
-    ``precision`` (binary case); NaN threshold and zero recall when none does."""
-    p, r, thresholds = skm.precision_recall_curve(labels, scores)
-    ok = np.nonzero(p[:-1] >= precision)[0]
-    if not len(ok):
-        return OperatingPoint(float("nan"), float("nan"), 0.0)
-    best = ok[np.argmax(r[ok])]
-    return OperatingPoint(float(thresholds[best]), float(p[best]), float(r[best]))
-
-
-def find_images(source: str | os.PathLike[str]) -> list[Path]:
-    """A single image file, or every image file in a folder (recursively), sorted."""
-    source = Path(source).expanduser()
-    if source.is_file():
-        return [source]
-    if source.is_dir():
-        return sorted(p for p in source.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES
-                      and p.is_file())  # fmt: skip
-    raise FileNotFoundError(f"{source} is neither an image file nor a folder")
-
-
-def predict_files(
-    model: nn.Module,
-    source: str | os.PathLike[str],
-    class_names: list[str],
-    device: torch.device,
-    *,
-    size: int = 128,
-    batch_size: int = 64,
-    amp_dtype: torch.dtype | None = None,
-    tta: bool = False,
-    csv_path: str | os.PathLike[str] | None = None,
-) -> pd.DataFrame:
-    """Predict a file or a folder of your own photos; optionally write the table as CSV.
-
-    Paths in the table are relative to the folder (the file name for a single file). Each
-    file first gets the validate step's check (:func:`validating.check_image`): a file it
-    would reject is not classified, and its ``error`` is the reason the validate step gives
-    (the manifest's words: ``truncated``, ``too_small``, ...). ``note`` is the check's note
-    for every file. A file that passes the check but still fails to decode gets the error
-    ``could not decode``.
-    """
-    paths = find_images(source)
-    folder = Path(source).expanduser() if Path(source).is_dir() else paths[0].parent
-    progress = len(paths) > batch_size
-    checks = pd.DataFrame(
-        check_files([str(p) for p in paths], progress=progress), columns=["ok", "reason", "note"]
-    )
-    accepted = np.flatnonzero(checks["ok"].to_numpy(dtype=bool))
-    dataset = ImageFileDataset([paths[i] for i in accepted], size=size)
-    loader = make_loader(dataset, batch_size=batch_size, shuffle=False)
-    probs, _, positions = predict(
-        model, loader, device, amp_dtype=amp_dtype, tta=tta, progress=progress
-    )
-    table = pd.DataFrame({"path": [p.relative_to(folder).as_posix() for p in paths]})
-    _fill_predictions(table, accepted[positions.astype(int)], probs, class_names)
-    table["error"] = np.where(
-        ~checks["ok"].to_numpy(dtype=bool),
-        checks["reason"],
-        np.where(table["predicted"] == "", "could not decode", ""),
-    )
-    table["note"] = checks["note"].fillna("")
-    if csv_path is not None:
-        with atomic_path(csv_path) as tmp:
-            table.to_csv(tmp, index=False)
-        log.info("wrote %d predictions to %s", len(table), csv_path)
-    return table
-
-
-def _fill_predictions(
-    table: pd.DataFrame, rows: np.ndarray, probs: np.ndarray, class_names: list[str]
-) -> None:
-    """Add ``predicted``, ``confidence`` and ``p_<class>`` to ``table``: from ``probs`` at
-    ``rows``, empty (NaN) elsewhere."""
-    table["predicted"] = ""
-    table["confidence"] = np.nan
-    for name in class_names:
-        table[f"p_{name}"] = np.nan
-    if len(rows):
-        table.loc[rows, "predicted"] = [class_names[i] for i in probs.argmax(1)]
-        table.loc[rows, "confidence"] = probs.max(1)
-        for i, name in enumerate(class_names):
-            table.loc[rows, f"p_{name}"] = probs[:, i]

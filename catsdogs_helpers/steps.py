@@ -23,7 +23,7 @@ from .downloading import find_image_root, prepare_dataset
 from .models import create_model
 from .splitting import SPLITS, class_names, read_split, save_split, split_dataset
 from .training import fit, seed_everything
-from .transforms import eval_transforms, train_transforms
+from .transforms import eval_transforms, preprocessing_for, train_transforms
 from .validating import read_manifest, validate_folder
 
 log = logging.getLogger(__name__)
@@ -89,12 +89,13 @@ def ensure_cache(cfg: RunConfig, split: pd.DataFrame, *, progress: bool = True) 
 def make_datasets(
     cfg: RunConfig, split: pd.DataFrame, cache: ImageCache
 ) -> dict[str, CachedImageDataset]:
-    """Train, val and test datasets: the ``AUGMENT`` pipeline for training, the one
-    evaluation preprocessing for the others (seeded from ``cfg.seed``)."""
-    evaluation = eval_transforms(cfg.eval_size, cfg.cache_size)
+    """Train, val and test datasets: the ``AUGMENT`` pipeline (seeded from ``cfg.seed``) for
+    training, the centre crop for validation, and the run's evaluation preprocessing
+    (:func:`transforms.preprocessing_for`, which your own photos get too) for the test."""
     seed = seed_for(cfg.seed, "augment")
     train = train_transforms(cfg.image_size, cfg.cache_size, cfg.augment, seed)
-    transforms = {"train": train, "val": evaluation, "test": evaluation}
+    val = eval_transforms(cfg.eval_size, cfg.cache_size)
+    transforms = {"train": train, "val": val, "test": preprocessing_for(cfg).pipeline()}
     return split_datasets(cache, split, class_names(split), transforms)
 
 
@@ -138,7 +139,7 @@ def train_run(cfg: RunConfig, *, progress: bool = True) -> tuple[torch.nn.Module
     history = fit(
         model, loaders["train"], loaders["val"], plan, run_dir=cfg.run_dir, class_names=names,
         settings=cfg.to_dict(), device=device, amp_dtype=amp_dtype(device), resume=cfg.resume,
-        overwrite=cfg.overwrite, progress=progress,
+        overwrite=cfg.overwrite, progress=progress, preprocessing=preprocessing_for(cfg),
     )  # fmt: skip
     return model, history
 

@@ -36,6 +36,7 @@ from .devices import autocast, to_model_input
 from .files import atomic_path
 from .models import create_model
 from .progress import progress_bar
+from .transforms import Preprocessing
 
 log = logging.getLogger(__name__)
 
@@ -391,6 +392,7 @@ def fit(
     overwrite: bool = False,
     progress: bool = True,
     train_epoch: Callable[..., EpochResult] = train_one_epoch,
+    preprocessing: Preprocessing | None = None,
 ) -> pd.DataFrame:
     """Train ``model`` by ``plan``; returns the per-epoch history (also ``history.csv``).
 
@@ -399,6 +401,8 @@ def fit(
     validation set. ``settings`` (plain values, e.g. ``cfg.to_dict()``) are saved with the
     run; with the plan and the step they decide whether an existing run is reused (finished),
     continued (``resume=True``), replaced (``overwrite=True``) or refused (``RunConflict``).
+    ``preprocessing`` (how photos are prepared at evaluation) is saved in the checkpoints, so
+    every later prediction prepares photos the same way.
     The model ends with the weights of its best validation epoch. While it trains, the run
     folder is held (:func:`runs.claim`): a second process training the same run gets
     :class:`~catsdogs_helpers.runs.RunConflict` at once.
@@ -407,6 +411,8 @@ def fit(
     run_dir.mkdir(parents=True, exist_ok=True)
     settings = {**settings, "plan": plan.to_dict(), "step": step_name(train_epoch)}
     meta = {"settings": settings, "class_names": list(class_names), "model_name": plan.model_name}
+    if preprocessing is not None:
+        meta["preprocessing"] = preprocessing.to_dict()
     model.to(device, memory_format=torch.channels_last)
     parts = make_training_parts(model, plan, len(train_loader), device, amp_dtype)
     with runs.claim(run_dir):

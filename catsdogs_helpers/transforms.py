@@ -8,9 +8,14 @@ four times fewer bytes to a GPU.
 
 from __future__ import annotations
 
-import albumentations as A
+from dataclasses import asdict, dataclass
+from typing import Any
 
-from .config import AUGMENTS
+import albumentations as A
+import numpy as np
+
+from .config import AUGMENTS, TTAS, RunConfig
+from .images import PathOrBytes, load_square
 
 #: ImageNet channel statistics, the usual choice for torchvision models.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -68,6 +73,65 @@ def eval_transforms(eval_size: int = 96, cache_size: int = 110) -> A.Compose:
     return A.Compose(
         [A.SmallestMaxSize(max_size=cache_size), A.CenterCrop(eval_size, eval_size)], seed=0
     )
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How a photo becomes the model's input at evaluation: one record, saved with the model.
+
+    The test split, :func:`catsdogs_helpers.predicting.predict_files`, the console command
+    and the exported models all use it, so one photo gets one answer everywhere:
+
+    1. decode at reduced scale, shorter side to ``cache_size``, centre square
+       (:func:`images.load_square`: what the decoded cache holds);
+    2. centre crop ``eval_size`` (:meth:`pipeline`), except with ``tta="flip_crops"``, which
+       keeps the whole square and takes its five crops on the device;
+    3. per batch on the device: scale to 0-1, subtract ``mean``, divide by ``std``
+       (:func:`devices.to_model_input`);
+    4. test-time augmentation ``tta`` (:func:`evaluation.tta_views`): the probabilities are
+       averaged over the views.
+    """
+
+    cache_size: int
+    eval_size: int
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    tta: str = "none"
+
+    def __post_init__(self) -> None:
+        if self.tta not in TTAS:
+            raise ValueError(f"tta={self.tta!r} is unknown: use one of {', '.join(TTAS)}")
+        if not 0 < self.eval_size <= self.cache_size:
+            raise ValueError(f"eval_size {self.eval_size} must be 1..cache_size {self.cache_size}")
+
+    @property
+    def input_size(self) -> int:
+        """The side of the uint8 images the pipeline yields (and an exported model takes)."""
+        return self.cache_size if self.tta == "flip_crops" else self.eval_size
+
+    def pipeline(self) -> A.Compose:
+        """The uint8 part (step 2) as an Albumentations pipeline, for datasets."""
+        return eval_transforms(self.input_size, self.cache_size)
+
+    def read(self, source: PathOrBytes) -> np.ndarray:
+        """Steps 1-2 for one photo (a path or its bytes): the uint8 array a test batch holds."""
+        return self.pipeline()(image=load_square(source, self.cache_size))["image"]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "mean": list(self.mean), "std": list(self.std)}
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> Preprocessing:
+        return cls(**{**values, "mean": tuple(values["mean"]), "std": tuple(values["std"])})
+
+    def with_tta(self, tta: str) -> Preprocessing:
+        """The same preprocessing with another test-time augmentation."""
+        return Preprocessing(self.cache_size, self.eval_size, self.mean, self.std, tta)
+
+
+def preprocessing_for(cfg: RunConfig) -> Preprocessing:
+    """The run's evaluation preprocessing: its sizes, ImageNet statistics and ``TTA``."""
+    return Preprocessing(cache_size=cfg.cache_size, eval_size=cfg.eval_size, tta=cfg.tta)
 
 
 def explain_steps(

@@ -5,7 +5,8 @@ import pytest
 import torch
 from torch import nn
 
-from catsdogs_helpers import evaluation
+from catsdogs_helpers import calibration, evaluation, predicting
+from catsdogs_helpers.transforms import Preprocessing
 
 
 def test_metrics_count_every_sample_not_batches():
@@ -44,23 +45,30 @@ class _Mean(nn.Module):
         return torch.stack([-s, s], 1)
 
 
+def _classifier(model: nn.Module, decision=None, size: int = 32) -> predicting.Classifier:
+    return predicting.Classifier(
+        model, ("Cat", "Dog"), Preprocessing(cache_size=size + 4, eval_size=size),
+        decision or calibration.Decision(), torch.device("cpu"), name="mean",
+    )  # fmt: skip
+
+
 def test_predict_files_writes_csv_and_reports_broken_files(tmp_path, petimages):
     folder = tmp_path / "mine"
     folder.mkdir()
     for name in ("0.jpg", "1.jpg", "truncated.jpg"):
         (folder / name).write_bytes((petimages / "Cat" / name).read_bytes())
     (folder / "notes.txt").write_text("not a photo")
-    table = evaluation.predict_files(
-        _Mean(), folder, ["Cat", "Dog"], torch.device("cpu"), size=32,
-        csv_path=tmp_path / "out" / "predictions.csv",
-    )  # fmt: skip
+    table = predicting.predict_files(
+        _classifier(_Mean()), folder, csv_path=tmp_path / "out" / "predictions.csv"
+    )
     assert table["path"].tolist() == ["0.jpg", "1.jpg", "truncated.jpg"], "relative to the folder"
     assert table["error"].tolist() == ["", "", "truncated"], "the validate step's reason"
     assert table.loc[:1, "predicted"].isin(["Cat", "Dog"]).all()
     np.testing.assert_allclose(table.loc[:1, ["p_Cat", "p_Dog"]].sum(axis=1), 1, rtol=1e-5)
     assert (tmp_path / "out" / "predictions.csv").read_text().startswith("path,predicted")
-    with pytest.raises(FileNotFoundError):
-        evaluation.find_images(tmp_path / "nowhere")
+    assert (table["model"] == "mean").all()
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        predicting.find_images(tmp_path / "nowhere")
 
 
 def test_most_confident_mistakes_come_first():

@@ -181,7 +181,8 @@ def test_file_broken_after_validation_is_skipped_with_a_logged_reason(tmp_path, 
 def test_predicting_files_gives_the_validate_steps_verdict(corpus):
     import torch
 
-    from catsdogs_helpers import evaluation
+    from catsdogs_helpers import calibration, predicting
+    from catsdogs_helpers.transforms import Preprocessing
 
     class Brightness(torch.nn.Module):
         def forward(self, x):
@@ -189,9 +190,14 @@ def test_predicting_files_gives_the_validate_steps_verdict(corpus):
             return torch.stack([-s, s], 1)
 
     manifest = validating.validate_folder(corpus, workers=1, progress=False).set_index("path")
-    table = evaluation.predict_files(
-        Brightness(), corpus / "Cat", ["Cat", "Dog"], torch.device("cpu"), size=32
-    ).set_index("path")
+    classifier = predicting.Classifier(
+        Brightness(),
+        ("Cat", "Dog"),
+        Preprocessing(36, 32),
+        calibration.Decision(),
+        torch.device("cpu"),
+    )
+    table = predicting.predict_files(classifier, corpus / "Cat").set_index("path")
     assert set(table.index) >= {"one_pixel.jpg", "corrupt_middle.jpg", "bomb.png"}
     for name, row in table.iterrows():
         verdict = manifest.loc[f"Cat/{name}"]

@@ -265,7 +265,7 @@ def train_and_test(**parameters) -> dict:
     from validation on (validation, split, cache, training and evaluation)."""
     os.environ["CATSDOGS_DATA_DIR"] = tempfile.mkdtemp(prefix="catsdogs-bench-")
     os.environ["CATSDOGS_RUNS_DIR"] = tempfile.mkdtemp(prefix="catsdogs-bench-runs-")
-    from catsdogs_helpers import config, devices, downloading, evaluation, steps
+    from catsdogs_helpers import config, devices, downloading, evaluation, steps, transforms
 
     cfg = config.make_config(DATASET_URL=str(DEV_ZIP), RUN_NAME="bench", **parameters)
     downloading.prepare_dataset(cfg.data_dir, str(DEV_ZIP), progress=False)
@@ -279,8 +279,9 @@ def train_and_test(**parameters) -> dict:
     loader = steps.make_loaders(cfg, {"test": datasets["test"]}, batch_size=64)["test"]
     device = devices.pick_device(cfg.device)
     probs, labels, _ = evaluation.predict(
-        model, loader, device, amp_dtype=devices.amp_dtype(device), tta=cfg.recipe.tta
-    )
+        model, loader, device, transforms.preprocessing_for(cfg),
+        amp_dtype=devices.amp_dtype(device),
+    )  # fmt: skip
     plan = cfg.plan(len(datasets["train"]))
     return {
         "parameters": parameters,

@@ -137,6 +137,23 @@ def choose_threshold(
     return OperatingPoint(float(thresholds[best]), float(p[best]), float(r[best]))
 
 
+def decision_result(
+    labels: np.ndarray,
+    probs: np.ndarray,
+    class_names: list[str],
+    decision: Decision,
+    positive: str,
+) -> OperatingPoint:
+    """What ``decision`` gives for the class ``positive`` on these (test) predictions: the
+    precision of the photos it calls ``positive`` and the share of them it finds."""
+    pos = class_names.index(positive)
+    called = decision.decide(probs, class_names) == pos
+    actual = np.asarray(labels) == pos
+    precision = float(actual[called].mean()) if called.any() else math.nan
+    recall = float(called[actual].mean()) if actual.any() else math.nan
+    return OperatingPoint(decision.threshold, precision, recall)
+
+
 def make_decision(
     labels: np.ndarray,
     probs: np.ndarray,

@@ -174,3 +174,40 @@ def plot_roc(labels: np.ndarray, scores: np.ndarray, positive: str) -> plt.Figur
     ax.plot([0, 1], [0, 1], "--", color="grey", lw=1)
     fig.tight_layout()
     return fig
+
+
+def plot_reliability(tables: dict[str, pd.DataFrame]) -> plt.Figure:
+    """Reliability diagrams side by side (e.g. ``{"before": ..., "after scaling": ...}``, each
+    a :func:`calibration.reliability_table`): each bin's accuracy against its confidence,
+    with how many predictions it holds. On the diagonal is calibrated; below it,
+    over-confident."""
+    fig, axes = plt.subplots(1, len(tables), figsize=(4.2 * len(tables), 4), squeeze=False)
+    for ax, (title, table) in zip(axes[0], tables.items(), strict=True):
+        width = table["high"] - table["low"]
+        ax.bar(table["low"], table["accuracy"], width=width, align="edge", alpha=0.7,
+               edgecolor="black", label="accuracy")  # fmt: skip
+        ax.plot([0, 1], [0, 1], "--", color="grey", lw=1, label="calibrated")
+        ax.plot(table["confidence"], table["accuracy"], ".", color="black")
+        ax.set(xlabel="confidence", ylabel="accuracy", title=title, xlim=(0, 1), ylim=(0, 1))
+        for _, row in table.iterrows():
+            ax.annotate(str(int(row["count"])), (row["low"] + 0.005, 0.02), fontsize=7)
+        ax.legend(loc="upper left")
+    fig.tight_layout()
+    return fig
+
+
+def plot_precision_recall(
+    labels: np.ndarray, scores: np.ndarray, positive: str, threshold: float | None = None
+) -> plt.Figure:
+    """The precision-recall curve of ``positive`` (``labels`` True where the photo is one),
+    with the chosen threshold marked."""
+    fig, ax = plt.subplots(figsize=(4.2, 4))
+    skm.PrecisionRecallDisplay.from_predictions(labels, scores, ax=ax, name=positive)
+    if threshold is not None and np.isfinite(threshold):
+        called = scores >= threshold
+        precision = labels[called].mean() if called.any() else np.nan
+        recall = called[labels.astype(bool)].mean()
+        ax.plot([recall], [precision], "o", color=WRONG, label=f"threshold {threshold:.3f}")
+        ax.legend(loc="lower left")
+    fig.tight_layout()
+    return fig

@@ -12,6 +12,7 @@ from __future__ import annotations
 import glob
 import logging
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -106,6 +107,13 @@ def find_images(sources: Sources) -> list[tuple[Path, str]]:
         for path, name in _expand(source, name_from_folder=len(items) == 1):
             out.setdefault(path.resolve(), name)
     return [(path, name) for path, name in out.items()]
+
+
+def predictions_path(run_dir: str | os.PathLike[str], source: str | os.PathLike[str]) -> Path:
+    """``predictions-<name>.csv`` in the run folder, named after the photo, folder or pattern
+    predicted (characters a file name cannot hold become ``_``)."""
+    name = re.sub(r"[^\w.-]+", "_", Path(source).name).strip("_.") or "photos"
+    return Path(run_dir) / f"predictions-{name}.csv"
 
 
 def predict_files(

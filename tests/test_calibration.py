@@ -85,3 +85,15 @@ def test_a_saved_decision_is_read_back_and_not_silently_replaced(tmp_path):
     assert back.temperature == 1.2 and math.isnan(back.threshold)
     assert "NaN" not in (tmp_path / "decision.json").read_text(), "standard JSON"
     assert calibration.read_decision(tmp_path / "nothing") is None
+
+
+def test_decision_result_counts_what_the_rule_calls():
+    labels = np.array([0, 0, 0, 1, 1])
+    probs = np.array([[0.95, 0.05], [0.7, 0.3], [0.4, 0.6], [0.8, 0.2], [0.1, 0.9]])
+    strict = calibration.Decision(positive="Cat", threshold=0.9)
+    point = calibration.decision_result(labels, probs, ["Cat", "Dog"], strict, "Cat")
+    assert (point.precision, point.recall) == (1.0, pytest.approx(1 / 3))
+    plain = calibration.decision_result(
+        labels, probs, ["Cat", "Dog"], calibration.Decision(), "Cat"
+    )
+    assert (plain.precision, plain.recall) == (pytest.approx(2 / 3), pytest.approx(2 / 3))

@@ -1,4 +1,4 @@
-"""Plotting: sample grids, augmentations, training curves, confusion matrix, ROC.
+"""Plotting: sample grids, augmentations, training curves, confusion matrix, ROC, heat maps.
 
 Every function returns the matplotlib figure, so a notebook can show it and
 :func:`save_figure` can write it into the run folder.
@@ -39,6 +39,15 @@ def save_figure(fig: plt.Figure, path: str | os.PathLike[str]) -> Path:
     return path
 
 
+def _grid(n: int, ncols: int, size: float) -> tuple[plt.Figure, np.ndarray]:
+    """A figure of at least ``n`` axes, ``ncols`` wide, each ``size`` inches square."""
+    n = max(1, n)
+    ncols = min(ncols, n)
+    nrows = int(np.ceil(n / ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, size * nrows + 0.3 * nrows))
+    return fig, np.atleast_1d(axes).ravel()
+
+
 def show_images(
     images: Sequence[np.ndarray],
     titles: Sequence[str] | None = None,
@@ -48,11 +57,7 @@ def show_images(
     size: float = 2.0,
 ) -> plt.Figure:
     """A grid of uint8 RGB images with optional (coloured) titles."""
-    n = max(1, len(images))
-    ncols = min(ncols, n)
-    nrows = int(np.ceil(n / ncols))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, size * nrows + 0.3 * nrows))
-    axes = np.atleast_1d(axes).ravel()
+    fig, axes = _grid(len(images), ncols, size)
     for i, ax in enumerate(axes):
         ax.axis("off")
         if i >= len(images):
@@ -90,14 +95,61 @@ def show_predictions(
     """Predictions titled "predicted (confidence)", green when right and red when wrong."""
     root = Path(image_root)
     images = [load_square(root / p, size) for p in table["path"]]
-    titles = [
-        f"{p} {c:.0%}" + ("" if ok else f"\n(is {t})")
-        for p, c, ok, t in zip(
-            table["predicted"], table["confidence"], table["correct"], table["label"], strict=True
-        )
-    ]
-    colors = [RIGHT if ok else WRONG for ok in table["correct"]]
+    titles, colors = _prediction_titles(table)
     return show_images(images, titles, colors, ncols=ncols)
+
+
+def _prediction_titles(table: pd.DataFrame) -> tuple[list[str], list[str]]:
+    """ "predicted (confidence)" per row, and the true label where it differs; green when
+    right, red when wrong, black where the table has no (or an empty) ``label``."""
+    labels = table["label"] if "label" in table else [""] * len(table)
+    titles, colors = [], []
+    for predicted, confidence, label in zip(
+        table["predicted"], table["confidence"], labels, strict=True
+    ):
+        wrong = bool(label) and label != predicted
+        titles.append(f"{predicted} {confidence:.0%}" + (f"\n(is {label})" if wrong else ""))
+        colors.append("black" if not label else WRONG if wrong else RIGHT)
+    return titles, colors
+
+
+def show_grad_cam(
+    images: Sequence[np.ndarray],
+    maps: Sequence[np.ndarray],
+    table: pd.DataFrame | None = None,
+    *,
+    cmap: str = "jet",
+    alpha: float = 0.45,
+    ncols: int = 6,
+    size: float = 2.4,
+) -> plt.Figure:
+    """Each uint8 image with its heat map (values in [0, 1], e.g. from
+    :func:`explaining.grad_cam_images`) laid over it: red where the evidence was.
+
+    With a predictions ``table`` (one row per image: ``predicted``, ``confidence`` and, where
+    known, ``label``), titled like :func:`show_predictions`.
+    """
+    if len(maps) != len(images) or (table is not None and len(table) != len(images)):
+        rows = "" if table is None else f", {len(table)} table rows"
+        raise ValueError(
+            f"need one heat map per image (and one table row): {len(images)} images, "
+            f"{len(maps)} maps{rows}"
+        )
+    titles, colors = _prediction_titles(table) if table is not None else (None, None)
+    fig, axes = _grid(len(images), ncols, size)
+    for i, ax in enumerate(axes):
+        ax.axis("off")
+        if i >= len(images):
+            continue
+        height, width = images[i].shape[:2]
+        ax.imshow(images[i])
+        # ``extent`` stretches the map over the photo even where their sizes differ.
+        extent = (-0.5, width - 0.5, height - 0.5, -0.5)
+        ax.imshow(maps[i], cmap=cmap, alpha=alpha, vmin=0, vmax=1, extent=extent)
+        if titles is not None:
+            ax.set_title(titles[i], fontsize=9, color=colors[i])
+    fig.tight_layout()
+    return fig
 
 
 def show_augmentations(

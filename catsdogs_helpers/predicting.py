@@ -26,6 +26,7 @@ from .calibration import Decision, read_decision
 from .datasets import ImageFileDataset, make_loader
 from .devices import amp_dtype, pick_device
 from .evaluation import predict
+from .explaining import grad_cam_images
 from .files import atomic_path
 from .training import load_model
 from .transforms import Preprocessing
@@ -128,9 +129,10 @@ def predict_files(
     Each file first gets the validate step's check (:func:`validating.check_files`): a file
     it would reject is not classified, and its ``error`` is the validate step's reason
     (``truncated``, ``too_small``, ...); a file that passes but still fails to decode gets
-    ``could not decode``. Columns: ``path``, ``predicted`` (by the run's decision: its
-    threshold where it has one), ``confidence`` and ``p_<class>`` (after temperature
-    scaling), ``error``, ``note`` (the check's note) and ``model`` (the classifier's name).
+    ``could not decode``. Columns: ``path`` (as shown), ``predicted`` (by the run's decision:
+    its threshold where it has one), ``confidence`` and ``p_<class>`` (after temperature
+    scaling), ``error``, ``note`` (the check's note), ``model`` (the classifier's name) and
+    ``file`` (the full path).
     """
     found = find_images(sources)
     checks = pd.DataFrame(
@@ -148,6 +150,7 @@ def predict_files(
     )
     table["note"] = checks["note"].fillna("")
     table["model"] = classifier.name
+    table["file"] = [str(path) for path, _ in found]
     if csv_path is not None:
         with atomic_path(csv_path) as tmp:
             table.to_csv(tmp, index=False)
@@ -187,3 +190,28 @@ def _fill_predictions(
         table.loc[rows, "confidence"] = calibrated[np.arange(len(chosen)), chosen]
         for i, name in enumerate(names):
             table.loc[rows, f"p_{name}"] = calibrated[:, i]
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """One photo's prediction (a one-row :func:`predict_files` table), the photo as the model
+    saw it (uint8) and its Grad-CAM map for the predicted class."""
+
+    table: pd.DataFrame
+    image: np.ndarray
+    heat_map: np.ndarray
+
+
+def explain_photo(classifier: Classifier, path: str | os.PathLike[str]) -> Explanation:
+    """Predict one photo and show where the evidence for the answer was (Grad-CAM).
+
+    A photo the validate step rejects raises ``ValueError`` with its reason.
+    """
+    table = predict_files(classifier, path)
+    if len(table) != 1 or table.loc[0, "error"]:
+        reason = table.loc[0, "error"] if len(table) == 1 else "not one image file"
+        raise ValueError(f"{path}: {reason}")
+    image = classifier.preprocessing.read(path)
+    target = [classifier.class_names.index(table.loc[0, "predicted"])]
+    heat_map = grad_cam_images(classifier.model, image[None], classifier.device, target=target)
+    return Explanation(table, image, heat_map[0])

@@ -105,3 +105,16 @@ def test_tta_table_compares_every_mode_on_the_same_images(petimages, monkeypatch
     assert table["tta"].tolist() == list(config.TTAS) and table["views"].tolist() == [1, 2, 10]
     assert table["accuracy"].between(0, 1).all() and (table["ms_per_image"] > 0).all()
     assert test_set.transform is before, "the caller's dataset is left as it was"
+
+
+def test_one_photo_is_explained_and_a_rejected_one_says_why(petimages):
+    classifier = predicting.Classifier(
+        _random_model(), ("Cat", "Dog"), transforms.Preprocessing(52, 48, tta="flip"),
+        calibration.Decision(), torch.device("cpu"),
+    )  # fmt: skip
+    explained = predicting.explain_photo(classifier, petimages / "Dog" / "3.jpg")
+    assert len(explained.table) == 1 and explained.table.loc[0, "predicted"] in ("Cat", "Dog")
+    assert explained.image.shape == (48, 48, 3) and explained.heat_map.shape == (48, 48)
+    assert 0 <= explained.heat_map.min() and explained.heat_map.max() <= 1
+    with pytest.raises(ValueError, match="truncated"):
+        predicting.explain_photo(classifier, petimages / "Cat" / "truncated.jpg")

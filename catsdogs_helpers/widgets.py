@@ -1,0 +1,58 @@
+"""Widgets: try the model on a photo of yours, right in the notebook.
+
+Only for a notebook with a front end (Jupyter, VS Code, Colab). Under papermill or nbval
+nobody can press a button, so notebooks call the same function on a given path as well.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+from .config import is_colab
+from .files import atomic_path
+
+log = logging.getLogger(__name__)
+
+
+def _save_upload(item: dict, folder: Path) -> Path:
+    """Write one uploaded file into ``folder`` under its own name (no folders from it)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / (Path(str(item["name"])).name or "upload")
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(bytes(item["content"]))
+    return path
+
+
+def photo_upload(on_photo: Callable[[Path], object], folder: str | Path) -> object | None:
+    """An upload button: each photo chosen is saved into ``folder`` and ``on_photo(path)``
+    runs, its figures and messages shown under the button. A photo ``on_photo`` rejects
+    with ``ValueError`` (not an image, cut short, ...) gets the message, not a traceback.
+    Returns the widget to display, or None (with a log line) without ``ipywidgets``."""
+    try:
+        import ipywidgets
+    except ImportError:
+        log.info("no ipywidgets here: call the function on a path instead")
+        return None
+    if is_colab():  # Colab shows ipywidgets 8 through its custom widget manager
+        from google.colab import output
+
+        output.enable_custom_widget_manager()
+    upload = ipywidgets.FileUpload(accept="image/*", multiple=False, description="Your photo")
+    shown = ipywidgets.Output()
+
+    def handle(change: dict) -> None:
+        shown.clear_output()
+        with shown:  # anything else the callback prints shows under the button too
+            for item in change["new"]:
+                try:
+                    result = on_photo(_save_upload(item, Path(folder)))
+                except ValueError as err:
+                    shown.append_stdout(f"{err}\n")
+                    continue
+                if result is not None:  # a figure made in a callback is not shown by itself
+                    shown.append_display_data(result)
+
+    upload.observe(handle, names="value")
+    return ipywidgets.VBox([upload, shown])

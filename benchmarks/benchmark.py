@@ -3,6 +3,7 @@
     python benchmarks/benchmark.py                  # stages 1-3 (about 3 minutes on 2 cores)
     python benchmarks/benchmark.py --time-to-accuracy   # plus stage 4 (about 12 minutes)
     python benchmarks/benchmark.py --only first_runs    # stage 5 alone (about 5 minutes)
+    python benchmarks/benchmark.py --only trust         # stage 6 alone (about 6 minutes)
 
 Stages (each in its own process, so its peak memory is its own):
 
@@ -23,6 +24,9 @@ Stages (each in its own process, so its peak memory is its own):
    recipe projected from its measured step rate.
 5. first runs: the README's quick run (``QUICK_RUN``) and 5 epochs on 800 photos
    (``SMALL_RUN``), timed the same way, with their test accuracy.
+6. trust: the quick run's test photos predicted as your own photos against the test loader
+   (and against the old own-photo path), the test-time augmentation table, the calibration
+   error before and after temperature scaling, and a threshold for 99 % precision for Cat.
 
 Stages 1-3 use photos of the 10k subset enlarged to 500x375, the size of the real archive's
 photos. Ratios are measured within one run, so they hold on a noisy machine; absolute
@@ -41,7 +45,9 @@ import sys
 import tempfile
 import time
 import zipfile
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -260,12 +266,23 @@ QUICK_RUN = {"LIMIT_PER_CLASS": 5000, "EPOCHS": 6, "IMAGE_SIZE": 64}
 SMALL_RUN = {"LIMIT_PER_CLASS": 400, "EPOCHS": 5}
 
 
-def train_and_test(**parameters) -> dict:
-    """A run from the extracted 10k photos to test accuracy with these parameters, timed
-    from validation on (validation, split, cache, training and evaluation)."""
+@dataclass
+class TrainedRun:
+    cfg: Any
+    manifest: Any
+    split: Any
+    cache: Any
+    model: Any
+    history: Any
+    started: float  # perf_counter() when validation began (after the extraction)
+    prep_seconds: float  # validation, split and cache
+
+
+def trained_run(**parameters) -> TrainedRun:
+    """A run from the extracted 10k photos with these parameters, trained."""
     os.environ["CATSDOGS_DATA_DIR"] = tempfile.mkdtemp(prefix="catsdogs-bench-")
     os.environ["CATSDOGS_RUNS_DIR"] = tempfile.mkdtemp(prefix="catsdogs-bench-runs-")
-    from catsdogs_helpers import config, devices, downloading, evaluation, steps, transforms
+    from catsdogs_helpers import config, downloading, steps
 
     cfg = config.make_config(DATASET_URL=str(DEV_ZIP), RUN_NAME="bench", **parameters)
     downloading.prepare_dataset(cfg.data_dir, str(DEV_ZIP), progress=False)
@@ -275,6 +292,17 @@ def train_and_test(**parameters) -> dict:
     cache = steps.ensure_cache(cfg, split, progress=False)
     prep_seconds = time.perf_counter() - start
     model, history = steps.train_run(cfg, progress=False)
+    return TrainedRun(cfg, manifest, split, cache, model, history, start, prep_seconds)
+
+
+def train_and_test(**parameters) -> dict:
+    """A run from the extracted 10k photos to test accuracy with these parameters, timed
+    from validation on (validation, split, cache, training and evaluation)."""
+    from catsdogs_helpers import devices, evaluation, steps, transforms
+
+    run = trained_run(**parameters)
+    cfg, manifest, split, cache, history = run.cfg, run.manifest, run.split, run.cache, run.history
+    model, start, prep_seconds = run.model, run.started, run.prep_seconds
     datasets = steps.make_datasets(cfg, split, cache)
     loader = steps.make_loaders(cfg, {"test": datasets["test"]}, batch_size=64)["test"]
     device = devices.pick_device(cfg.device)
@@ -326,8 +354,60 @@ def stage_first_runs() -> dict:
     return {"quick": train_and_test(**QUICK_RUN), "small": train_and_test(**SMALL_RUN)}
 
 
+def _own_photo_paths(cfg, cache, dataset, positions) -> list[str]:
+    from catsdogs_helpers import steps
+
+    root = steps.ensure_images(cfg, progress=False)
+    return [str(root / p) for p in steps.dataset_paths(cache, dataset)[positions]]
+
+
+def stage_trust() -> dict:
+    """The README's quick run, then issue-by-issue trust checks on its test split: the test
+    photos predicted as your own photos (``predict_files``) against the test loader, and
+    against the old own-photo path (shorter side at the crop size, no crop); the TTA table;
+    the ECE before and after temperature scaling (fitted on validation); the threshold for
+    99 % precision for Cat, chosen on validation and checked on the test split."""
+    from catsdogs_helpers import calibration, datasets, evaluation, predicting, steps, transforms
+
+    run = trained_run(**QUICK_RUN)
+    cfg, split, cache, model = run.cfg, run.split, run.cache, run.model
+    sets = steps.make_datasets(cfg, split, cache)
+    loaders = steps.make_loaders(cfg, {"val": sets["val"], "test": sets["test"]}, 64)
+    device, pre, names = torch_cpu(), transforms.preprocessing_for(cfg), sets["test"].class_names
+    probs, labels, positions = evaluation.predict(model, loaders["test"], device, pre)
+    files = _own_photo_paths(cfg, cache, sets["test"], positions)
+    clf = predicting.Classifier(model, tuple(names), pre, calibration.Decision(), device)
+    own = predicting.predict_files(clf, files)[[f"p_{n}" for n in names]].to_numpy()
+    old_set = datasets.ImageFileDataset(files, size=cfg.eval_size)  # the old own-photo path
+    old = evaluation.predict(model, datasets.make_loader(old_set, batch_size=64, shuffle=False),
+                             device, pre)[0]  # fmt: skip
+    val_probs, val_labels, _ = evaluation.predict(model, loaders["val"], device, pre)
+    decision = calibration.make_decision(val_labels, val_probs, names, positive=names[0])
+    ece = calibration.expected_calibration_error
+    rules = {"threshold": decision, "argmax": calibration.Decision()}
+    on_test = {rule: asdict(calibration.decision_result(labels, probs, names, d, names[0]))
+               for rule, d in rules.items()}  # fmt: skip
+    return {
+        "n_test": int(len(labels)), "test_accuracy": float((probs.argmax(1) == labels).mean()),
+        "parity_max_abs": float(abs(own - probs).max()),
+        "old_path_flips": int((old.argmax(1) != probs.argmax(1)).sum()),
+        "old_path_max_abs": float(abs(old - probs).max()),
+        "tta": evaluation.compare_tta(model, sets["test"], pre, device).to_dict("records"),
+        "temperature": decision.temperature, "ece_before": ece(labels, probs),
+        "ece_after": ece(labels, decision.calibrate(probs)), "goal": decision.goal,
+        "threshold": decision.threshold, "val_recall": decision.recall, "on_test": on_test,
+    }  # fmt: skip
+
+
+def torch_cpu():
+    import torch
+
+    return torch.device("cpu")
+
+
 STAGES = {"data": stage_data, "train": stage_train, "scan": stage_scan,
-          "time_to_accuracy": stage_time_to_accuracy, "first_runs": stage_first_runs}  # fmt: skip
+          "time_to_accuracy": stage_time_to_accuracy, "first_runs": stage_first_runs,
+          "trust": stage_trust}  # fmt: skip
 
 
 def run_stage(name: str, folder: Path) -> dict:
@@ -387,6 +467,29 @@ def print_table(r: dict) -> None:
         print_time_to_accuracy(r["time_to_accuracy"])
     if "first_runs" in r:
         print_first_runs(r["first_runs"])
+    if "trust" in r:
+        print_trust(r["trust"])
+
+
+def print_trust(t: dict) -> None:
+    n = t["n_test"]
+    print(
+        f"\ntrust (quick run, {n} test photos, test accuracy {t['test_accuracy']:.1%}):\n"
+        f"  own-photo path vs test loader: max |p difference| {t['parity_max_abs']:.1e}; the "
+        f"old own-photo path: {t['old_path_flips']} answers of {n} differ "
+        f"({t['old_path_flips'] / n:.1%}), by up to {t['old_path_max_abs']:.2f}"
+    )
+    base = next(row for row in t["tta"] if row["tta"] == "none")
+    for row in t["tta"]:
+        print(f"  TTA {row['tta']:<11}{row['views']:>3} views  accuracy {row['accuracy']:.1%}  "
+              f"log loss {row['log_loss']:.4f}  {row['ms_per_image']:.1f} ms/photo "
+              f"({row['ms_per_image'] / base['ms_per_image']:.1f}x)")  # fmt: skip
+    print(f"  temperature {t['temperature']:.3f} (fitted on validation): test ECE "
+          f"{t['ece_before']:.4f} before, {t['ece_after']:.4f} after")  # fmt: skip
+    th, am = t["on_test"]["threshold"], t["on_test"]["argmax"]
+    print(f"  {t['goal']}: threshold {t['threshold']:.3f}; on the test split precision "
+          f"{th['precision']:.1%} recall {th['recall']:.1%} (the most likely class: "
+          f"{am['precision']:.1%}, {am['recall']:.1%})")  # fmt: skip
 
 
 def print_first_runs(runs: dict) -> None:

@@ -211,7 +211,10 @@ def _read_csv(path: Path) -> pd.DataFrame:
             f"{', '.join(CSV_COLUMNS)} (relative paths are inside DATA_DIR), or put "
             f"{LABELS_CSV_NAME} beside the photos."
         )
-    table = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
+    # utf-8-sig: a CSV saved by Excel starts with a byte-order mark, not part of "path"
+    table = pd.read_csv(
+        path, dtype=str, keep_default_na=False, skipinitialspace=True, encoding="utf-8-sig"
+    )
     table.columns = [str(c).strip().lower() for c in table.columns]
     missing = [c for c in CSV_COLUMNS if c not in table.columns]
     if missing:

@@ -146,7 +146,9 @@ def test_a_csv_labels_photos_anywhere_under_its_folder(tmp_path, caplog):
 
 def test_labels_csv_can_be_anywhere_and_named_as_you_like(tmp_path):
     folder = fakedata.make_csv_labelled(tmp_path / "elsewhere", per_class=12)
-    (folder / "labels.csv").rename(folder / "mine.csv")
+    text = (folder / "labels.csv").read_text().replace("path,label", "Path,Label")
+    (folder / "labels.csv").unlink()
+    (folder / "mine.csv").write_bytes(text.encode("utf-8-sig"))  # as Excel saves it
     cfg, split = _split(tmp_path / "data", LABELS="csv", LABELS_CSV=str(folder / "mine.csv"))
     assert steps.ensure_images(cfg, progress=False) == folder, "nothing is downloaded"
     assert len(split) == 24 and set(split["label"]) == {"cat", "dog"}

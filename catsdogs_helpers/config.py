@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 import sys
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
@@ -40,6 +41,10 @@ RECIPES = ("fast", "tutorial")
 AUGMENTS = ("light", "tutorial", "heavy", "none")
 TTAS = ("none", "flip", "flip_crops")  # test-time augmentation: see evaluation.tta_views
 DEVICES = ("auto", "cpu", "cuda", "mps")
+#: Where the labels come from (the ``LABELS`` parameter; "" is "folders"): see ``layouts``.
+LABEL_SOURCES = ("", "folders", "filenames", "csv")
+#: Kaggle's file names, ``cat.123.jpg`` and ``dog.45.jpg``: the letters before the first dot.
+DEFAULT_LABEL_PATTERN = "^([A-Za-z]+)[._-]"
 TRUE_WORDS = ("1", "true", "yes", "on")
 FALSE_WORDS = ("0", "false", "no", "off", "")
 
@@ -81,6 +86,9 @@ PARAMETERS: dict[str, Parameter] = {
         Parameter("OVERWRITE", False, "replace this run's split, training and results"),
         Parameter("PREDICT_PATH", "", '"": a demo; or a photo or folder of yours'),
         Parameter("TTA", "", '"": the recipe\'s; none, flip or flip_crops', ("", *TTAS)),
+        Parameter("LABELS", "", '"": class folders; "filenames" or "csv"', LABEL_SOURCES),
+        Parameter("LABEL_PATTERN", DEFAULT_LABEL_PATTERN, "LABELS=filenames: group 1 is the label"),
+        Parameter("LABELS_CSV", "", 'LABELS=csv: path,label ("": labels.csv by the photos)'),
     )
 }
 
@@ -325,6 +333,55 @@ class TrainingPlan:
         return out
 
 
+# ----------------------------------------------------------------------------- the labels
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How the photos' labels are read, from ``LABELS``, ``LABEL_PATTERN`` and ``LABELS_CSV``
+    (:mod:`catsdogs_helpers.layouts` reads them)."""
+
+    source: str = "folders"  # "folders", "filenames" or "csv"
+    pattern: str = DEFAULT_LABEL_PATTERN  # filenames: a regular expression, group 1 the label
+    csv_path: Path | None = None  # csv: the table of path,label; None: labels.csv by the photos
+
+    def to_dict(self) -> dict[str, str]:
+        return {"source": self.source, "pattern": self.pattern,
+                "csv_path": str(self.csv_path or "")}  # fmt: skip
+
+
+def make_layout(labels: str, pattern: str, labels_csv: str, data_dir: Path) -> Layout:
+    """The :class:`Layout` the three parameters describe; a relative ``LABELS_CSV`` is inside
+    ``data_dir``. A pattern that is no regular expression or has no group, or a pattern or
+    CSV set for another ``LABELS``, raises :class:`ParameterError`."""
+    source = labels or "folders"
+    if pattern != DEFAULT_LABEL_PATTERN and source != "filenames":
+        raise ParameterError(
+            f"LABEL_PATTERN={pattern!r} is only read with LABELS='filenames', not "
+            f"LABELS={labels!r}: set LABELS='filenames' too, or leave LABEL_PATTERN as it was."
+        )
+    if labels_csv and source != "csv":
+        raise ParameterError(
+            f"LABELS_CSV={labels_csv!r} is only read with LABELS='csv', not LABELS={labels!r}: "
+            "set LABELS='csv' too, or leave LABELS_CSV empty."
+        )
+    try:
+        groups = re.compile(pattern).groups
+    except re.error as err:
+        raise ParameterError(
+            f"LABEL_PATTERN={pattern!r} is not a regular expression: {err}."
+        ) from None
+    if groups < 1:
+        raise ParameterError(
+            f"LABEL_PATTERN={pattern!r} has no group: put the part of the name that is the "
+            f"label in parentheses, as in {DEFAULT_LABEL_PATTERN!r} for cat.123.jpg."
+        )
+    csv_path = Path(labels_csv).expanduser() if labels_csv else None
+    if csv_path is not None and not csv_path.is_absolute():
+        csv_path = data_dir / csv_path
+    return Layout(source, pattern, csv_path)
+
+
 # ------------------------------------------------------------------------------ the run
 
 
@@ -372,6 +429,7 @@ class RunConfig:
     overwrite: bool
     predict_path: str
     tta: str
+    layout: Layout = field(default_factory=Layout)
 
     @property
     def run_dir(self) -> Path:
@@ -401,6 +459,7 @@ class RunConfig:
         out = asdict(self)
         out["data_dir"] = str(self.data_dir)
         out["recipe"] = self.recipe.name
+        out["layout"] = self.layout.to_dict()
         return out
 
 
@@ -432,8 +491,10 @@ def make_config(**values: Any) -> RunConfig:
     if image_size < 32:
         raise ParameterError(f"IMAGE_SIZE={image_size} is too small: use 32 or more (0 = recipe).")
     run_dir(p["RUN_NAME"])  # checks the name
+    folder = data_dir(p["DATA_DIR"])
+    layout = make_layout(p["LABELS"], p["LABEL_PATTERN"], p["LABELS_CSV"], folder)
     return RunConfig(
-        data_dir=data_dir(p["DATA_DIR"]), dataset_url=p["DATASET_URL"] or DEFAULT_DATASET_URL,
+        data_dir=folder, dataset_url=p["DATASET_URL"] or DEFAULT_DATASET_URL,
         dataset_sha256=p["DATASET_SHA256"].lower(), run_name=p["RUN_NAME"], seed=p["SEED"],
         recipe=recipe, model_name=p["MODEL_NAME"] or recipe.model_name,
         augment=p["AUGMENT"] or recipe.augment, epochs=p["EPOCHS"] or recipe.epochs,
@@ -443,6 +504,7 @@ def make_config(**values: Any) -> RunConfig:
         limit_per_class=p["LIMIT_PER_CLASS"], device=p["DEVICE"], pretrained=p["PRETRAINED"],
         resume=p["RESUME"], overwrite=p["OVERWRITE"], predict_path=p["PREDICT_PATH"],
         tta=p["TTA"] or recipe.tta,
+        layout=layout,
     )  # fmt: skip
 
 

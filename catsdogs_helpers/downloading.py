@@ -31,13 +31,15 @@ import zipfile
 import zlib
 from pathlib import Path, PurePosixPath
 
+from .config import DEFAULT_DATASET_URL, Layout
 from .files import fsync_folder, replace_durably
+from .layouts import FOLDERS, IMAGE_ROOT_NAME, describe, find_image_root
+from .layouts import class_folders as class_folders  # was here: still importable from here
 from .locks import held
 from .progress import progress_bar
 
 log = logging.getLogger(__name__)
 
-IMAGE_ROOT_NAME = "PetImages"
 MAX_ARCHIVE_FILES = 200_000
 MAX_ARCHIVE_BYTES = 8 * 1024**3  # the real archive unpacks to about 0.8 GB
 #: JPEGs barely compress (the real archive is close to 1:1), so an entry that expands more
@@ -366,53 +368,53 @@ def _move_into_place(staging: Path, target: Path) -> None:
     shutil.rmtree(staging, ignore_errors=True)
 
 
-def find_image_root(data_dir: str | os.PathLike[str]) -> Path | None:
-    """The ``PetImages`` folder inside ``data_dir`` (or ``data_dir`` itself), if present."""
-    data_dir = Path(data_dir)
-    for candidate in (data_dir / IMAGE_ROOT_NAME, data_dir):
-        if candidate.is_dir() and class_folders(candidate):
-            return candidate
-    return None
-
-
-def class_folders(image_root: str | os.PathLike[str]) -> list[Path]:
-    """The class sub-folders of ``image_root``, sorted by name (hidden ones skipped)."""
-    root = Path(image_root)
-    return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith((".", "_")))
-
-
 def prepare_dataset(
     data_dir: str | os.PathLike[str],
     url: str,
     *,
     sha256: str = "",
     progress: bool = True,
+    layout: Layout = FOLDERS,
 ) -> Path:
     """Make sure ``data_dir`` holds an extracted image folder and return it.
 
-    Nothing is downloaded when ``data_dir`` already holds ``PetImages/``. ``url`` may be an
-    ``http(s)://`` address, a ``file://`` address or a local path to a zip file. Processes
-    preparing the same ``data_dir`` at once take turns (a lock file, ``.download.lock``):
-    the first downloads and extracts, the others wait and then find its result.
+    Nothing is downloaded when ``data_dir`` already holds the photos as ``layout`` says
+    (:func:`layouts.find_image_root`: in ``PetImages/``, in the one folder there, or in
+    ``data_dir`` itself). ``url`` may be an ``http(s)://`` address, a ``file://`` address or
+    a local path to a zip file. Processes preparing the same ``data_dir`` at once take turns
+    (a lock file, ``.download.lock``): the first downloads and extracts, the others wait and
+    then find its result.
     """
     data_dir = Path(data_dir)
-    found = find_image_root(data_dir)
+    found = find_image_root(data_dir, layout)
     if found is not None:
         log.info("found %s, nothing to download", found)
         return found
     with held(data_dir / ".download.lock", "downloading and extracting the data set"):
-        found = find_image_root(data_dir)  # made by the process that held the lock first?
+        found = find_image_root(data_dir, layout)  # made by the first process to lock?
         if found is not None:
             log.info("found %s, made by another process meanwhile", found)
             return found
+        _check_archive_fits(data_dir, url, layout)
         archive = _fetch_archive(data_dir, url, sha256=sha256, progress=progress)
         extract_zip(archive, data_dir, progress=progress)
-    found = find_image_root(data_dir)
+    found = find_image_root(data_dir, layout)
     if found is None:
         raise DownloadError(
-            f"{archive.name} did not contain class folders (expected {IMAGE_ROOT_NAME}/<class>/)"
+            f"{archive.name} did not hold the photos as LABELS says: {describe(layout)}"
         )
     return found
+
+
+def _check_archive_fits(data_dir: Path, url: str, layout: Layout) -> None:
+    """Raise :class:`DownloadError` rather than download Microsoft's archive (class folders)
+    for photos labelled another way: the user's photos are missing, not Microsoft's."""
+    if layout.source != "folders" and url == DEFAULT_DATASET_URL:
+        raise DownloadError(
+            f"found no photos in {data_dir} as LABELS={layout.source!r} says "
+            f"({describe(layout)}), and Microsoft's archive (the default DATASET_URL) holds "
+            "class folders: put your photos in DATA_DIR, or set DATASET_URL to a zip of them."
+        )
 
 
 def _fetch_archive(data_dir: Path, url: str, *, sha256: str, progress: bool) -> Path:

@@ -28,13 +28,13 @@ from .devices import amp_dtype, pick_device
 from .evaluation import predict
 from .explaining import grad_cam_images
 from .files import atomic_path
+from .layouts import PHOTO_SUFFIXES
 from .training import load_model
 from .transforms import Preprocessing
 from .validating import check_files
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 Sources = str | os.PathLike[str] | Sequence[str | os.PathLike[str]]
 
 
@@ -80,7 +80,7 @@ def load_classifier(
 
 
 def _is_image(path: Path) -> bool:
-    return path.suffix.lower() in IMAGE_SUFFIXES and path.is_file()
+    return path.suffix.lower() in PHOTO_SUFFIXES and path.is_file()
 
 
 def _expand(source: str | os.PathLike[str], name_from_folder: bool) -> list[tuple[Path, str]]:

@@ -19,12 +19,13 @@ import torch
 from .config import RunConfig, TrainingPlan, seed_for
 from .datasets import CachedImageDataset, ImageCache, build_cache, make_loader, split_datasets
 from .devices import amp_dtype, pick_device
-from .downloading import find_image_root, prepare_dataset
+from .downloading import prepare_dataset
+from .layouts import find_image_root
 from .models import create_model
 from .splitting import SPLITS, class_names, read_split, save_split, split_dataset
 from .training import fit, seed_everything
 from .transforms import eval_transforms, preprocessing_for, train_transforms
-from .validating import read_manifest, validate_folder
+from .validating import validate_folder
 
 log = logging.getLogger(__name__)
 
@@ -51,26 +52,28 @@ def split_path(cfg: RunConfig) -> Path:
 def ensure_images(cfg: RunConfig, *, progress: bool = True) -> Path:
     """The extracted image folder, downloading and extracting it first if needed."""
     return prepare_dataset(
-        cfg.data_dir, cfg.dataset_url, sha256=cfg.dataset_sha256, progress=progress
-    )
+        cfg.data_dir, cfg.dataset_url, sha256=cfg.dataset_sha256, progress=progress,
+        layout=cfg.layout,
+    )  # fmt: skip
 
 
 def ensure_manifest(cfg: RunConfig, *, progress: bool = True) -> pd.DataFrame:
-    """The validation manifest; only new or changed files are checked again."""
-    image_root = find_image_root(cfg.data_dir) or ensure_images(cfg, progress=progress)
-    return validate_folder(image_root, manifest_path(cfg), progress=progress)
+    """The validation manifest, labelled as ``LABELS`` says; only new or changed files are
+    checked again."""
+    image_root = find_image_root(cfg.data_dir, cfg.layout) or ensure_images(cfg, progress=progress)
+    return validate_folder(image_root, manifest_path(cfg), progress=progress, layout=cfg.layout)
 
 
 def ensure_split(cfg: RunConfig, *, progress: bool = True) -> pd.DataFrame:
-    """The run's split file, made (with the seed and limit of ``cfg``) when missing."""
+    """The run's split file, made (with the seed and limit of ``cfg``) when missing.
+
+    The manifest is listed again (its verdicts reused), so that the labels are the ones
+    ``LABELS`` reads now, even when another run wrote the manifest with another layout.
+    """
     path = split_path(cfg)
     if path.is_file() and not cfg.overwrite:
         return read_split(path)
-    manifest = (
-        read_manifest(manifest_path(cfg))
-        if manifest_path(cfg).is_file() and find_image_root(cfg.data_dir)
-        else ensure_manifest(cfg, progress=progress)
-    )
+    manifest = ensure_manifest(cfg, progress=progress)
     split = split_dataset(
         manifest, seed=seed_for(cfg.seed, "split"), limit_per_class=cfg.limit_per_class
     )
@@ -80,7 +83,7 @@ def ensure_split(cfg: RunConfig, *, progress: bool = True) -> pd.DataFrame:
 
 def ensure_cache(cfg: RunConfig, split: pd.DataFrame, *, progress: bool = True) -> ImageCache:
     """The decoded uint8 cache of every image in the train, val and test splits."""
-    image_root = find_image_root(cfg.data_dir) or ensure_images(cfg, progress=progress)
+    image_root = find_image_root(cfg.data_dir, cfg.layout) or ensure_images(cfg, progress=progress)
     used = split[split["split"].isin(SPLITS)]
     return build_cache(image_root, used, cfg.data_dir / "cache", cfg.cache_size,
                        progress=progress)  # fmt: skip

@@ -46,10 +46,11 @@ import numpy as np
 import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
-from .downloading import class_folders
+from .config import Layout
 from .duplicates import DHASH_MIN_SIDE, dhash
 from .files import atomic_path
 from .images import jpeg_gray, open_image, reduction_for
+from .layouts import FOLDERS, read_labels
 from .locks import held
 from .parallel import map_chunks
 
@@ -211,18 +212,24 @@ def _scan_data_runs_to_the_end(data: bytes) -> bool:
     return marker is not None and marker.start() == end - 2
 
 
-def list_files(image_root: str | os.PathLike[str]) -> pd.DataFrame:
-    """Every entry of each class folder: its path, label (the folder name), size in bytes
-    (0 for anything but a regular file) and modification time."""
+def list_files(image_root: str | os.PathLike[str], layout: Layout = FOLDERS) -> pd.DataFrame:
+    """Every file ``layout`` labels under ``image_root`` (:func:`layouts.read_labels`): its
+    path, label, size in bytes (0 for anything but a regular file, or a file that is not
+    there) and modification time."""
     root = Path(image_root)
-    rows = []
-    for folder in class_folders(root):
-        with os.scandir(folder) as entries:
-            for entry in sorted(entries, key=lambda e: e.name):
-                info = entry.stat()
-                size = info.st_size if stat.S_ISREG(info.st_mode) else 0
-                rows.append((f"{folder.name}/{entry.name}", folder.name, size, info.st_mtime_ns))
-    return pd.DataFrame(rows, columns=["path", "label", "bytes", "mtime_ns"])
+    files = read_labels(root, layout)
+    sizes = [_size_and_time(root / path) for path in files["path"]]
+    files["bytes"] = [size for size, _ in sizes]
+    files["mtime_ns"] = [mtime for _, mtime in sizes]
+    return files
+
+
+def _size_and_time(path: Path) -> tuple[int, int]:
+    try:
+        info = os.stat(path)
+    except OSError:  # not there, or a broken link: validation says "unreadable"
+        return 0, 0
+    return (info.st_size if stat.S_ISREG(info.st_mode) else 0), info.st_mtime_ns
 
 
 def peek_sizes(image_root: str | os.PathLike[str], files: pd.DataFrame) -> pd.DataFrame:
@@ -253,8 +260,10 @@ def validate_folder(
     min_side: int = MIN_SIDE,
     workers: int | None = None,
     progress: bool = True,
+    layout: Layout = FOLDERS,
 ) -> pd.DataFrame:
-    """Check every file under ``image_root`` and return (and write) the manifest.
+    """Check every file ``layout`` labels under ``image_root`` and return (and write) the
+    manifest.
 
     When ``manifest_path`` exists, files whose size and modification time are unchanged keep
     their earlier verdict: a re-run only checks what is new or changed (and everything when
@@ -263,12 +272,12 @@ def validate_folder(
     verdicts the first one wrote.
     """
     if manifest_path is None:
-        return _validate(image_root, None, min_side=min_side, workers=workers, progress=progress)
+        return _validate(image_root, None, min_side=min_side, workers=workers,
+                         progress=progress, layout=layout)  # fmt: skip
     lock = Path(f"{manifest_path}.lock")
     with held(lock, "validating the photos"):
-        return _validate(
-            image_root, manifest_path, min_side=min_side, workers=workers, progress=progress
-        )
+        return _validate(image_root, manifest_path, min_side=min_side, workers=workers,
+                         progress=progress, layout=layout)  # fmt: skip
 
 
 def _validate(
@@ -278,12 +287,11 @@ def _validate(
     min_side: int,
     workers: int | None,
     progress: bool,
+    layout: Layout,
 ) -> pd.DataFrame:
     """:func:`validate_folder` without the lock."""
     root = Path(image_root)
-    files = list_files(root)
-    if files.empty:
-        raise ValueError(f"{root} holds no class folders with files in them")
+    files = list_files(root, layout)  # at least two classes, or a LayoutError
 
     previous = pd.DataFrame(columns=MANIFEST_COLUMNS)
     if manifest_path is not None and Path(manifest_path).is_file():

@@ -15,18 +15,24 @@ import nbformat
 import numpy as np
 from PIL import Image
 
+#: Background colour of each synthetic class: warm, cool, green.
+BASES = ([200, 120, 60], [60, 120, 200], [90, 190, 80])
+
 
 def photo(label: int, rng: np.random.Generator, size=(200, 150)) -> Image.Image:
-    """A synthetic photo: warm background with a disc for class 0, cool with a bar for 1."""
+    """A synthetic photo: warm background with a disc for class 0, cool with a bar for 1,
+    green with an upright bar for 2."""
     w, h = size
-    base = np.array([200, 120, 60] if label == 0 else [60, 120, 200], dtype=float)
+    base = np.array(BASES[label], dtype=float)
     img = np.clip(base + rng.normal(0, 25, (h, w, 3)), 0, 255)
     yy, xx = np.mgrid[:h, :w]
     cx, cy = rng.integers(w // 4, 3 * w // 4), rng.integers(h // 4, 3 * h // 4)
     if label == 0:
         mask = (xx - cx) ** 2 + (yy - cy) ** 2 < (min(w, h) // 4) ** 2
-    else:
+    elif label == 1:
         mask = (abs(xx - cx) < w // 5) & (abs(yy - cy) < h // 10)
+    else:
+        mask = (abs(xx - cx) < w // 10) & (abs(yy - cy) < h // 4)
     img[mask] = 255 - img[mask]
     return Image.fromarray(img.astype(np.uint8))
 
@@ -48,16 +54,15 @@ def jpeg_bytes(image: Image.Image, **kwargs) -> bytes:
 def make_petimages(
     root: Path, per_class: int = 60, classes=("Cat", "Dog"), seed: int = 0, broken: bool = True
 ) -> Path:
-    """Write ``root/PetImages/<class>/<n>.jpg``; with ``broken``, add the archive's kinds of
-    bad files. Returns the ``PetImages`` folder."""
+    """Write ``root/PetImages/<class>/<n>.jpg`` (up to three classes that look different);
+    with ``broken``, add the archive's kinds of bad files. Returns the ``PetImages`` folder."""
     rng = np.random.default_rng(seed)
     pets = root / "PetImages"
     for label, name in enumerate(classes):
         folder = pets / name
         folder.mkdir(parents=True, exist_ok=True)
         for i in range(per_class):
-            size = (int(rng.integers(160, 260)), int(rng.integers(120, 200)))
-            (folder / f"{i}.jpg").write_bytes(jpeg_bytes(photo(label % 2, rng, size)))
+            (folder / f"{i}.jpg").write_bytes(_jpeg(label % len(BASES), rng))
     if broken:
         cat, dog = pets / classes[0], pets / classes[1]
         good = (cat / "0.jpg").read_bytes()
@@ -73,6 +78,42 @@ def make_petimages(
         (dog / "gray.jpg").write_bytes(jpeg_bytes(photo(1, rng).convert("L")))
         (dog / "same_as_cat_0.jpg").write_bytes(good)  # one photo under both classes
     return pets
+
+
+def _jpeg(label: int, rng: np.random.Generator) -> bytes:
+    size = (int(rng.integers(160, 260)), int(rng.integers(120, 200)))
+    return jpeg_bytes(photo(label, rng, size))
+
+
+def write_photos(folder: Path, names: dict[str, int], seed: int = 0) -> Path:
+    """Write ``folder/<name>`` for each ``{name: class index}`` (names may hold sub-folders);
+    returns ``folder``."""
+    rng = np.random.default_rng(seed)
+    for name, label in names.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_bytes(_jpeg(label, rng))
+    return folder
+
+
+def make_named(folder: Path, per_class: int = 15, classes=("cat", "dog"), seed: int = 0) -> Path:
+    """A flat folder labelled by file name, as Kaggle's ``train/``: ``cat.0.jpg``,
+    ``dog.0.jpg`` and so on; returns ``folder``."""
+    names = {f"{name}.{i}.jpg": label for label, name in enumerate(classes)
+             for i in range(per_class)}  # fmt: skip
+    return write_photos(folder, names, seed)
+
+
+def make_csv_labelled(
+    folder: Path, per_class: int = 15, classes=("cat", "dog"), seed: int = 0
+) -> Path:
+    """Photos with names that say nothing (``img/<k>/<n>.jpg``) and ``labels.csv`` beside
+    them (columns ``path``, ``label`` and an extra one); returns ``folder``."""
+    names = {f"img/{i % 3}/{label * per_class + i:04d}.jpg": label
+             for label in range(len(classes)) for i in range(per_class)}  # fmt: skip
+    write_photos(folder, names, seed)
+    rows = [f"{name},{classes[label]},camera {label}" for name, label in names.items()]
+    (folder / "labels.csv").write_text("path,label,source\n" + "\n".join(rows) + "\n")
+    return folder
 
 
 def zip_folder(folder: Path, archive: Path) -> Path:

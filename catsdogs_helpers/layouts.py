@@ -1,0 +1,253 @@
+"""How labels are read: class folders, file names, or a CSV (the ``LABELS`` parameter).
+
+Each layout yields the same table, one row per photo: ``path`` (relative to the image root,
+with ``/``) and ``label``. Validation, the duplicate-aware split and everything after them
+read only that table, so every layout gets the same verdicts and the same split.
+
+=============  ===============================================  ============================
+``LABELS``     the photos                                       the label
+=============  ===============================================  ============================
+``""``         ``<root>/<class>/<photo>``                       the folder's name
+``filenames``  ``<root>/cat.123.jpg``, ``<root>/dog.45.jpg``    group 1 of ``LABEL_PATTERN``
+``csv``        anywhere under the CSV's folder                  its ``label`` column
+=============  ===============================================  ============================
+
+The image root is found inside ``DATA_DIR``: ``PetImages/`` when it is there, else the one
+folder an archive extracted (when there is exactly one), else ``DATA_DIR`` itself; with
+``LABELS_CSV`` set, the CSV's folder. Class names and their number come from the data; a
+classifier needs at least two, and fewer raise :class:`LayoutError` saying what was found.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from pathlib import Path, PurePosixPath
+
+import pandas as pd
+
+from .config import Layout
+
+log = logging.getLogger(__name__)
+
+IMAGE_ROOT_NAME = "PetImages"
+#: The CSV looked for beside the photos when ``LABELS="csv"`` and ``LABELS_CSV`` is empty.
+LABELS_CSV_NAME = "labels.csv"
+#: The folder the series keeps its decoded cache in, inside ``DATA_DIR``: never a class.
+DATA_FOLDER_NAMES = ("cache",)
+#: What a photo's name ends with, when file names carry the labels: anything else beside
+#: the photos (a README, the manifest, the archive) is not one of them. Your own photos to
+#: predict are found by the same suffixes (:func:`predicting.find_images`).
+PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+CSV_COLUMNS = ("path", "label")
+EXAMPLES = 3  # file names quoted in a message
+
+
+#: Class folders, the series' own layout (``LABELS=""``).
+FOLDERS = Layout()
+
+
+class LayoutError(ValueError):
+    """The photos do not hold labels the way ``LABELS`` says, or hold fewer than two classes."""
+
+
+def describe(layout: Layout) -> str:
+    """The layout in words, for messages: what the series expected to find."""
+    if layout.source == "filenames":
+        return f"photos named like cat.123.jpg, labelled by LABEL_PATTERN={layout.pattern!r}"
+    if layout.source == "csv":
+        return f"a CSV of {', '.join(CSV_COLUMNS)} ({layout.csv_path or LABELS_CSV_NAME})"
+    return "one folder of photos per class (<root>/<class>/<photo>)"
+
+
+def _visible(entry: os.DirEntry | Path) -> bool:
+    """Not hidden (``.DS_Store``, ``.extracting-*``), nor ``__MACOSX``-style, nor the cache."""
+    return not entry.name.startswith((".", "_")) and entry.name not in DATA_FOLDER_NAMES
+
+
+def class_folders(image_root: str | os.PathLike[str]) -> list[Path]:
+    """The class sub-folders of ``image_root``, sorted by name (hidden ones and the decoded
+    cache skipped)."""
+    root = Path(image_root)
+    return sorted(p for p in root.iterdir() if p.is_dir() and _visible(p))
+
+
+def _loose_files(folder: Path) -> list[str]:
+    """The names of the photos directly in ``folder`` (by their suffix), sorted: not hidden,
+    nor a folder."""
+    with os.scandir(folder) as entries:
+        return sorted(
+            e.name for e in entries
+            if _visible(e) and e.name.lower().endswith(PHOTO_SUFFIXES) and not e.is_dir()
+        )  # fmt: skip
+
+
+def labels_csv(folder: Path, layout: Layout) -> Path:
+    """The CSV that labels the photos: ``LABELS_CSV``, or ``labels.csv`` in ``folder``."""
+    return layout.csv_path or folder / LABELS_CSV_NAME
+
+
+def holds_layout(folder: Path, layout: Layout) -> bool:
+    """Whether ``folder`` looks like an image root of ``layout``: it has class folders, loose
+    photos, or the labels CSV. Reading its labels can still fail, with a specific message."""
+    if not folder.is_dir():
+        return False
+    if layout.source == "filenames":
+        return bool(_loose_files(folder))
+    if layout.source == "csv":
+        return labels_csv(folder, layout).is_file()
+    return bool(class_folders(folder))
+
+
+def find_image_root(data_dir: str | os.PathLike[str], layout: Layout = FOLDERS) -> Path | None:
+    """The image root inside ``data_dir`` for ``layout``, or None when there is none yet.
+
+    Tried in order: ``PetImages/``, the only folder at the top of ``data_dir`` (an extracted
+    archive's), ``data_dir`` itself. With ``LABELS_CSV`` set, its folder (wherever it is).
+    """
+    if layout.source == "csv" and layout.csv_path is not None:
+        return layout.csv_path.parent if layout.csv_path.is_file() else None
+    data_dir = Path(data_dir)
+    candidates = [data_dir / IMAGE_ROOT_NAME]
+    if data_dir.is_dir():
+        top = [p for p in data_dir.iterdir() if p.is_dir() and _visible(p)]
+        candidates += top if len(top) == 1 else []
+    for candidate in [*candidates, data_dir]:
+        if holds_layout(candidate, layout):
+            return candidate
+    return None
+
+
+def read_labels(image_root: str | os.PathLike[str], layout: Layout = FOLDERS) -> pd.DataFrame:
+    """Every photo under ``image_root`` with its label, as ``layout`` says: columns ``path``
+    (relative to ``image_root``) and ``label``, sorted by path.
+
+    Raises :class:`LayoutError` when the layout finds nothing to label, or fewer than two
+    classes.
+    """
+    root = Path(image_root)
+    if layout.source == "filenames":
+        table = _from_file_names(root, layout.pattern)
+    elif layout.source == "csv":
+        table = _from_csv(root, labels_csv(root, layout))
+    else:
+        table = _from_folders(root)
+    _check_classes(table, root, layout)
+    return table.sort_values("path", kind="stable").reset_index(drop=True)
+
+
+def _from_folders(root: Path) -> pd.DataFrame:
+    """Every entry of each class folder (broken ones too: validation gives them a verdict)."""
+    rows = []
+    for folder in class_folders(root):
+        with os.scandir(folder) as entries:
+            rows += [(f"{folder.name}/{e.name}", folder.name) for e in entries]
+    return pd.DataFrame(rows, columns=list(CSV_COLUMNS))
+
+
+def _from_file_names(root: Path, pattern: str) -> pd.DataFrame:
+    """The loose photos whose names ``pattern`` matches, labelled by its first group; the
+    others are left out, and counted in a log message. Files of other kinds (by suffix)
+    are not photos: a README or the manifest beside the photos is no class."""
+    regex = re.compile(pattern)
+    names = _loose_files(root)
+    rows, unmatched = [], []
+    for name in names:
+        found = regex.search(name)
+        if found and found.group(1):
+            rows.append((name, found.group(1)))
+        else:
+            unmatched.append(name)
+    if names and not rows:
+        raise LayoutError(
+            f"LABEL_PATTERN={pattern!r} matches none of the {len(names)} photos in {root} (such "
+            f"as {_examples(unmatched)}): its first group must capture the label, as "
+            "'^([A-Za-z]+)[._-]' captures 'cat' in cat.123.jpg."
+        )
+    if unmatched:
+        log.warning("left out %d photos whose names LABEL_PATTERN=%r does not match: %s",
+                    len(unmatched), pattern, _examples(unmatched))  # fmt: skip
+    return pd.DataFrame(rows, columns=list(CSV_COLUMNS))
+
+
+def _examples(names: list[str]) -> str:
+    shown = ", ".join(repr(n) for n in names[:EXAMPLES])
+    return shown + (f" and {len(names) - EXAMPLES} more" if len(names) > EXAMPLES else "")
+
+
+def _from_csv(root: Path, path: Path) -> pd.DataFrame:
+    """The CSV's rows, with paths made relative to its folder's ``root``. Rows without a path
+    or a label are left out (and counted in a log message); rows naming files that are not
+    there stay, so that validation lists them as ``unreadable``, with a warning here."""
+    table = _read_csv(path)
+    blank = (table["path"] == "") | (table["label"] == "")
+    if blank.any():
+        log.warning("%s: left out %d rows without a path or a label", path.name, blank.sum())
+    table = table[~blank].assign(path=lambda t: t["path"].map(lambda p: _inside(p, path)))
+    table = table.drop_duplicates()
+    twice = table[table["path"].duplicated(keep=False)].sort_values("path")
+    if len(twice):
+        shown = "; ".join(f"{p}: {', '.join(g['label'])}" for p, g in twice.groupby("path"))
+        raise LayoutError(f"{path} gives some files more than one label ({shown[:300]}): "
+                          "give each file one label.")  # fmt: skip
+    missing = [p for p in table["path"] if not (root / p).exists()]
+    if missing and len(missing) == len(table):
+        raise LayoutError(
+            f"none of the {len(table)} paths in {path} is a file under {root} (such as "
+            f"{_examples(missing)}): write each path relative to the CSV's folder."
+        )
+    if missing:
+        log.warning("%s names %d files that are not there (validation lists them as "
+                    "unreadable): %s", path.name, len(missing), _examples(missing))  # fmt: skip
+    return table
+
+
+def _read_csv(path: Path) -> pd.DataFrame:
+    """The ``path`` and ``label`` columns of the CSV at ``path``, as stripped text."""
+    if not path.is_file():
+        raise LayoutError(
+            f"LABELS_CSV: {path} is not a file. Give the path of a CSV with the columns "
+            f"{', '.join(CSV_COLUMNS)} (relative paths are inside DATA_DIR), or put "
+            f"{LABELS_CSV_NAME} beside the photos."
+        )
+    # utf-8-sig: a CSV saved by Excel starts with a byte-order mark, not part of "path"
+    table = pd.read_csv(
+        path, dtype=str, keep_default_na=False, skipinitialspace=True, encoding="utf-8-sig"
+    )
+    table.columns = [str(c).strip().lower() for c in table.columns]
+    missing = [c for c in CSV_COLUMNS if c not in table.columns]
+    if missing:
+        raise LayoutError(
+            f"{path} lacks the column(s) {', '.join(missing)} (it has: "
+            f"{', '.join(table.columns) or 'none'}): its first line must name the columns "
+            f"{', '.join(CSV_COLUMNS)}, one row per photo."
+        )
+    return table[list(CSV_COLUMNS)].apply(lambda column: column.str.strip())
+
+
+def _inside(text: str, csv_path: Path) -> str:
+    """A CSV path as ``a/b.jpg``: relative to the CSV's folder, never leaving it."""
+    path = PurePosixPath(text.replace("\\", "/"))
+    if path.is_absolute() or ".." in path.parts:
+        raise LayoutError(
+            f"{csv_path} names {text!r}: write each path relative to the CSV's folder "
+            f"({csv_path.parent}), without '..'."
+        )
+    return path.as_posix()
+
+
+def _check_classes(table: pd.DataFrame, root: Path, layout: Layout) -> None:
+    """Raise :class:`LayoutError` unless ``table`` holds at least two classes."""
+    counts = table["label"].value_counts().sort_index()
+    if len(counts) >= 2:
+        return
+    found = (
+        f"one class, {counts.index[0]!r} ({counts.iloc[0]} files)" if len(counts)
+        else "no photos"
+    )  # fmt: skip
+    raise LayoutError(
+        f"found {found} in {root}, read as {describe(layout)}. A classifier needs at least "
+        "two classes, each with photos: add the other class(es), or set LABELS (and "
+        "LABEL_PATTERN or LABELS_CSV) to how your photos are labelled."
+    )

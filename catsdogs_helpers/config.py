@@ -461,6 +461,21 @@ def default_num_workers() -> int:
     return 0 if cores <= 2 else min(4, cores - 1)
 
 
+def _check_weights_path(path: str, pretrained: bool) -> None:
+    """A WEIGHTS_PATH is for a pretrained start and must exist: said now, not after the data
+    are cached (``models.load_imagenet_weights`` checks that the file fits the model)."""
+    if path and not pretrained:
+        raise ParameterError(
+            f"WEIGHTS_PATH={path!r} is set but PRETRAINED=False: set PRETRAINED=True to start "
+            "from those weights, or leave WEIGHTS_PATH empty."
+        )
+    if path and not Path(path).expanduser().is_file():
+        raise ParameterError(
+            f"WEIGHTS_PATH={path!r} is not a file: give the absolute path of a .pth of "
+            "torchvision's ImageNet weights (or leave it empty to download them)."
+        )
+
+
 def make_config(**values: Any) -> RunConfig:
     """A checked :class:`RunConfig` from parameter values given by name (the rest take their
     defaults; the environment is not read, see :func:`from_parameters`).
@@ -476,11 +491,7 @@ def make_config(**values: Any) -> RunConfig:
     epochs = p["EPOCHS"] or (PRETRAINED_EPOCHS if pretrained else recipe.epochs)
     if image_size < 32:
         raise ParameterError(f"IMAGE_SIZE={image_size} is too small: use 32 or more (0 = recipe).")
-    if p["WEIGHTS_PATH"] and not pretrained:
-        raise ParameterError(
-            f"WEIGHTS_PATH={p['WEIGHTS_PATH']!r} is set but PRETRAINED=False: set PRETRAINED=True "
-            "to start from those weights, or leave WEIGHTS_PATH empty."
-        )
+    _check_weights_path(p["WEIGHTS_PATH"], pretrained)
     run_dir(p["RUN_NAME"])  # checks the name
     return RunConfig(
         data_dir=data_dir(p["DATA_DIR"]), dataset_url=p["DATASET_URL"] or DEFAULT_DATASET_URL,

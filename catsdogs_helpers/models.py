@@ -111,7 +111,9 @@ def _hub_state_dict(name: str) -> dict:
 
 def _file_state_dict(path: Path) -> dict:
     if not path.is_file():
-        raise WeightsError(f"WEIGHTS_PATH={str(path)!r} is not a file: give the path of a .pth")
+        raise WeightsError(
+            f"WEIGHTS_PATH={str(path)!r} is not a file: give the absolute path of a .pth"
+        )
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:

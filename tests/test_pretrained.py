@@ -111,6 +111,12 @@ def test_a_pretrained_plan_fine_tunes_and_a_scratch_plan_is_unchanged():
         config.make_config(WEIGHTS_PATH="w.pth")
 
 
+def test_a_weights_path_that_is_no_file_stops_before_any_work(tmp_path):
+    missing = str(tmp_path / "resnet18.pth")
+    with pytest.raises(config.ParameterError, match="is not a file: give the absolute path"):
+        config.make_config(PRETRAINED=True, MODEL_NAME="resnet18", WEIGHTS_PATH=missing)
+
+
 @pytest.fixture
 def pretrained_run(petimages, fake_imagenet, monkeypatch):
     """A pretrained ResNet-18 run on the synthetic photos: 48 px, 2 epochs, head first."""

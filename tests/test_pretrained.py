@@ -100,7 +100,9 @@ def test_a_pretrained_plan_fine_tunes_and_a_scratch_plan_is_unchanged():
     scratch = scratch_cfg.plan(8000)
     assert plan.fine_tuning == config.FineTuning(head_epochs=1, backbone_lr_scale=0.1)
     assert plan.sizes == (224, 224), "the weights' size throughout, no progressive resizing"
-    assert plan.lr == pytest.approx(scratch.lr * 0.1)
+    assert plan.lr == pytest.approx(scratch.lr * 0.1), "SGD's rate from scratch would wreck them"
+    adam = config.make_config(PRETRAINED=True, RECIPE="tutorial").plan(8000)
+    assert adam.lr == pytest.approx(1e-3), "Adam's 1e-3 is already a fine-tuning rate"
     assert [training.trains_backbone(plan, e) for e in range(2)] == [False, True]
     assert scratch.fine_tuning is None and training.trains_backbone(scratch, 0)
     before = {"plan": {k: v for k, v in scratch.to_dict().items() if k != "fine_tuning"}}

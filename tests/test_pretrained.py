@@ -92,6 +92,14 @@ def test_the_weights_were_made_with_our_normalisation_and_size(name):
     assert preset.crop_size == [config.PRETRAINED_IMAGE_SIZE]
 
 
+@pytest.mark.parametrize("name", config.MODEL_NAMES)
+def test_the_head_is_the_new_output_layer(name):
+    model = models.create_model(name, 3)
+    head = models.head_of(model)
+    assert isinstance(head, torch.nn.Linear) and head.out_features == 3
+    assert head is list(model.modules())[-1], "the last layer, the one create_model replaced"
+
+
 def test_a_pretrained_plan_fine_tunes_and_a_scratch_plan_is_unchanged():
     cfg = config.make_config(PRETRAINED=True, MODEL_NAME="resnet18")
     assert (cfg.image_size, cfg.epochs) == (224, 2)

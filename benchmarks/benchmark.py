@@ -4,6 +4,7 @@
     python benchmarks/benchmark.py --time-to-accuracy   # plus stage 4 (about 12 minutes)
     python benchmarks/benchmark.py --only first_runs    # stage 5 alone (about 5 minutes)
     python benchmarks/benchmark.py --only trust         # stage 6 alone (about 6 minutes)
+    python benchmarks/benchmark.py --only pretrained    # stage 7 alone (about 3 minutes)
 
 Stages (each in its own process, so its peak memory is its own):
 
@@ -27,6 +28,11 @@ Stages (each in its own process, so its peak memory is its own):
 6. trust: the quick run's test photos predicted as your own photos against the test loader
    (and against the old own-photo path), the test-time augmentation table, the calibration
    error before and after temperature scaling, and a threshold for 99 % precision for Cat.
+7. pretrained: what an epoch of a pretrained start costs. Training images/s of the fast
+   recipe's ResNet-9 at 96 px against a ResNet-18 fine-tuned the way ``PRETRAINED=True``
+   plans it (at 224 px: its head-only first epoch, then all layers; and all layers at
+   128 px), taking turns step by step. Random weights: the speed does not depend on them,
+   and nothing is downloaded.
 
 Stages 1-3 use photos of the 10k subset enlarged to 500x375, the size of the real archive's
 photos. Ratios are measured within one run, so they hold on a noisy machine; absolute
@@ -350,6 +356,48 @@ def stage_time_to_accuracy() -> dict:
     }
 
 
+def stage_pretrained(batch: int = 32, steps: int = 5, warmup: int = 2) -> dict:
+    import numpy as np
+    import torch
+
+    from catsdogs_helpers import config, devices, models, training
+
+    device = devices.pick_device("auto")
+    amp = devices.amp_dtype(device)
+    plan = config.make_config(PRETRAINED=True, MODEL_NAME="resnet18").plan(8000)
+    size = plan.sizes[0]
+    cases = {  # name: (model, image side, epoch of the pretrained plan or None from scratch)
+        "resnet9_96": ("resnet9", 96, None),
+        f"resnet18_{size}_head": ("resnet18", size, 0),
+        f"resnet18_{size}_all": ("resnet18", size, 1),
+        "resnet18_128_all": ("resnet18", 128, 1),
+    }
+    runs = {}
+    for name, (model_name, side, epoch) in cases.items():
+        model = models.create_model(model_name, 2).to(device, memory_format=torch.channels_last)
+        if epoch is not None:  # the pretrained plan's phase: head alone (0) or all layers (1)
+            training.set_trainable(model, plan, epoch)
+        scale = plan.fine_tuning.backbone_lr_scale if epoch is not None else None
+        optimizer = training.make_optimizer(model, "sgd", 0.01, 5e-4, backbone_lr_scale=scale)
+        x = torch.randn(batch, 3, side, side, device=device)
+        runs[name] = (model, optimizer, x.contiguous(memory_format=torch.channels_last), [])
+    y = torch.randint(0, 2, (batch,), device=device)
+    for _ in range(warmup + steps):
+        for model, optimizer, x, times in runs.values():
+            start = time.perf_counter()
+            with devices.autocast(device, amp):
+                loss = torch.nn.functional.cross_entropy(model(x).float(), y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            times.append(time.perf_counter() - start)
+    rates = {name: batch / float(np.median(r[3][warmup:])) for name, r in runs.items()}
+    return {"device": str(device), "amp_dtype": str(amp), "batch": batch, "img_s": rates,
+            "threads": torch.get_num_threads()}  # fmt: skip
+
+
 def stage_first_runs() -> dict:
     return {"quick": train_and_test(**QUICK_RUN), "small": train_and_test(**SMALL_RUN)}
 
@@ -407,7 +455,7 @@ def torch_cpu():
 
 STAGES = {"data": stage_data, "train": stage_train, "scan": stage_scan,
           "time_to_accuracy": stage_time_to_accuracy, "first_runs": stage_first_runs,
-          "trust": stage_trust}  # fmt: skip
+          "trust": stage_trust, "pretrained": stage_pretrained}  # fmt: skip
 
 
 def run_stage(name: str, folder: Path) -> dict:
@@ -469,6 +517,8 @@ def print_table(r: dict) -> None:
         print_first_runs(r["first_runs"])
     if "trust" in r:
         print_trust(r["trust"])
+    if "pretrained" in r:
+        print_pretrained(r["pretrained"])
 
 
 def print_trust(t: dict) -> None:
@@ -490,6 +540,14 @@ def print_trust(t: dict) -> None:
     print(f"  {t['goal']}: threshold {t['threshold']:.3f}; on the test split precision "
           f"{th['precision']:.1%} recall {th['recall']:.1%} (the most likely class: "
           f"{am['precision']:.1%}, {am['recall']:.1%})")  # fmt: skip
+
+
+def print_pretrained(p: dict) -> None:
+    rates = p["img_s"]
+    base = rates["resnet9_96"]
+    print(f"\ntraining img/s, batch {p['batch']}, {p['device']}, autocast {p['amp_dtype']}:")
+    for name, rate in rates.items():
+        print(f"  {name:<22}{rate:>8.1f} img/s{rate / base:>8.2f}x resnet9_96")
 
 
 def print_first_runs(runs: dict) -> None:

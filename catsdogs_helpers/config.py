@@ -89,6 +89,7 @@ PARAMETERS: dict[str, Parameter] = {
         Parameter("LABELS", "", '"": class folders; "filenames" or "csv"', LABEL_SOURCES),
         Parameter("LABEL_PATTERN", DEFAULT_LABEL_PATTERN, "LABELS=filenames: group 1 is the label"),
         Parameter("LABELS_CSV", "", 'LABELS=csv: path,label ("": labels.csv by the photos)'),
+        Parameter("WEIGHTS_PATH", "", '"": download; or a .pth of torchvision\'s ImageNet weights'),
     )
 }
 
@@ -309,6 +310,42 @@ RECIPE_DEFAULTS: dict[str, Recipe] = {
 }  # fmt: skip
 
 
+# ---------------------------------------------------------------------- pretrained starts
+
+#: What ``PRETRAINED=True`` changes when ``IMAGE_SIZE`` and ``EPOCHS`` are left at 0. 224 px is
+#: the crop torchvision's ImageNet weights were trained at (their ``weights.transforms()``
+#: ``crop_size``, as a test checks): features learnt at one scale work best at that scale. On
+#: a CPU it is slow (see the README); ``IMAGE_SIZE=128`` trains about four times faster.
+PRETRAINED_IMAGE_SIZE = 224
+#: One epoch for the new output layer alone, one for all layers: what fastai's
+#: ``fine_tune(1)`` does, enough for ImageNet features on cats and dogs.
+PRETRAINED_EPOCHS = 2
+#: The new output layer's peak learning rate as a share of the recipe's. SGD's 0.2 (per 128
+#: images) is for a network that learns from scratch and would wreck ImageNet features;
+#: Adam's 1e-3 is already the usual rate for fine-tuning.
+PRETRAINED_LR_SCALE = {"sgd": 0.1, "adam": 1.0}
+#: The pretrained layers learn at this share of the new layer's rate once they train: they
+#: need only small corrections (discriminative learning rates).
+BACKBONE_LR_SCALE = 0.1
+
+
+@dataclass(frozen=True)
+class FineTuning:
+    """How a plan trains pretrained weights: the new output layer (the *head*) alone for
+    ``head_epochs`` epochs, the rest (the *backbone*) frozen, then all layers, the backbone at
+    ``backbone_lr_scale`` times the head's learning rate. A random new head would send large,
+    meaningless gradients into good features; trained first, it does not."""
+
+    head_epochs: int
+    backbone_lr_scale: float
+
+
+def fine_tuning_for(epochs: int) -> FineTuning:
+    """The fine-tuning of a pretrained run of ``epochs`` epochs: the head alone in the first
+    epoch (when there are at least two), then everything at :data:`BACKBONE_LR_SCALE`."""
+    return FineTuning(head_epochs=1 if epochs > 1 else 0, backbone_lr_scale=BACKBONE_LR_SCALE)
+
+
 @dataclass(frozen=True)
 class TrainingPlan:
     """Everything that decides how a model is trained, resolved for one data set: what
@@ -326,6 +363,7 @@ class TrainingPlan:
     label_smoothing: float
     early_stopping: int
     sizes: tuple[int, ...] = field(default=())  # the training image side of each epoch
+    fine_tuning: FineTuning | None = None  # pretrained weights: what trains when; None: all
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -430,6 +468,7 @@ class RunConfig:
     predict_path: str
     tta: str
     layout: Layout = field(default_factory=Layout)
+    weights_path: str = ""
 
     @property
     def run_dir(self) -> Path:
@@ -442,16 +481,24 @@ class RunConfig:
 
     def plan(self, n_train: int) -> TrainingPlan:
         """The training plan for ``n_train`` training images (batch and learning rate adapt
-        to small data sets unless ``BATCH_SIZE`` is set)."""
+        to small data sets unless ``BATCH_SIZE`` is set).
+
+        Pretrained weights get their fine-tuning (:func:`fine_tuning_for`), a lower rate
+        (:data:`PRETRAINED_LR_SCALE`) and every epoch at full size: progressive resizing
+        would show them a scale they were not trained at."""
         recipe = self.recipe
         batch_size = self.batch_size or recipe.batch_size_for(n_train)
+        lr = recipe.lr_for(batch_size)
+        sizes = recipe.sizes_for(self.image_size, self.epochs)
+        if self.pretrained:
+            lr *= PRETRAINED_LR_SCALE[recipe.optimizer]
+            sizes = (self.image_size,) * self.epochs
         return TrainingPlan(
             model_name=self.model_name, pretrained=self.pretrained, augment=self.augment,
-            epochs=self.epochs, batch_size=batch_size, optimizer=recipe.optimizer,
-            lr=recipe.lr_for(batch_size), weight_decay=recipe.weight_decay,
-            schedule=recipe.schedule, label_smoothing=recipe.label_smoothing,
-            early_stopping=recipe.early_stopping,
-            sizes=recipe.sizes_for(self.image_size, self.epochs),
+            epochs=self.epochs, batch_size=batch_size, optimizer=recipe.optimizer, lr=lr,
+            weight_decay=recipe.weight_decay, schedule=recipe.schedule,
+            label_smoothing=recipe.label_smoothing, early_stopping=recipe.early_stopping,
+            sizes=sizes, fine_tuning=fine_tuning_for(self.epochs) if self.pretrained else None,
         )  # fmt: skip
 
     def to_dict(self) -> dict[str, Any]:
@@ -476,6 +523,21 @@ def default_num_workers() -> int:
     return 0 if cores <= 2 else min(4, cores - 1)
 
 
+def _check_weights_path(path: str, pretrained: bool) -> None:
+    """A WEIGHTS_PATH is for a pretrained start and must exist: said now, not after the data
+    are cached (``models.load_imagenet_weights`` checks that the file fits the model)."""
+    if path and not pretrained:
+        raise ParameterError(
+            f"WEIGHTS_PATH={path!r} is set but PRETRAINED=False: set PRETRAINED=True to start "
+            "from those weights, or leave WEIGHTS_PATH empty."
+        )
+    if path and not Path(path).expanduser().is_file():
+        raise ParameterError(
+            f"WEIGHTS_PATH={path!r} is not a file: give the absolute path of a .pth of "
+            "torchvision's ImageNet weights (or leave it empty to download them)."
+        )
+
+
 def make_config(**values: Any) -> RunConfig:
     """A checked :class:`RunConfig` from parameter values given by name (the rest take their
     defaults; the environment is not read, see :func:`from_parameters`).
@@ -486,10 +548,12 @@ def make_config(**values: Any) -> RunConfig:
     if problems:
         raise ParameterError("; ".join(problems))
     p = {n: parse_value(n, values.get(n, spec.default), "given") for n, spec in PARAMETERS.items()}
-    recipe = RECIPE_DEFAULTS[p["RECIPE"]]
-    image_size = p["IMAGE_SIZE"] or recipe.image_size
+    recipe, pretrained = RECIPE_DEFAULTS[p["RECIPE"]], p["PRETRAINED"]
+    image_size = p["IMAGE_SIZE"] or (PRETRAINED_IMAGE_SIZE if pretrained else recipe.image_size)
+    epochs = p["EPOCHS"] or (PRETRAINED_EPOCHS if pretrained else recipe.epochs)
     if image_size < 32:
         raise ParameterError(f"IMAGE_SIZE={image_size} is too small: use 32 or more (0 = recipe).")
+    _check_weights_path(p["WEIGHTS_PATH"], pretrained)
     run_dir(p["RUN_NAME"])  # checks the name
     folder = data_dir(p["DATA_DIR"])
     layout = make_layout(p["LABELS"], p["LABEL_PATTERN"], p["LABELS_CSV"], folder)
@@ -497,14 +561,15 @@ def make_config(**values: Any) -> RunConfig:
         data_dir=folder, dataset_url=p["DATASET_URL"] or DEFAULT_DATASET_URL,
         dataset_sha256=p["DATASET_SHA256"].lower(), run_name=p["RUN_NAME"], seed=p["SEED"],
         recipe=recipe, model_name=p["MODEL_NAME"] or recipe.model_name,
-        augment=p["AUGMENT"] or recipe.augment, epochs=p["EPOCHS"] or recipe.epochs,
+        augment=p["AUGMENT"] or recipe.augment, epochs=epochs,
         batch_size=p["BATCH_SIZE"], image_size=image_size,
         cache_size=recipe.cache_size_for(image_size),
         num_workers=default_num_workers() if p["NUM_WORKERS"] < 0 else p["NUM_WORKERS"],
-        limit_per_class=p["LIMIT_PER_CLASS"], device=p["DEVICE"], pretrained=p["PRETRAINED"],
+        limit_per_class=p["LIMIT_PER_CLASS"], device=p["DEVICE"], pretrained=pretrained,
         resume=p["RESUME"], overwrite=p["OVERWRITE"], predict_path=p["PREDICT_PATH"],
         tta=p["TTA"] or recipe.tta,
         layout=layout,
+        weights_path=p["WEIGHTS_PATH"],
     )  # fmt: skip
 
 

@@ -2,11 +2,18 @@
 
 Every model gets an output layer sized to the classes. Trained from scratch by default (no
 download). ``pretrained=True`` loads torchvision's ImageNet weights (torchvision models only),
-which needs the internet once and gives much higher accuracy quickly.
+which gives much higher accuracy quickly: from ``weights_path`` (``WEIGHTS_PATH``) when given,
+else from the torch hub cache (``torch.hub.get_dir()/checkpoints``), downloading them there
+the first time. The new output layer (:func:`head_of`) replaces ImageNet's 1000 classes.
 """
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+from urllib.parse import urlparse
+
+import torch
 import torchvision
 from torch import nn
 
@@ -69,11 +76,94 @@ class ResNet9(nn.Module):
         return self.fc(self.features(x)) * self.scale
 
 
-def create_model(name: str, num_classes: int, *, pretrained: bool = False) -> nn.Module:
+class WeightsError(RuntimeError):
+    """Pretrained weights are neither here nor downloadable, or do not fit the architecture."""
+
+
+def imagenet_weights(name: str) -> torchvision.models.WeightsEnum:
+    """torchvision's ImageNet weights for ``name`` (their ``DEFAULT``): URL, file name,
+    ``transforms()`` (the crop size and normalisation they were trained with)."""
+    return getattr(torchvision.models, _WEIGHTS[name]).DEFAULT
+
+
+def hub_weights_file(name: str) -> Path:
+    """Where torchvision keeps (and first looks for) ``name``'s ImageNet weights: the torch hub
+    cache, ``torch.hub.get_dir()/checkpoints/`` (set by ``TORCH_HOME``)."""
+    filename = Path(urlparse(imagenet_weights(name).url).path).name
+    return Path(torch.hub.get_dir()) / "checkpoints" / filename
+
+
+def _hub_state_dict(name: str) -> dict:
+    weights = imagenet_weights(name)
+    try:  # torchvision's own loader: the cached file, or a download into the cache
+        return weights.get_state_dict(
+            progress=True, check_hash=True, map_location="cpu", weights_only=True
+        )
+    except Exception as err:
+        raise WeightsError(
+            f"PRETRAINED=True: the ImageNet weights of {name} are not on this machine and could "
+            f"not be downloaded or read ({type(err).__name__}: {err}). Without a network, "
+            f"download {weights.url} elsewhere, then put it in {hub_weights_file(name).parent} "
+            "(torch.hub.get_dir()/checkpoints, where torchvision looks) or set WEIGHTS_PATH to "
+            "the file."
+        ) from err
+
+
+def _file_state_dict(path: Path) -> dict:
+    if not path.is_file():
+        raise WeightsError(
+            f"WEIGHTS_PATH={str(path)!r} is not a file: give the absolute path of a .pth"
+        )
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise WeightsError(
+            f"WEIGHTS_PATH={str(path)!r} is not a readable state dict: {err}"
+        ) from err
+    if not isinstance(state, dict):
+        raise WeightsError(f"WEIGHTS_PATH={str(path)!r} holds a {type(state).__name__}, not a "
+                           "state dict")  # fmt: skip
+    return state
+
+
+def load_imagenet_weights(
+    model: nn.Module, name: str, weights_path: str | os.PathLike[str] = ""
+) -> None:
+    """Load ``name``'s ImageNet weights into ``model`` (a torchvision ``name`` with its 1000
+    ImageNet outputs): from ``weights_path`` when given, else from the torch hub cache
+    (downloaded there when missing). Raises :class:`WeightsError` naming what to do."""
+    path = Path(weights_path).expanduser() if weights_path else hub_weights_file(name)
+    state = _file_state_dict(path) if weights_path else _hub_state_dict(name)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as err:
+        summary = str(err).splitlines()[0:3]
+        raise WeightsError(
+            f"{path} does not fit {name}: {' '.join(summary)[:400]}. It must hold torchvision's "
+            f"ImageNet state dict for {name} ({imagenet_weights(name).url})."
+        ) from err
+
+
+def head_of(model: nn.Module) -> nn.Module:
+    """The output layer :func:`create_model` makes (``fc``, or EfficientNet's last classifier
+    layer): new and random in a pretrained model, so it is trained first, on its own."""
+    fc = getattr(model, "fc", None)
+    return fc if isinstance(fc, nn.Linear) else model.classifier[-1]
+
+
+def create_model(
+    name: str,
+    num_classes: int,
+    *,
+    pretrained: bool = False,
+    weights_path: str | os.PathLike[str] = "",
+) -> nn.Module:
     """Build ``name`` (one of :data:`config.MODEL_NAMES`) with ``num_classes`` outputs.
 
-    From scratch, torchvision ResNets start with the last batch-norm of each residual block
-    at zero, so each block begins as the identity: a known help without pretrained weights.
+    ``pretrained``: start from ImageNet weights (:func:`load_imagenet_weights`; ``weights_path``
+    is a local copy of them). From scratch, torchvision ResNets start with the last
+    batch-norm of each residual block at zero, so each block begins as the identity: a known
+    help without pretrained weights.
     """
     if name not in MODEL_NAMES:
         raise ValueError(f"model {name!r} is unknown: use one of {', '.join(MODEL_NAMES)}")
@@ -82,15 +172,15 @@ def create_model(name: str, num_classes: int, *, pretrained: bool = False) -> nn
     if name == "resnet9":
         if pretrained:
             raise ValueError("resnet9 has no pretrained weights: use PRETRAINED=False, or a "
-                             "torchvision model such as resnet18")  # fmt: skip
+                             'torchvision model such as MODEL_NAME="resnet18"')  # fmt: skip
         return ResNet9(num_classes)
+    if weights_path and not pretrained:
+        raise ValueError(f"weights_path={str(weights_path)!r} is given without pretrained=True")
     builder = getattr(torchvision.models, name)
+    scratch = {"zero_init_residual": True} if name.startswith("resnet") and not pretrained else {}
+    model = builder(weights=None, **scratch)
     if pretrained:
-        weights = getattr(torchvision.models, _WEIGHTS[name]).DEFAULT
-        model = builder(weights=weights)
-    else:
-        extra = {"zero_init_residual": True} if name.startswith("resnet") else {}
-        model = builder(weights=None, **extra)
+        load_imagenet_weights(model, name, weights_path)
     if name.startswith("resnet"):
         model.fc = nn.Linear(model.fc.in_features, num_classes)
     else:

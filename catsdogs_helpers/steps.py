@@ -138,7 +138,9 @@ def train_run(cfg: RunConfig, *, progress: bool = True) -> tuple[torch.nn.Module
     device = pick_device(cfg.device)
     seed_everything(seed_for(cfg.seed, "model"))
     names = loaders["train"].dataset.class_names
-    model = create_model(plan.model_name, len(names), pretrained=plan.pretrained)
+    model = create_model(
+        plan.model_name, len(names), pretrained=plan.pretrained, weights_path=cfg.weights_path
+    )
     history = fit(
         model, loaders["train"], loaders["val"], plan, run_dir=cfg.run_dir, class_names=names,
         settings=cfg.to_dict(), device=device, amp_dtype=amp_dtype(device), resume=cfg.resume,

@@ -10,7 +10,11 @@ adds what a real run needs:
   half-written checkpoint behind; ``history.csv`` and ``summary.json`` (see :mod:`runs`);
 - resuming (``resume=True``), reuse of a finished run with the same settings, and
   :class:`~catsdogs_helpers.runs.RunConflict` for one with other settings;
-- progressive resizing (each epoch's image size comes from the plan) and early stopping.
+- progressive resizing (each epoch's image size comes from the plan) and early stopping;
+- fine-tuning of pretrained weights (``plan.fine_tuning``): the new output layer alone
+  first, then all layers, the pretrained ones at a lower rate (:func:`set_trainable`,
+  :func:`parameter_groups`). Which layers train follows from the epoch number alone, so a
+  resumed run continues in the right phase.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ from . import runs
 from .config import TrainingPlan, seed_for
 from .devices import autocast, to_model_input
 from .files import atomic_path
-from .models import create_model
+from .models import create_model, head_of
 from .progress import progress_bar
 from .transforms import Preprocessing
 
@@ -130,18 +134,63 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def make_optimizer(
-    model: nn.Module, name: str, lr: float, weight_decay: float
-) -> torch.optim.Optimizer:
-    """``sgd`` (Nesterov momentum 0.9, no decay on biases and norms) or ``adam``."""
-    decay, no_decay = [], []
-    for param in model.parameters():
-        if param.requires_grad:
-            (no_decay if param.ndim <= 1 else decay).append(param)
-    groups = [
-        {"params": decay, "weight_decay": weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
+def _decay_groups(params: list, lr: float, weight_decay: float) -> list[dict]:
+    """Weight decay for weights, none for biases and norms (decaying them only hurts)."""
+    return [
+        {"params": [p for p in params if p.ndim > 1], "lr": lr, "weight_decay": weight_decay},
+        {"params": [p for p in params if p.ndim <= 1], "lr": lr, "weight_decay": 0.0},
     ]
+
+
+def parameter_groups(
+    model: nn.Module, lr: float, weight_decay: float, backbone_lr_scale: float | None = None
+) -> list[dict]:
+    """The optimiser's parameter groups. From scratch: the trainable parameters, with and
+    without weight decay. Fine-tuning (``backbone_lr_scale`` given): the new output layer at
+    ``lr``, every other parameter at ``lr * backbone_lr_scale``, frozen now or not (which ones
+    train changes by epoch, :func:`set_trainable`; a frozen one gets no gradient, and the
+    optimiser skips it)."""
+    if backbone_lr_scale is None:
+        params = [p for p in model.parameters() if p.requires_grad]
+        return _decay_groups(params, lr, weight_decay)
+    head = {id(p) for p in head_of(model).parameters()}
+    head_params = [p for p in model.parameters() if id(p) in head]
+    backbone = [p for p in model.parameters() if id(p) not in head]
+    return _decay_groups(head_params, lr, weight_decay) + _decay_groups(
+        backbone, lr * backbone_lr_scale, weight_decay
+    )
+
+
+def trains_backbone(plan: TrainingPlan, epoch: int) -> bool:
+    """Whether epoch ``epoch`` (counted from 0) trains all layers: always from scratch; with
+    pretrained weights, not in the first ``plan.fine_tuning.head_epochs``."""
+    return plan.fine_tuning is None or epoch >= plan.fine_tuning.head_epochs
+
+
+def set_trainable(model: nn.Module, plan: TrainingPlan, epoch: int) -> None:
+    """Freeze the pretrained layers in a head-only epoch, unfreeze them after (no change from
+    scratch). Frozen layers get no gradient: the optimiser leaves them as they are and the
+    backward pass stops at the head, so a head epoch costs little more than a forward pass.
+    Their batch-norm statistics still adapt to the new photos (the model is in train mode)."""
+    if plan.fine_tuning is None:
+        return
+    everything = trains_backbone(plan, epoch)
+    head = {id(p) for p in head_of(model).parameters()}
+    for param in model.parameters():
+        param.requires_grad_(everything or id(param) in head)
+
+
+def make_optimizer(
+    model: nn.Module,
+    name: str,
+    lr: float,
+    weight_decay: float,
+    *,
+    backbone_lr_scale: float | None = None,
+) -> torch.optim.Optimizer:
+    """``sgd`` (Nesterov momentum 0.9) or ``adam``, over :func:`parameter_groups` (no decay on
+    biases and norms; with ``backbone_lr_scale``, a lower rate for pretrained layers)."""
+    groups = parameter_groups(model, lr, weight_decay, backbone_lr_scale)
     if name == "sgd":
         return torch.optim.SGD(groups, lr=lr, momentum=0.9, nesterov=True)
     if name == "adam":
@@ -187,7 +236,10 @@ def make_training_parts(
     amp_dtype: torch.dtype | None = None,
 ) -> TrainingParts:  # fmt: skip
     """The optimiser, schedule, scaler (float16 only) and loss of ``plan`` for ``model``."""
-    optimizer = make_optimizer(model, plan.optimizer, plan.lr, plan.weight_decay)
+    scale = plan.fine_tuning.backbone_lr_scale if plan.fine_tuning else None
+    optimizer = make_optimizer(
+        model, plan.optimizer, plan.lr, plan.weight_decay, backbone_lr_scale=scale
+    )
     return TrainingParts(
         optimizer=optimizer,
         scheduler=make_scheduler(
@@ -420,6 +472,7 @@ def fit(
         while not done:
             reseed_epoch(train_loader, seed_for(settings.get("seed", 0), "epoch", state.epoch))
             size = plan.sizes[state.epoch]
+            set_trainable(model, plan, state.epoch)  # fine-tuning: the head alone first
             train = train_epoch(
                 model, train_loader, parts.optimizer, parts.loss_fn, device,
                 scheduler=parts.scheduler if parts.per_batch else None, scaler=parts.scaler,

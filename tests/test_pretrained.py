@@ -1,0 +1,206 @@
+"""A pretrained start: loading ImageNet weights without a download, and the fine-tuning
+schedule (the new head alone first, then all layers, the pretrained ones at a lower rate).
+
+Nothing here reaches the internet: the "ImageNet weights" are a randomly initialised
+torchvision ResNet-18 saved to a file, and torchvision's download is made to fail."""
+
+from __future__ import annotations
+
+import urllib.error
+
+import pytest
+import torch
+import torchvision
+
+from catsdogs_helpers import config, models, runs, steps, training, transforms
+
+
+@pytest.fixture
+def fake_imagenet(tmp_path):
+    """A state dict shaped like torchvision's ImageNet ResNet-18 (random, seeded), saved."""
+    torch.manual_seed(7)
+    state = torchvision.models.resnet18(weights=None).state_dict()
+    path = tmp_path / "resnet18-imagenet.pth"
+    torch.save(state, path)
+    return path, state
+
+
+@pytest.fixture
+def offline(tmp_path, monkeypatch):
+    """An empty torch hub cache, and a download that fails as it does without a network."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
+
+    def no_network(url, *args, **kwargs):
+        raise urllib.error.URLError("no network here")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", no_network)
+    return tmp_path / "torch-home" / "hub" / "checkpoints"
+
+
+def _assert_backbone_is(model, state):
+    mine = model.state_dict()
+    backbone = [k for k in state if not k.startswith("fc.")]
+    assert len(backbone) > 100
+    for key in backbone:
+        torch.testing.assert_close(mine[key], state[key], msg=key)
+
+
+def test_weights_path_loads_the_file_and_a_new_head(fake_imagenet, offline):
+    path, state = fake_imagenet
+    model = models.create_model("resnet18", 2, pretrained=True, weights_path=path)
+    _assert_backbone_is(model, state)
+    assert models.head_of(model) is model.fc and model.fc.out_features == 2
+    scratch = models.create_model("resnet18", 2)
+    assert not torch.equal(scratch.conv1.weight, model.conv1.weight), "not a fresh model"
+
+
+def test_the_torch_hub_cache_is_used_without_a_download(fake_imagenet, offline):
+    path, state = fake_imagenet
+    cached = models.hub_weights_file("resnet18")
+    assert cached.parent == offline and cached.name == "resnet18-f37072fd.pth"
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(path.read_bytes())
+    _assert_backbone_is(models.create_model("resnet18", 2, pretrained=True), state)
+
+
+def test_no_network_and_no_file_says_where_to_put_it(offline):
+    with pytest.raises(models.WeightsError) as caught:
+        models.create_model("resnet18", 2, pretrained=True)
+    message = str(caught.value)
+    assert "WEIGHTS_PATH" in message and str(offline) in message
+    assert "torch.hub.get_dir()" in message and "resnet18-f37072fd.pth" in message
+    assert "URLError" in message
+
+
+def test_weights_of_another_architecture_are_refused_by_name(tmp_path, offline):
+    path = tmp_path / "resnet34.pth"
+    torch.save(torchvision.models.resnet34(weights=None).state_dict(), path)
+    with pytest.raises(models.WeightsError, match=r"resnet34\.pth does not fit resnet18"):
+        models.create_model("resnet18", 2, pretrained=True, weights_path=path)
+    with pytest.raises(models.WeightsError, match="is not a file"):
+        models.create_model("resnet18", 2, pretrained=True, weights_path=tmp_path / "none.pth")
+    with pytest.raises(ValueError, match='MODEL_NAME="resnet18"'):
+        models.create_model("resnet9", 2, pretrained=True)
+
+
+@pytest.mark.parametrize("name", ["resnet18", "resnet34", "resnet50", "efficientnet_b0"])
+def test_the_weights_were_made_with_our_normalisation_and_size(name):
+    """to_model_input's ImageNet mean and std are the weights' own: nothing to plumb."""
+    preset = models.imagenet_weights(name).transforms()
+    assert tuple(preset.mean) == transforms.IMAGENET_MEAN
+    assert tuple(preset.std) == transforms.IMAGENET_STD
+    assert preset.crop_size == [config.PRETRAINED_IMAGE_SIZE]
+
+
+@pytest.mark.parametrize("name", config.MODEL_NAMES)
+def test_the_head_is_the_new_output_layer(name):
+    model = models.create_model(name, 3)
+    head = models.head_of(model)
+    assert isinstance(head, torch.nn.Linear) and head.out_features == 3
+    assert head is list(model.modules())[-1], "the last layer, the one create_model replaced"
+
+
+def test_a_pretrained_plan_fine_tunes_and_a_scratch_plan_is_unchanged():
+    cfg = config.make_config(PRETRAINED=True, MODEL_NAME="resnet18")
+    assert (cfg.image_size, cfg.epochs) == (224, 2)
+    plan = cfg.plan(8000)
+    scratch_cfg = config.make_config(MODEL_NAME="resnet18", EPOCHS=2, IMAGE_SIZE=224)
+    scratch = scratch_cfg.plan(8000)
+    assert plan.fine_tuning == config.FineTuning(head_epochs=1, backbone_lr_scale=0.1)
+    assert plan.sizes == (224, 224), "the weights' size throughout, no progressive resizing"
+    assert plan.lr == pytest.approx(scratch.lr * 0.1), "SGD's rate from scratch would wreck them"
+    adam = config.make_config(PRETRAINED=True, RECIPE="tutorial").plan(8000)
+    assert adam.lr == pytest.approx(1e-3), "Adam's 1e-3 is already a fine-tuning rate"
+    assert [training.trains_backbone(plan, e) for e in range(2)] == [False, True]
+    assert scratch.fine_tuning is None and training.trains_backbone(scratch, 0)
+    before = {"plan": {k: v for k, v in scratch.to_dict().items() if k != "fine_tuning"}}
+    assert runs.differences(before, {"plan": scratch.to_dict()}) == {}, "old runs still match"
+    small = config.make_config(PRETRAINED=True, MODEL_NAME="resnet18", IMAGE_SIZE=96, EPOCHS=1)
+    assert small.plan(100).fine_tuning.head_epochs == 0 and small.plan(100).sizes == (96,)
+    with pytest.raises(config.ParameterError, match="WEIGHTS_PATH=.* PRETRAINED=False"):
+        config.make_config(WEIGHTS_PATH="w.pth")
+
+
+def test_a_weights_path_that_is_no_file_stops_before_any_work(tmp_path):
+    missing = str(tmp_path / "resnet18.pth")
+    with pytest.raises(config.ParameterError, match="is not a file: give the absolute path"):
+        config.make_config(PRETRAINED=True, MODEL_NAME="resnet18", WEIGHTS_PATH=missing)
+
+
+@pytest.fixture
+def pretrained_run(petimages, fake_imagenet, monkeypatch):
+    """A pretrained ResNet-18 run on the synthetic photos: 48 px, 2 epochs, head first."""
+    monkeypatch.setenv("CATSDOGS_DATA_DIR", str(petimages.parent))
+    cfg = config.make_config(
+        RUN_NAME="p", PRETRAINED=True, MODEL_NAME="resnet18", WEIGHTS_PATH=str(fake_imagenet[0]),
+        EPOCHS=2, IMAGE_SIZE=48, BATCH_SIZE=16, NUM_WORKERS=0,
+    )  # fmt: skip
+    loaders, plan = steps.prepare_training(cfg, progress=False)
+    return cfg, loaders, plan
+
+
+def _recorder(changes: list):
+    """An epoch step that records, per epoch, how far head and backbone moved and the
+    learning rate of each parameter group (head groups first)."""
+
+    def step(model, loader, optimizer, loss_fn, device, **kwargs):
+        head = {id(p) for p in models.head_of(model).parameters()}
+        before = {id(p): p.detach().clone() for p in model.parameters()}
+        result = training.train_one_epoch(model, loader, optimizer, loss_fn, device, **kwargs)
+        moved = {id(p): (p.detach() - before[id(p)]).abs().max().item() for p in model.parameters()}
+        changes.append({
+            "head": max(v for k, v in moved.items() if k in head),
+            "backbone": max(v for k, v in moved.items() if k not in head),
+            "lrs": [group["lr"] for group in optimizer.param_groups],
+            "groups": [{id(p) in head for p in g["params"]} for g in optimizer.param_groups],
+        })  # fmt: skip
+        return result
+
+    return step
+
+
+def _fit(cfg, loaders, plan, step, **kwargs):
+    training.seed_everything(cfg.seed)
+    model = models.create_model(plan.model_name, 2, pretrained=True, weights_path=cfg.weights_path)
+    training.fit(
+        model, loaders["train"], loaders["val"], plan, run_dir=cfg.run_dir,
+        class_names=["Cat", "Dog"], settings=cfg.to_dict(), device=torch.device("cpu"),
+        progress=False, train_epoch=step, **kwargs,
+    )  # fmt: skip
+    return model
+
+
+def test_the_head_trains_alone_first_then_everything_at_a_lower_rate(pretrained_run):
+    cfg, loaders, plan = pretrained_run
+    changes = []
+    model = _fit(cfg, loaders, plan, _recorder(changes))
+    head_epoch, all_epoch = changes
+    assert head_epoch["backbone"] == 0 and head_epoch["head"] > 0
+    assert all_epoch["backbone"] > 0 and all_epoch["head"] > 0
+    assert all(p.requires_grad for p in model.parameters()), "all layers train at the end"
+    assert all_epoch["groups"] == [{True}, {True}, {False}, {False}], "head, then backbone"
+    head_lr, _, backbone_lr, _ = all_epoch["lrs"]
+    assert backbone_lr == pytest.approx(head_lr * plan.fine_tuning.backbone_lr_scale)
+    saved = training.load_checkpoint(cfg.run_dir / "last.pt")["settings"]["plan"]
+    assert saved["fine_tuning"] == {"head_epochs": 1, "backbone_lr_scale": 0.1}
+
+
+def test_a_run_resumed_after_the_head_epoch_trains_everything(pretrained_run, monkeypatch):
+    cfg, loaders, plan = pretrained_run
+    real_save = training._atomic_save
+
+    def crash_after_first_epoch(obj, path):
+        real_save(obj, path)
+        if path.name == "last.pt" and obj["epoch"] == 1:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(training, "_atomic_save", crash_after_first_epoch)
+    first, resumed = [], []
+    with pytest.raises(KeyboardInterrupt):
+        _fit(cfg, loaders, plan, _recorder(first))
+    monkeypatch.setattr(training, "_atomic_save", real_save)
+    _fit(cfg, loaders, plan, _recorder(resumed), resume=True)
+    assert len(first) == 1 and first[0]["backbone"] == 0, "interrupted after the head epoch"
+    assert len(resumed) == 1 and resumed[0]["backbone"] > 0, "the phase follows the epoch"
+    last = training.load_checkpoint(cfg.run_dir / "last.pt")
+    assert last["finished"] and [row["epoch"] for row in last["history"]] == [1, 2]

@@ -134,15 +134,16 @@ def train_run(cfg: RunConfig, *, progress: bool = True) -> tuple[torch.nn.Module
 
     A finished run with the same settings is loaded, not trained again; one with other
     settings raises :class:`~catsdogs_helpers.runs.RunConflict`. Under ``torchrun``, process
-    0 prepares the data first; the others then read what it made (and replace nothing).
+    0 prepares the data (and downloads pretrained weights) first; the others then read what
+    it made (and replace nothing).
     """
     with distributed.main_first():
         shared = cfg if distributed.is_main() else dataclasses.replace(cfg, overwrite=False)
         loaders, plan = prepare_training(shared, progress=progress and distributed.is_main())
+        seed_everything(seed_for(cfg.seed, "model"))
+        names = loaders["train"].dataset.class_names
+        model = create_model(plan.model_name, len(names), pretrained=plan.pretrained)
     device = distributed.local_device(pick_device(cfg.device))
-    seed_everything(seed_for(cfg.seed, "model"))
-    names = loaders["train"].dataset.class_names
-    model = create_model(plan.model_name, len(names), pretrained=plan.pretrained)
     history = fit(
         model, loaders["train"], loaders["val"], plan, run_dir=cfg.run_dir, class_names=names,
         settings=cfg.to_dict(), device=device, amp_dtype=amp_dtype(device), resume=cfg.resume,

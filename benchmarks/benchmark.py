@@ -5,6 +5,8 @@
     python benchmarks/benchmark.py --only first_runs    # stage 5 alone (about 5 minutes)
     python benchmarks/benchmark.py --only trust         # stage 6 alone (about 6 minutes)
     python benchmarks/benchmark.py --only pretrained    # stage 7 alone (about 3 minutes)
+    python benchmarks/benchmark.py --only loader        # stage 8 alone (about 3 minutes)
+    python benchmarks/benchmark.py --loader             # stages 1-3 and 8
 
 Stages (each in its own process, so its peak memory is its own):
 
@@ -33,6 +35,12 @@ Stages (each in its own process, so its peak memory is its own):
    plans it (at 224 px: its head-only first epoch, then all layers; and all layers at
    128 px), taking turns step by step. Random weights: the speed does not depend on them,
    and nothing is downloaded.
+8. loader: is the GPU kept fed? Images/s of the training loader alone (the default
+   recipe's pipeline on a decoded cache, as training uses it) at 96 and 224 px, with 0
+   workers, with the default number for this machine and with the number a GPU here would
+   get, beside the training images/s of the recipe's model at that size (bf16/fp16 +
+   channels_last where available). The ratio loader/training below 1 means the model waits
+   for its data. Runs on CUDA as on the CPU.
 
 Stages 1-3 use photos of the 10k subset enlarged to 500x375, the size of the real archive's
 photos. Ratios are measured within one run, so they hold on a noisy machine; absolute
@@ -398,6 +406,75 @@ def stage_pretrained(batch: int = 32, steps: int = 5, warmup: int = 2) -> dict:
             "threads": torch.get_num_threads()}  # fmt: skip
 
 
+def loader_rate(loader, epochs: int = 2) -> tuple[float, float]:
+    """``(images/s after the first batch, seconds to the first batch)`` of ``loader``, the
+    median over ``epochs`` epochs. The first batch waits for the worker processes to start,
+    which happens once per epoch (they are restarted for their seeds, see
+    :func:`catsdogs_helpers.datasets.seed_worker`), so it is reported on its own."""
+    import numpy as np
+
+    rates, starts = [], []
+    for _ in range(epochs):
+        start = time.perf_counter()
+        batches = iter(loader)
+        first = len(next(batches)[1])
+        ready = time.perf_counter()
+        images = sum(len(labels) for _images, labels in batches)
+        rates.append(images / (time.perf_counter() - ready))
+        starts.append(ready - start)
+        assert first and images
+    return float(np.median(rates)), float(np.median(starts))
+
+
+def synthetic_cache(folder: Path, n: int, size: int):
+    """A decoded cache of ``n`` random ``size`` x ``size`` images (speed only: no photos)."""
+    import numpy as np
+    import pandas as pd
+
+    from catsdogs_helpers.datasets import ImageCache
+
+    path = folder / f"images-{size}px.npy"
+    rng = np.random.default_rng(0)
+    np.save(path, rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8))
+    rows = pd.DataFrame({"path": [f"{i}.jpg" for i in range(n)], "sha256": ""})
+    return ImageCache(path, rows, np.ones(n, dtype=bool), size)
+
+
+def stage_loader(sizes: tuple[int, ...] = (96, 224), n: int = 1024) -> dict:
+    from catsdogs_helpers import config, datasets, devices, training, transforms
+
+    device = devices.pick_device("auto")
+    recipe = config.RECIPE_DEFAULTS["fast"]
+    workers = config.default_num_workers(accelerator=device.type == "cuda")
+    counts = sorted({0, workers, config.default_num_workers(accelerator=True)})
+    batch = recipe.batch_size if device.type == "cuda" else 32
+    setting = {"amp_dtype": devices.amp_dtype(device), "channels_last": True}
+    out = {"device": str(device), "model": recipe.model_name, "augment": recipe.augment,
+           "batch": batch, "default_workers": workers, "workers": counts, "sizes": {}}  # fmt: skip
+    with tempfile.TemporaryDirectory() as tmp:
+        for size in sizes:
+            cache = synthetic_cache(Path(tmp), n, recipe.cache_size_for(size))
+            pipeline = transforms.train_transforms(size, cache.size, recipe.augment, seed=0)
+            dataset = datasets.CachedImageDataset(cache, range(n), [0] * n, pipeline)
+            row = {}
+            for w in counts:
+                loader = datasets.make_loader(
+                    dataset, batch_size=batch, shuffle=True, num_workers=w, drop_last=True
+                )
+                row[f"loader_{w}_workers_img_s"], row[f"first_batch_{w}_workers_s"] = loader_rate(
+                    loader
+                )
+            row["train_img_s"] = training.measure_training_speed(
+                recipe.model_name, {"ours": setting}, image_size=size, batch_size=batch,
+                device=device, steps=3, warmup=1,
+            )["ours"]  # fmt: skip
+            row["ratio_default_workers"] = (
+                row[f"loader_{workers}_workers_img_s"] / row["train_img_s"]
+            )
+            out["sizes"][str(size)] = row
+    return out
+
+
 def stage_first_runs() -> dict:
     return {"quick": train_and_test(**QUICK_RUN), "small": train_and_test(**SMALL_RUN)}
 
@@ -455,7 +532,8 @@ def torch_cpu():
 
 STAGES = {"data": stage_data, "train": stage_train, "scan": stage_scan,
           "time_to_accuracy": stage_time_to_accuracy, "first_runs": stage_first_runs,
-          "trust": stage_trust, "pretrained": stage_pretrained}  # fmt: skip
+          "trust": stage_trust, "pretrained": stage_pretrained,
+          "loader": stage_loader}  # fmt: skip
 
 
 def run_stage(name: str, folder: Path) -> dict:
@@ -476,6 +554,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=600, help="photos for stages 1 and 3")
     parser.add_argument("--time-to-accuracy", action="store_true", help="also run stage 4")
     parser.add_argument("--first-runs", action="store_true", help="also run stage 5")
+    parser.add_argument("--loader", action="store_true", help="also run stage 8")
     parser.add_argument("--only", nargs="*", choices=STAGES, help="run only these stages")
     args = parser.parse_args()
     if args.stage:
@@ -484,7 +563,10 @@ def main() -> None:
         result["peak_mb"] = peak_mb()
         print(json.dumps(result))
         return
-    if not DEV_ZIP.is_file():
+    names = ["data", "train", "scan"] + (["time_to_accuracy"] if args.time_to_accuracy else [])
+    names += (["first_runs"] if args.first_runs else []) + (["loader"] if args.loader else [])
+    names = args.only or names
+    if not DEV_ZIP.is_file() and set(names) - {"train", "loader"}:
         sys.exit(f"{DEV_ZIP} not found: set CATSDOGS_DEV_ZIP to the 10k subset's zip")
     results = {
         "date": time.strftime("%Y-%m-%d"),
@@ -493,10 +575,8 @@ def main() -> None:
     }
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "photos"
-        make_photos(folder, args.n)
-        names = ["data", "train", "scan"] + (["time_to_accuracy"] if args.time_to_accuracy else [])
-        names += ["first_runs"] if args.first_runs else []
-        names = args.only or names
+        if {"data", "scan"} & set(names):  # the others need no photos of their own
+            make_photos(folder, args.n)
         for name in names:
             print(f"running {name} ...", file=sys.stderr, flush=True)
             results[name] = run_stage(name, folder)
@@ -519,6 +599,8 @@ def print_table(r: dict) -> None:
         print_trust(r["trust"])
     if "pretrained" in r:
         print_pretrained(r["pretrained"])
+    if "loader" in r:
+        print_loader(r["loader"])
 
 
 def print_trust(t: dict) -> None:
@@ -548,6 +630,21 @@ def print_pretrained(p: dict) -> None:
     print(f"\ntraining img/s, batch {p['batch']}, {p['device']}, autocast {p['amp_dtype']}:")
     for name, rate in rates.items():
         print(f"  {name:<22}{rate:>8.1f} img/s{rate / base:>8.2f}x resnet9_96")
+
+
+def print_loader(r: dict) -> None:
+    print(
+        f"\nloader against training ({r['device']}, {r['model']}, {r['augment']} "
+        f"augmentation, batch {r['batch']}, default workers here {r['default_workers']}):"
+    )
+    print(f"{'size':>6}{'workers':>9}{'loader img/s':>14}{'1st batch s':>13}{'train img/s':>13}"
+          f"{'loader/train':>14}")  # fmt: skip
+    for size, row in r["sizes"].items():
+        for w in r["workers"]:
+            rate = row[f"loader_{w}_workers_img_s"]
+            print(f"{size:>6}{w:>9}{rate:>14.0f}{row[f'first_batch_{w}_workers_s']:>13.2f}"
+                  f"{row['train_img_s']:>13.0f}{rate / row['train_img_s']:>13.1f}x")  # fmt: skip
+    print("  (below 1x the model waits for its data: raise NUM_WORKERS, or use a lighter AUGMENT)")
 
 
 def print_first_runs(runs: dict) -> None:

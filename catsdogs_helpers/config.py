@@ -433,7 +433,9 @@ def seed_for(seed: int, purpose: str, epoch: int = 0) -> int:
     - ``augment``: the training pipeline's generator before the first epoch.
     - ``epoch``: each epoch's data order and augmentations, ``SEED * 1000 + epoch``, so an
       epoch depends only on the seed and its number, and a resumed run repeats exactly
-      what an uninterrupted one would have done.
+      what an uninterrupted one would have done. Under ``torchrun`` every process shuffles
+      by it (one order, each process its share) and process ``r > 0`` augments by a seed
+      drawn from it and ``r`` (:func:`catsdogs_helpers.distributed.process_seed`).
     """
     if purpose in ("split", "model", "loader", "augment"):
         return seed
@@ -517,9 +519,23 @@ def available_cores() -> int:
     return os.cpu_count() or 1
 
 
-def default_num_workers() -> int:
-    """Loader workers that pay off here: 0 on one or two cores, else up to 4."""
-    cores = available_cores()
+#: The most loader workers chosen automatically for a GPU (see :func:`default_num_workers`).
+MAX_GPU_WORKERS = 8
+
+
+def default_num_workers(accelerator: bool = False) -> int:
+    """Loader workers that pay off here.
+
+    Training on the CPU, workers take cores from the model: 0 on one or two cores, else up
+    to 4. Training on a GPU, the cores have nothing else to do than prepare batches (the
+    training process itself needs one): all of them but one, up to
+    :data:`MAX_GPU_WORKERS` (more only add start-up time to every epoch; measure with
+    ``benchmarks/benchmark.py --only loader``). Under ``torchrun`` the cores are shared by
+    the processes on this machine (``LOCAL_WORLD_SIZE``).
+    """
+    cores = available_cores() // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    if accelerator:
+        return max(0, min(MAX_GPU_WORKERS, cores - 1))
     return 0 if cores <= 2 else min(4, cores - 1)
 
 
@@ -536,6 +552,16 @@ def _check_weights_path(path: str, pretrained: bool) -> None:
             f"WEIGHTS_PATH={path!r} is not a file: give the absolute path of a .pth of "
             "torchvision's ImageNet weights (or leave it empty to download them)."
         )
+
+
+def trains_on_cuda(device: str) -> bool:
+    """True when ``DEVICE`` (auto or cuda) will train on a CUDA GPU. Imports PyTorch, which
+    this module otherwise does without; only called to pick the number of loader workers."""
+    if device not in ("auto", "cuda"):
+        return False
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def make_config(**values: Any) -> RunConfig:
@@ -564,7 +590,8 @@ def make_config(**values: Any) -> RunConfig:
         augment=p["AUGMENT"] or recipe.augment, epochs=epochs,
         batch_size=p["BATCH_SIZE"], image_size=image_size,
         cache_size=recipe.cache_size_for(image_size),
-        num_workers=default_num_workers() if p["NUM_WORKERS"] < 0 else p["NUM_WORKERS"],
+        num_workers=(default_num_workers(trains_on_cuda(p["DEVICE"])) if p["NUM_WORKERS"] < 0
+                     else p["NUM_WORKERS"]),
         limit_per_class=p["LIMIT_PER_CLASS"], device=p["DEVICE"], pretrained=pretrained,
         resume=p["RESUME"], overwrite=p["OVERWRITE"], predict_path=p["PREDICT_PATH"],
         tta=p["TTA"] or recipe.tta,

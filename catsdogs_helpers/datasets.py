@@ -23,6 +23,7 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset, get_worker_info
 
+from . import distributed
 from .files import atomic_path, replace_durably, unique_sibling
 from .images import load_square
 from .locks import held
@@ -265,14 +266,20 @@ def make_loader(
     num_workers: int = 0,
     seed: int = 42,
     drop_last: bool = False,
+    shard: bool = False,
 ) -> DataLoader:
-    """A seeded DataLoader that yields uint8 batches (see :func:`collate_images`)."""
+    """A seeded DataLoader that yields uint8 batches (see :func:`collate_images`).
+
+    With ``shard`` under ``torchrun``, it loads only this process's share of ``dataset``
+    (:func:`distributed.sampler_for`); ``batch_size`` is then per process."""
     generator = torch.Generator()
     generator.manual_seed(seed)
+    sampler = distributed.sampler_for(dataset, shuffle=shuffle) if shard else None
     return DataLoader(
         dataset,
         batch_size=batch_size,
-        shuffle=shuffle,
+        shuffle=shuffle and sampler is None,
+        sampler=sampler,
         num_workers=num_workers,
         collate_fn=collate_images,
         worker_init_fn=seed_worker,

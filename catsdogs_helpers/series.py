@@ -217,15 +217,25 @@ def _value(text: str):
         return text
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_parameter_option(parser: argparse.ArgumentParser) -> None:
+    """``-p NAME VALUE`` (repeatable), read back by :func:`parameter_values`."""
     parser.add_argument(
         "-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
         help="a notebook parameter, e.g. -p EPOCHS 3",
     )  # fmt: skip
+
+
+def parameter_values(pairs: list[tuple[str, str]]) -> dict[str, Any]:
+    """``-p`` pairs as values: Python literals where they parse (``3``, ``True``), else text."""
+    return {name: _value(value) for name, value in pairs}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_parameter_option(parser)
     parser.add_argument("--only", nargs="*", help="notebook number prefixes to run, e.g. 04 05")
     args = parser.parse_args(argv)
-    parameters = {name: _value(value) for name, value in args.parameter}
+    parameters = parameter_values(args.parameter)
     try:
         out_dir = run_series(parameters, only=args.only)
     except config.ParameterError as err:

@@ -8,6 +8,7 @@ when the run folder holds no finished training with the same settings.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import sys
 from pathlib import Path
@@ -16,6 +17,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from . import distributed
 from .config import RunConfig, TrainingPlan, seed_for
 from .datasets import CachedImageDataset, ImageCache, build_cache, make_loader, split_datasets
 from .devices import amp_dtype, pick_device
@@ -104,17 +106,20 @@ def make_datasets(
 
 def make_loaders(cfg: RunConfig, datasets: dict, batch_size: int) -> dict:
     """Seeded loaders: the training one shuffles and drops a last batch too small to help;
-    evaluation uses twice the batch (no gradients to keep)."""
+    evaluation uses twice the batch (no gradients to keep). Under ``torchrun`` the train
+    and val loaders load this process's share, ``batch_size`` being the global batch."""
     loaders = {}
     for name, dataset in datasets.items():
-        train = name == "train"
+        train, shard = name == "train", name in ("train", "val")
+        share = distributed.share_of_batch(batch_size) if shard else batch_size
         loaders[name] = make_loader(
             dataset,
-            batch_size=batch_size if train else batch_size * 2,
+            batch_size=share if train else share * 2,
             shuffle=train,
             num_workers=cfg.num_workers if train else 0,
             seed=seed_for(cfg.seed, "loader"),
             drop_last=train and len(dataset) > batch_size,
+            shard=shard,
         )
     return loaders
 
@@ -132,15 +137,19 @@ def train_run(cfg: RunConfig, *, progress: bool = True) -> tuple[torch.nn.Module
     """Everything notebook 04 does, in one call: data, model, :func:`training.fit`.
 
     A finished run with the same settings is loaded, not trained again; one with other
-    settings raises :class:`~catsdogs_helpers.runs.RunConflict`.
+    settings raises :class:`~catsdogs_helpers.runs.RunConflict`. Under ``torchrun``, process
+    0 prepares the data (and downloads pretrained weights) first; the others then read what
+    it made (and replace nothing).
     """
-    loaders, plan = prepare_training(cfg, progress=progress)
-    device = pick_device(cfg.device)
-    seed_everything(seed_for(cfg.seed, "model"))
-    names = loaders["train"].dataset.class_names
-    model = create_model(
-        plan.model_name, len(names), pretrained=plan.pretrained, weights_path=cfg.weights_path
-    )
+    with distributed.main_first():
+        shared = cfg if distributed.is_main() else dataclasses.replace(cfg, overwrite=False)
+        loaders, plan = prepare_training(shared, progress=progress and distributed.is_main())
+        seed_everything(seed_for(cfg.seed, "model"))
+        names = loaders["train"].dataset.class_names
+        model = create_model(
+            plan.model_name, len(names), pretrained=plan.pretrained, weights_path=cfg.weights_path
+        )
+    device = distributed.local_device(pick_device(cfg.device))
     history = fit(
         model, loaders["train"], loaders["val"], plan, run_dir=cfg.run_dir, class_names=names,
         settings=cfg.to_dict(), device=device, amp_dtype=amp_dtype(device), resume=cfg.resume,

@@ -24,7 +24,8 @@ import math
 import os
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from . import runs
+from . import distributed, runs
 from .config import TrainingPlan, seed_for
 from .devices import autocast, to_model_input
 from .files import atomic_path
@@ -254,7 +255,12 @@ def make_training_parts(
 def reseed_epoch(loader, seed: int) -> None:
     """Seed one epoch's shuffling and augmentations from ``seed`` alone (see
     :func:`catsdogs_helpers.config.seed_for`). Worker processes take their seeds from the
-    loader's generator."""
+    loader's generator. With several processes (a ``DistributedSampler``), all of them
+    shuffle by ``seed`` and each augments by its own :func:`distributed.process_seed`."""
+    sampler = getattr(loader, "sampler", None)
+    if hasattr(sampler, "set_epoch"):
+        sampler.set_epoch(seed)
+        seed = distributed.process_seed(seed)
     generator = getattr(loader, "generator", None)
     if generator is not None:
         generator.manual_seed(seed)
@@ -388,6 +394,30 @@ def _start(
     return _restore(model, parts, previous), False
 
 
+@contextmanager
+def _begin(
+    run_dir: Path, model, parts, settings: dict, *, resume: bool, overwrite: bool
+) -> Iterator[tuple[FitState, bool]]:
+    """:func:`_start` while the run folder is claimed. With several processes, process 0
+    claims the folder and starts (replacing files with ``overwrite``) first; the others then
+    read the same checkpoint, and never change the folder."""
+    with ExitStack() as stack:
+        with distributed.main_first():
+            if distributed.is_main():
+                stack.enter_context(runs.claim(run_dir))
+            started = _start(run_dir, model, parts, settings, resume=resume,
+                             overwrite=overwrite and distributed.is_main())  # fmt: skip
+        yield started
+
+
+def _validate(model, val_loader, device: torch.device, amp_dtype) -> EpochResult:
+    """:func:`evaluate`, over all processes: each evaluates its share of the validation set
+    with process 0's batch-norm statistics (the ones its checkpoint saves), and the sums are
+    added up, so every process gets the same accuracy, the whole set's."""
+    distributed.share_buffers(model)
+    return distributed.reduce_result(evaluate(model, val_loader, device, amp_dtype=amp_dtype))
+
+
 def _epoch_row(epoch: int, train: EpochResult, val: EpochResult, lr: float, size: int) -> dict:
     return {
         "epoch": epoch,
@@ -406,13 +436,26 @@ def _epoch_row(epoch: int, train: EpochResult, val: EpochResult, lr: float, size
 def _record(run_dir: Path, model, parts, state: FitState, meta: dict, plan: TrainingPlan) -> bool:
     """Update the state after an epoch, write checkpoints, history and summary; True when
     training is done (the last epoch, or no better validation accuracy for
-    ``plan.early_stopping`` epochs)."""
+    ``plan.early_stopping`` epochs). Every process updates its state; only process 0 writes,
+    the others wait for it."""
     row = state.history[-1]
     improved = row["val_acc"] > state.best_acc
     state.best_acc = max(state.best_acc, row["val_acc"])
     state.since_best = 0 if improved else state.since_best + 1
     stop = plan.early_stopping > 0 and state.since_best >= plan.early_stopping
     done = stop or state.epoch >= plan.epochs
+    if distributed.is_main():
+        _write_epoch(run_dir, model, parts, state, meta, plan, improved=improved, done=done)
+    distributed.barrier()
+    if stop:
+        log.info("no better validation accuracy for %d epochs: stopping", plan.early_stopping)
+    return done
+
+
+def _write_epoch(run_dir: Path, model, parts, state: FitState, meta: dict, plan: TrainingPlan,
+                 *, improved: bool, done: bool) -> None:  # fmt: skip
+    """Checkpoints (``best.pt`` when ``improved``), history and summary after an epoch."""
+    row = state.history[-1]
     if improved:
         _atomic_save(_checkpoint(model, parts, state, meta, False), run_dir / "best.pt")
     _atomic_save(_checkpoint(model, parts, state, meta, done), run_dir / "last.pt")
@@ -424,9 +467,33 @@ def _record(run_dir: Path, model, parts, state: FitState, meta: dict, plan: Trai
         row["train_acc"], row["val_loss"], row["val_acc"],
         " (best so far, saved)" if improved else "", row["seconds"],
     )  # fmt: skip
-    if stop:
-        log.info("no better validation accuracy for %d epochs: stopping", plan.early_stopping)
-    return done
+
+
+def _run_epoch(
+    trained: nn.Module, loaders: tuple, parts: TrainingParts, plan: TrainingPlan,
+    state: FitState, *, device: torch.device, amp_dtype: torch.dtype | None, progress: bool,
+    train_epoch: Callable[..., EpochResult],
+) -> None:  # fmt: skip
+    """One epoch of :func:`fit`: train at the plan's size for it (while fine-tuning starts,
+    the new head alone), validate, step a per-epoch scheduler, and add the row to ``state``."""
+    (train_loader, val_loader), model = loaders, distributed.unwrap(trained)
+    size = plan.sizes[state.epoch]
+    set_trainable(model, plan, state.epoch)  # fine-tuning: the head alone first
+    train = distributed.reduce_result(train_epoch(
+        trained, train_loader, parts.optimizer, parts.loss_fn, device,
+        scheduler=parts.scheduler if parts.per_batch else None, scaler=parts.scaler,
+        amp_dtype=amp_dtype, image_size=size, progress=progress and distributed.is_main(),
+    ))  # fmt: skip
+    val = _validate(model, val_loader, device, amp_dtype)
+    if not parts.per_batch:
+        parts.scheduler.step(val.accuracy)
+    state.epoch += 1
+    state.history.append(
+        _epoch_row(state.epoch, train, val, parts.optimizer.param_groups[0]["lr"], size)
+    )
+    state.train_seconds += state.history[-1]["seconds"]
+    if math.isnan(train.loss):
+        raise FloatingPointError("the training loss became NaN: lower the learning rate")
 
 
 def fit(
@@ -458,6 +525,8 @@ def fit(
     The model ends with the weights of its best validation epoch. While it trains, the run
     folder is held (:func:`runs.claim`): a second process training the same run gets
     :class:`~catsdogs_helpers.runs.RunConflict` at once.
+    Under ``torchrun`` every process calls it with its share of the loaders, and process 0
+    alone writes the run (see :mod:`~catsdogs_helpers.distributed`).
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -467,26 +536,13 @@ def fit(
         meta["preprocessing"] = preprocessing.to_dict()
     model.to(device, memory_format=torch.channels_last)
     parts = make_training_parts(model, plan, len(train_loader), device, amp_dtype)
-    with runs.claim(run_dir):
-        state, done = _start(run_dir, model, parts, settings, resume=resume, overwrite=overwrite)
+    with _begin(run_dir, model, parts, settings, resume=resume, overwrite=overwrite) as started:
+        state, done = started
+        trained = model if done else distributed.wrap(model, device, plan.fine_tuning is not None)
         while not done:
             reseed_epoch(train_loader, seed_for(settings.get("seed", 0), "epoch", state.epoch))
-            size = plan.sizes[state.epoch]
-            set_trainable(model, plan, state.epoch)  # fine-tuning: the head alone first
-            train = train_epoch(
-                model, train_loader, parts.optimizer, parts.loss_fn, device,
-                scheduler=parts.scheduler if parts.per_batch else None, scaler=parts.scaler,
-                amp_dtype=amp_dtype, image_size=size, progress=progress,
-            )  # fmt: skip
-            val = evaluate(model, val_loader, device, amp_dtype=amp_dtype)
-            if not parts.per_batch:
-                parts.scheduler.step(val.accuracy)
-            lr = parts.optimizer.param_groups[0]["lr"]
-            state.epoch += 1
-            state.history.append(_epoch_row(state.epoch, train, val, lr, size))
-            state.train_seconds += state.history[-1]["seconds"]
-            if math.isnan(train.loss):
-                raise FloatingPointError("the training loss became NaN: lower the learning rate")
+            _run_epoch(trained, (train_loader, val_loader), parts, plan, state, device=device,
+                       amp_dtype=amp_dtype, progress=progress, train_epoch=train_epoch)  # fmt: skip
             done = _record(run_dir, model, parts, state, meta, plan)
         model.load_state_dict(load_checkpoint(run_dir / "best.pt")["model"])
     return pd.DataFrame(state.history)

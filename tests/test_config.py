@@ -139,3 +139,17 @@ def test_to_dict_is_plain():
     assert values["recipe"] == "fast" and isinstance(values["data_dir"], str)
     assert values["run_name"] == "x"
     json.dumps(values)
+
+
+@pytest.mark.parametrize(
+    ("cores", "processes", "cpu", "gpu"),
+    [(1, 1, 0, 0), (2, 1, 0, 1), (8, 1, 4, 7), (16, 1, 4, 8), (64, 8, 4, 7), (16, 8, 0, 1)],
+)
+def test_loader_workers_fit_the_device_and_the_processes(cores, processes, cpu, gpu, monkeypatch):
+    """On the CPU workers take cores from the model; on a GPU they are all the cores have to
+    do, shared by the processes torchrun starts on this machine."""
+    monkeypatch.setattr(config, "available_cores", lambda: cores)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", str(processes))
+    assert config.default_num_workers() == cpu
+    assert config.default_num_workers(accelerator=True) == gpu
+    assert not config.trains_on_cuda("cpu") and not config.trains_on_cuda("mps")

@@ -3,6 +3,7 @@
     python benchmarks/benchmark.py                  # stages 1-3 (about 3 minutes on 2 cores)
     python benchmarks/benchmark.py --time-to-accuracy   # plus stage 4 (about 12 minutes)
     python benchmarks/benchmark.py --only first_runs    # stage 5 alone (about 5 minutes)
+    python benchmarks/benchmark.py --only export        # stage 6 alone (about 2 minutes)
 
 Stages (each in its own process, so its peak memory is its own):
 
@@ -23,6 +24,10 @@ Stages (each in its own process, so its peak memory is its own):
    recipe projected from its measured step rate.
 5. first runs: the README's quick run (``QUICK_RUN``) and 5 epochs on 800 photos
    (``SMALL_RUN``), timed the same way, with their test accuracy.
+6. export: predicting on the CPU with PyTorch against the exported ONNX file in ONNX
+   Runtime, for the default recipe's model and preprocessing (ResNet-9, 96 px, flip
+   averaging), uint8 batches in, probabilities out: the median latency of one photo and the
+   throughput of batches of 64, the two taking turns. Needs no photos.
 
 Stages 1-3 use photos of the 10k subset enlarged to 500x375, the size of the real archive's
 photos. Ratios are measured within one run, so they hold on a noisy machine; absolute
@@ -325,8 +330,63 @@ def stage_first_runs() -> dict:
     return {"quick": train_and_test(**QUICK_RUN), "small": train_and_test(**SMALL_RUN)}
 
 
+def stage_export(batch: int = 64, singles: int = 60, batches: int = 6) -> dict:
+    """PyTorch (as ``predict_files`` runs it) against ONNX Runtime on the exported file, on
+    the CPU. The weights are random: speed does not depend on them."""
+    import numpy as np
+    import torch
+
+    from catsdogs_helpers import calibration, config, devices, exporting, models, predicting
+    from catsdogs_helpers.evaluation import probabilities
+    from catsdogs_helpers.transforms import preprocessing_for
+
+    cfg, device = config.make_config(), torch.device("cpu")
+    preprocessing, amp = preprocessing_for(cfg), devices.amp_dtype(device)
+    model = models.create_model(cfg.model_name, 2).eval()
+    classifier = predicting.Classifier(
+        model, ("Cat", "Dog"), preprocessing, calibration.Decision(), device
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        program = exporting.capture(classifier)
+        onnx = exporting.onnx_runtime(exporting.save_onnx(program, Path(tmp) / "model.onnx"))
+
+    @torch.no_grad()
+    def pytorch(images: np.ndarray) -> np.ndarray:
+        with devices.autocast(device, amp):
+            return probabilities(model, torch.from_numpy(images), device, preprocessing).numpy()
+
+    size = preprocessing.input_size
+    images = np.random.default_rng(0).integers(0, 256, (batch, size, size, 3), dtype=np.uint8)
+    runners = {"pytorch": pytorch, "onnxruntime": onnx}
+    single = {name: [] for name in runners}
+    many = {name: [] for name in runners}
+    for run in runners.values():  # warm-up
+        run(images[:1]), run(images)
+    for _ in range(singles):  # taking turns, so that the machine's load hits both alike
+        for name, run in runners.items():
+            single[name].append(_seconds(run, images[:1]))
+    for _ in range(batches):
+        for name, run in runners.items():
+            many[name].append(_seconds(run, images))
+    out = {"model": cfg.model_name, "size": size, "tta": preprocessing.tta, "batch": batch,
+           "amp_dtype": str(amp), "torch_threads": torch.get_num_threads()}  # fmt: skip
+    for name in runners:
+        out[f"{name}_single_ms"] = 1000 * float(np.median(single[name]))
+        out[f"{name}_batch_img_s"] = batch / float(np.median(many[name]))
+    out["ratio_single"] = out["pytorch_single_ms"] / out["onnxruntime_single_ms"]
+    out["ratio_batch"] = out["onnxruntime_batch_img_s"] / out["pytorch_batch_img_s"]
+    return out
+
+
+def _seconds(run, images) -> float:
+    start = time.perf_counter()
+    run(images)
+    return time.perf_counter() - start
+
+
 STAGES = {"data": stage_data, "train": stage_train, "scan": stage_scan,
-          "time_to_accuracy": stage_time_to_accuracy, "first_runs": stage_first_runs}  # fmt: skip
+          "time_to_accuracy": stage_time_to_accuracy, "first_runs": stage_first_runs,
+          "export": stage_export}  # fmt: skip
 
 
 def run_stage(name: str, folder: Path) -> dict:
@@ -347,6 +407,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=600, help="photos for stages 1 and 3")
     parser.add_argument("--time-to-accuracy", action="store_true", help="also run stage 4")
     parser.add_argument("--first-runs", action="store_true", help="also run stage 5")
+    parser.add_argument("--export", action="store_true", help="also run stage 6")
     parser.add_argument("--only", nargs="*", choices=STAGES, help="run only these stages")
     args = parser.parse_args()
     if args.stage:
@@ -355,7 +416,10 @@ def main() -> None:
         result["peak_mb"] = peak_mb()
         print(json.dumps(result))
         return
-    if not DEV_ZIP.is_file():
+    names = ["data", "train", "scan"] + (["time_to_accuracy"] if args.time_to_accuracy else [])
+    names += (["first_runs"] if args.first_runs else []) + (["export"] if args.export else [])
+    names = args.only or names
+    if not DEV_ZIP.is_file() and set(names) - {"train", "export"}:
         sys.exit(f"{DEV_ZIP} not found: set CATSDOGS_DEV_ZIP to the 10k subset's zip")
     results = {
         "date": time.strftime("%Y-%m-%d"),
@@ -364,10 +428,8 @@ def main() -> None:
     }
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "photos"
-        make_photos(folder, args.n)
-        names = ["data", "train", "scan"] + (["time_to_accuracy"] if args.time_to_accuracy else [])
-        names += ["first_runs"] if args.first_runs else []
-        names = args.only or names
+        if {"data", "scan"} & set(names):
+            make_photos(folder, args.n)
         for name in names:
             print(f"running {name} ...", file=sys.stderr, flush=True)
             results[name] = run_stage(name, folder)
@@ -386,6 +448,24 @@ def print_table(r: dict) -> None:
         print_time_to_accuracy(r["time_to_accuracy"])
     if "first_runs" in r:
         print_first_runs(r["first_runs"])
+    if "export" in r:
+        print_export(r["export"])
+
+
+def print_export(e: dict) -> None:
+    print(
+        f"\nexport: {e['model']} at {e['size']} px, TTA {e['tta']}, CPU ({e['torch_threads']} "
+        f"threads, autocast {e['amp_dtype']}), uint8 photos in, probabilities out"
+    )
+    print(f"{'':<26}{'PyTorch':>12}{'ONNX Runtime':>14}{'speed, ONNX/PyTorch':>22}")
+    print(
+        f"{'one photo, median ms':<26}{e['pytorch_single_ms']:>12.2f}"
+        f"{e['onnxruntime_single_ms']:>14.2f}{e['ratio_single']:>21.2f}x"
+    )
+    print(
+        f"{'batch of ' + str(e['batch']) + ', photos/s':<26}{e['pytorch_batch_img_s']:>12.0f}"
+        f"{e['onnxruntime_batch_img_s']:>14.0f}{e['ratio_batch']:>21.2f}x"
+    )
 
 
 def print_first_runs(runs: dict) -> None:

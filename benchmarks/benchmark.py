@@ -26,8 +26,8 @@ Stages (each in its own process, so its peak memory is its own):
    (``SMALL_RUN``), timed the same way, with their test accuracy.
 6. export: predicting on the CPU with PyTorch against the exported ONNX file in ONNX
    Runtime, for the default recipe's model and preprocessing (ResNet-9, 96 px, flip
-   averaging), uint8 batches in, probabilities out: the median latency of one photo and the
-   throughput of batches of 64, the two taking turns. Needs no photos.
+   averaging), uint8 batches in, probabilities out, one thread each: the median latency of
+   one photo and the throughput of batches of 64, the two taking turns. Needs no photos.
 
 Stages 1-3 use photos of the 10k subset enlarged to 500x375, the size of the real archive's
 photos. Ratios are measured within one run, so they hold on a noisy machine; absolute
@@ -330,9 +330,11 @@ def stage_first_runs() -> dict:
     return {"quick": train_and_test(**QUICK_RUN), "small": train_and_test(**SMALL_RUN)}
 
 
-def stage_export(batch: int = 64, singles: int = 60, batches: int = 6) -> dict:
+def stage_export(batch: int = 64, singles: int = 60, batches: int = 6, threads: int = 1) -> dict:
     """PyTorch (as ``predict_files`` runs it) against ONNX Runtime on the exported file, on
-    the CPU. The weights are random: speed does not depend on them."""
+    the CPU with ``threads`` threads each (one: on a shared machine, more threads than free
+    cores make both many times slower and the comparison meaningless). The weights are
+    random: speed does not depend on them."""
     import numpy as np
     import torch
 
@@ -340,6 +342,7 @@ def stage_export(batch: int = 64, singles: int = 60, batches: int = 6) -> dict:
     from catsdogs_helpers.evaluation import probabilities
     from catsdogs_helpers.transforms import preprocessing_for
 
+    torch.set_num_threads(threads)
     cfg, device = config.make_config(), torch.device("cpu")
     preprocessing, amp = preprocessing_for(cfg), devices.amp_dtype(device)
     model = models.create_model(cfg.model_name, 2).eval()
@@ -348,7 +351,8 @@ def stage_export(batch: int = 64, singles: int = 60, batches: int = 6) -> dict:
     )
     with tempfile.TemporaryDirectory() as tmp:
         program = exporting.capture(classifier)
-        onnx = exporting.onnx_runtime(exporting.save_onnx(program, Path(tmp) / "model.onnx"))
+        onnx_file = exporting.save_onnx(program, Path(tmp) / "model.onnx")
+        onnx = exporting.onnx_runtime(onnx_file, threads=threads)
 
     @torch.no_grad()
     def pytorch(images: np.ndarray) -> np.ndarray:
@@ -369,7 +373,7 @@ def stage_export(batch: int = 64, singles: int = 60, batches: int = 6) -> dict:
         for name, run in runners.items():
             many[name].append(_seconds(run, images))
     out = {"model": cfg.model_name, "size": size, "tta": preprocessing.tta, "batch": batch,
-           "amp_dtype": str(amp), "torch_threads": torch.get_num_threads()}  # fmt: skip
+           "amp_dtype": str(amp), "threads": threads}  # fmt: skip
     for name in runners:
         out[f"{name}_single_ms"] = 1000 * float(np.median(single[name]))
         out[f"{name}_batch_img_s"] = batch / float(np.median(many[name]))
@@ -454,8 +458,8 @@ def print_table(r: dict) -> None:
 
 def print_export(e: dict) -> None:
     print(
-        f"\nexport: {e['model']} at {e['size']} px, TTA {e['tta']}, CPU ({e['torch_threads']} "
-        f"threads, autocast {e['amp_dtype']}), uint8 photos in, probabilities out"
+        f"\nexport: {e['model']} at {e['size']} px, TTA {e['tta']}, CPU, {e['threads']} "
+        f"thread(s) each (autocast {e['amp_dtype']}), uint8 photos in, probabilities out"
     )
     print(f"{'':<26}{'PyTorch':>12}{'ONNX Runtime':>14}{'speed, ONNX/PyTorch':>22}")
     print(

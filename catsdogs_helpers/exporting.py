@@ -253,16 +253,19 @@ def load_exported(path: str | os.PathLike[str], *, runtime: str = "onnx") -> Cla
     )  # fmt: skip
 
 
-def onnx_runtime(path: Path) -> Callable[[np.ndarray], np.ndarray]:
+def onnx_runtime(path: Path, *, threads: int = 0) -> Callable[[np.ndarray], np.ndarray]:
     """A function that runs the ONNX file ``path`` in ONNX Runtime on the CPU: a uint8
-    ``(N, S, S, 3)`` array in, probabilities out."""
+    ``(N, S, S, 3)`` array in, probabilities out. ``threads``: ONNX Runtime's threads per
+    operation (0: its default, one per physical core)."""
     try:
         import onnxruntime  # optional: the "export" extra
     except ImportError as err:
         raise ImportError(
             f"running {path.name} needs onnxruntime: pip install 'catsdogs-helpers[export]'"
         ) from err
-    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = threads
+    session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
     def run(images: np.ndarray) -> np.ndarray:
         return session.run([OUTPUT], {INPUT: np.ascontiguousarray(images)})[0]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -179,6 +180,23 @@ def test_the_ten_views_are_averaged_inside_the_exported_graph(tmp_path):
     assert not torch.allclose(expected, centre_only, atol=1e-3), "the views change the answer"
     for run in (exporting.onnx_runtime(onnx_file), exporting.torchscript_runtime(script_file)):
         np.testing.assert_allclose(run(images.numpy()), expected.numpy(), atol=1e-4, rtol=0)
+
+
+def test_the_readmes_onnx_example_gives_the_packages_probabilities(exported, tmp_path, capsys):
+    """The README's ONNX Runtime code, run as printed on a PNG (no reduced-scale JPEG
+    decoding), gets the probabilities predict_files gets."""
+    readme = (REPO / "README.md").read_text()
+    code = re.search(r"```python\n(import json, numpy.*?)```", readme, re.DOTALL).group(1)
+    photo = tmp_path / "photo.png"
+    fakedata.photo(1, np.random.default_rng(0), size=(203, 150)).save(photo)
+    code = code.replace("runs/default/export", str(exported / "export"))
+    namespace: dict = {}
+    exec(code.replace("photo.jpg", str(photo)), namespace)
+    expected = predicting.predict_files(predicting.load_classifier(exported), photo)
+    np.testing.assert_allclose(
+        namespace["probs"], expected[["p_Cat", "p_Dog"]].to_numpy(), atol=1e-5, rtol=0
+    )
+    assert "{'Cat': " in capsys.readouterr().out
 
 
 # ------------------------------------------------------------------- the console command

@@ -51,11 +51,14 @@ def make_parser() -> argparse.ArgumentParser:
 
 def find_run(value: str) -> Path:
     """A run folder: a run's name in the runs folder (:func:`config.runs_dir`), or a path."""
-    if not any(sep in value for sep in "/\\") and config.run_dir(value).is_dir():
-        return config.run_dir(value)
     path = Path(value).expanduser()
-    if path.is_dir():
-        return path
+    try:
+        named = config.run_dir(value)
+    except config.ParameterError:  # not a name (a path, ".")
+        named = path
+    for candidate in (named, path):
+        if candidate.is_dir():
+            return candidate
     known = sorted(p.name for p in config.runs_dir().glob("*/best.pt"))
     raise FileNotFoundError(
         f"no run {value!r}: not a folder, nor a run in {config.runs_dir()} "
@@ -115,6 +118,10 @@ def main(argv: list[str] | None = None) -> int:
         table = predicting.predict_files(classifier, args.paths, batch_size=args.batch_size)
     except (FileNotFoundError, CheckpointError, RunConflict, ImportError) as err:
         parser.error(str(err))
+    if table.empty:
+        suffixes = " ".join(sorted(predicting.IMAGE_SUFFIXES))
+        print(f"no photos ({suffixes}) in {' '.join(args.paths)}", file=sys.stderr)
+        return 1
     text = render(table, args.format)
     if args.output is None:
         sys.stdout.write(text)

@@ -90,6 +90,7 @@ class ExportFiles:
 
 
 def export_files(run_dir: str | os.PathLike[str]) -> ExportFiles:
+    """The export folder of a run (it may not exist yet)."""
     return ExportFiles(Path(run_dir) / "export")
 
 
@@ -201,7 +202,7 @@ def export_run(
             f"{files.folder} holds an export of another model (checkpoint sha256 "
             f"{before['checkpoint_sha256'][:12]}, preprocessing {before['preprocessing']}; "
             f"now {info['checkpoint_sha256'][:12]}, {info['preprocessing']}). Use "
-            "OVERWRITE=True (overwrite=True) to replace it."
+            "overwrite=True (catsdogs-predict --overwrite) to replace it."
         )
     files.info.unlink(missing_ok=True)
     program = capture(classifier)

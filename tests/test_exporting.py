@@ -266,11 +266,16 @@ def test_usage_errors_exit_2_with_one_line(exported, photos, tmp_path, capsys, a
     assert exit_.value.code == 2 and message in err and "Traceback" not in err
 
 
-def test_nothing_readable_exits_1_and_says_why(exported, photos, capsys):
+def test_nothing_readable_exits_1_and_says_why(exported, photos, tmp_path, capsys):
     broken = [str(photos / "Cat" / name) for name in ("empty.jpg", "truncated.jpg")]
     assert cli.main([*broken, "--run", str(exported)]) == 1
     out, err = capsys.readouterr()
     assert "empty" in out and "truncated" in out and "0 of 2 photos classified" in err
+    (tmp_path / "nothing").mkdir()
+    (tmp_path / "nothing" / "notes.txt").write_text("not a photo")
+    assert cli.main([str(tmp_path / "nothing"), "--run", str(exported)]) == 1
+    out, err = capsys.readouterr()
+    assert out == "" and "no photos (.bmp .gif" in err
 
 
 def test_the_module_runs_as_a_command(exported, photos):

@@ -7,6 +7,7 @@
     python benchmarks/benchmark.py --only pretrained    # stage 7 alone (about 3 minutes)
     python benchmarks/benchmark.py --only loader        # stage 8 alone (about 3 minutes)
     python benchmarks/benchmark.py --loader             # stages 1-3 and 8
+    python benchmarks/benchmark.py --only export        # stage 9 alone (about 2 minutes)
 
 Stages (each in its own process, so its peak memory is its own):
 
@@ -41,6 +42,10 @@ Stages (each in its own process, so its peak memory is its own):
    get, beside the training images/s of the recipe's model at that size (bf16/fp16 +
    channels_last where available). The ratio loader/training below 1 means the model waits
    for its data. Runs on CUDA as on the CPU.
+9. export: predicting on the CPU with PyTorch against the exported ONNX file in ONNX
+   Runtime, for the default recipe's model and preprocessing (ResNet-9, 96 px, flip
+   averaging), uint8 batches in, probabilities out, one thread each: the median latency of
+   one photo and the throughput of batches of 64, the two taking turns. Needs no photos.
 
 Stages 1-3 use photos of the 10k subset enlarged to 500x375, the size of the real archive's
 photos. Ratios are measured within one run, so they hold on a noisy machine; absolute
@@ -530,10 +535,68 @@ def torch_cpu():
     return torch.device("cpu")
 
 
+def stage_export(batch: int = 64, singles: int = 60, batches: int = 6, threads: int = 1) -> dict:
+    """PyTorch (as ``predict_files`` runs it) against ONNX Runtime on the exported file, on
+    the CPU with ``threads`` threads each (one: on a shared machine, more threads than free
+    cores make both many times slower and the comparison meaningless). The weights are
+    random: speed does not depend on them."""
+    import numpy as np
+    import torch
+
+    from catsdogs_helpers import calibration, config, devices, exporting, models, predicting
+    from catsdogs_helpers.evaluation import probabilities
+    from catsdogs_helpers.transforms import preprocessing_for
+
+    torch.set_num_threads(threads)
+    cfg, device = config.make_config(), torch.device("cpu")
+    preprocessing, amp = preprocessing_for(cfg), devices.amp_dtype(device)
+    model = models.create_model(cfg.model_name, 2).eval()
+    classifier = predicting.Classifier(
+        model, ("Cat", "Dog"), preprocessing, calibration.Decision(), device
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        program = exporting.capture(classifier)
+        onnx_file = exporting.save_onnx(program, Path(tmp) / "model.onnx")
+        onnx = exporting.onnx_runtime(onnx_file, threads=threads)
+
+    @torch.no_grad()
+    def pytorch(images: np.ndarray) -> np.ndarray:
+        with devices.autocast(device, amp):
+            return probabilities(model, torch.from_numpy(images), device, preprocessing).numpy()
+
+    size = preprocessing.input_size
+    images = np.random.default_rng(0).integers(0, 256, (batch, size, size, 3), dtype=np.uint8)
+    runners = {"pytorch": pytorch, "onnxruntime": onnx}
+    single = {name: [] for name in runners}
+    many = {name: [] for name in runners}
+    for run in runners.values():  # warm-up
+        run(images[:1]), run(images)
+    for _ in range(singles):  # taking turns, so that the machine's load hits both alike
+        for name, run in runners.items():
+            single[name].append(_seconds(run, images[:1]))
+    for _ in range(batches):
+        for name, run in runners.items():
+            many[name].append(_seconds(run, images))
+    out = {"model": cfg.model_name, "size": size, "tta": preprocessing.tta, "batch": batch,
+           "amp_dtype": str(amp), "threads": threads}  # fmt: skip
+    for name in runners:
+        out[f"{name}_single_ms"] = 1000 * float(np.median(single[name]))
+        out[f"{name}_batch_img_s"] = batch / float(np.median(many[name]))
+    out["ratio_single"] = out["pytorch_single_ms"] / out["onnxruntime_single_ms"]
+    out["ratio_batch"] = out["onnxruntime_batch_img_s"] / out["pytorch_batch_img_s"]
+    return out
+
+
+def _seconds(run, images) -> float:
+    start = time.perf_counter()
+    run(images)
+    return time.perf_counter() - start
+
+
 STAGES = {"data": stage_data, "train": stage_train, "scan": stage_scan,
           "time_to_accuracy": stage_time_to_accuracy, "first_runs": stage_first_runs,
           "trust": stage_trust, "pretrained": stage_pretrained,
-          "loader": stage_loader}  # fmt: skip
+          "loader": stage_loader, "export": stage_export}  # fmt: skip
 
 
 def run_stage(name: str, folder: Path) -> dict:
@@ -555,6 +618,7 @@ def main() -> None:
     parser.add_argument("--time-to-accuracy", action="store_true", help="also run stage 4")
     parser.add_argument("--first-runs", action="store_true", help="also run stage 5")
     parser.add_argument("--loader", action="store_true", help="also run stage 8")
+    parser.add_argument("--export", action="store_true", help="also run stage 9")
     parser.add_argument("--only", nargs="*", choices=STAGES, help="run only these stages")
     args = parser.parse_args()
     if args.stage:
@@ -564,9 +628,10 @@ def main() -> None:
         print(json.dumps(result))
         return
     names = ["data", "train", "scan"] + (["time_to_accuracy"] if args.time_to_accuracy else [])
-    names += (["first_runs"] if args.first_runs else []) + (["loader"] if args.loader else [])
+    names += ["first_runs"] if args.first_runs else []
+    names += [n for n in ("loader", "export") if getattr(args, n)]
     names = args.only or names
-    if not DEV_ZIP.is_file() and set(names) - {"train", "loader"}:
+    if not DEV_ZIP.is_file() and set(names) - {"train", "pretrained", "loader", "export"}:
         sys.exit(f"{DEV_ZIP} not found: set CATSDOGS_DEV_ZIP to the 10k subset's zip")
     results = {
         "date": time.strftime("%Y-%m-%d"),
@@ -601,6 +666,8 @@ def print_table(r: dict) -> None:
         print_pretrained(r["pretrained"])
     if "loader" in r:
         print_loader(r["loader"])
+    if "export" in r:
+        print_export(r["export"])
 
 
 def print_trust(t: dict) -> None:
@@ -645,6 +712,22 @@ def print_loader(r: dict) -> None:
             print(f"{size:>6}{w:>9}{rate:>14.0f}{row[f'first_batch_{w}_workers_s']:>13.2f}"
                   f"{row['train_img_s']:>13.0f}{rate / row['train_img_s']:>13.1f}x")  # fmt: skip
     print("  (below 1x the model waits for its data: raise NUM_WORKERS, or use a lighter AUGMENT)")
+
+
+def print_export(e: dict) -> None:
+    print(
+        f"\nexport: {e['model']} at {e['size']} px, TTA {e['tta']}, CPU, {e['threads']} "
+        f"thread(s) each (autocast {e['amp_dtype']}), uint8 photos in, probabilities out"
+    )
+    print(f"{'':<26}{'PyTorch':>12}{'ONNX Runtime':>14}{'speed, ONNX/PyTorch':>22}")
+    print(
+        f"{'one photo, median ms':<26}{e['pytorch_single_ms']:>12.2f}"
+        f"{e['onnxruntime_single_ms']:>14.2f}{e['ratio_single']:>21.2f}x"
+    )
+    print(
+        f"{'batch of ' + str(e['batch']) + ', photos/s':<26}{e['pytorch_batch_img_s']:>12.0f}"
+        f"{e['onnxruntime_batch_img_s']:>14.0f}{e['ratio_batch']:>21.2f}x"
+    )
 
 
 def print_first_runs(runs: dict) -> None:

@@ -13,7 +13,7 @@ import glob
 import logging
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,13 +42,16 @@ Sources = str | os.PathLike[str] | Sequence[str | os.PathLike[str]]
 class Classifier:
     """A trained model and everything needed to use it the way it was tested."""
 
-    model: nn.Module
+    model: nn.Module | None  # None for an exported model, which ``runtime`` runs
     class_names: tuple[str, ...]
     preprocessing: Preprocessing
     decision: Decision
     device: torch.device
     amp_dtype: torch.dtype | None = None
     name: str = ""  # where it came from (the run's name), shown in every prediction
+    #: An exported model (:func:`exporting.load_exported`): a uint8 ``(N, S, S, 3)`` batch
+    #: in, probabilities out, normalisation and TTA inside; used instead of ``model``.
+    runtime: Callable[[np.ndarray], np.ndarray] | None = None
 
 
 def preprocessing_of(checkpoint: dict) -> Preprocessing:
@@ -166,11 +169,27 @@ def _probabilities(
     p = classifier.preprocessing
     dataset = ImageFileDataset(paths, size=p.cache_size, transform=p.pipeline())
     loader = make_loader(dataset, batch_size=batch_size, shuffle=False)
+    if classifier.runtime is not None:
+        return _run_exported(classifier.runtime, loader)
     probs, _, positions = predict(
         classifier.model, loader, classifier.device, p, amp_dtype=classifier.amp_dtype,
         progress=len(paths) > batch_size,
     )  # fmt: skip
     return probs, positions.astype(int)
+
+
+def _run_exported(
+    runtime: Callable[[np.ndarray], np.ndarray], loader
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_probabilities` with an exported model: the same batches, the same positions."""
+    probs, positions = [], []
+    for batch in loader:
+        if len(batch[0]):  # a batch whose files all failed to decode has no positions
+            probs.append(runtime(batch[0].numpy()))
+            positions.append(batch[2].numpy())
+    if not probs:
+        return np.zeros((0, 0)), np.zeros(0, dtype=int)
+    return np.concatenate(probs), np.concatenate(positions).astype(int)
 
 
 def _fill_predictions(
@@ -205,8 +224,11 @@ class Explanation:
 def explain_photo(classifier: Classifier, path: str | os.PathLike[str]) -> Explanation:
     """Predict one photo and show where the evidence for the answer was (Grad-CAM).
 
-    A photo the validate step rejects raises ``ValueError`` with its reason.
+    A photo the validate step rejects raises ``ValueError`` with its reason. Needs the
+    PyTorch model (an exported one has no gradients to explain with).
     """
+    if classifier.model is None:
+        raise ValueError("explaining needs the PyTorch model: load_classifier(), not an export")
     table = predict_files(classifier, path)
     if len(table) != 1 or table.loc[0, "error"]:
         reason = table.loc[0, "error"] if len(table) == 1 else "not one image file"

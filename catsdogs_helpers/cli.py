@@ -1,0 +1,138 @@
+"""``catsdogs-predict``: classify photos with a trained run, from a terminal.
+
+    catsdogs-predict photo.jpg more/ "others/*.png" --run fast
+    catsdogs-predict ~/Pictures --run runs/fast --format csv --output predictions.csv
+    catsdogs-predict photo.jpg --run fast --onnx    # the exported ONNX file, in ONNX Runtime
+
+Files, folders (searched recursively) and globs; every photo is prepared exactly as the test
+split was (:func:`predicting.predict_files`), and a file that cannot be read is listed with
+the reason instead of ending the command. ``--onnx`` exports the run first when it has no
+export of this model yet (:func:`exporting.export_run`). Exit status: 0 when at least one
+photo was classified, 1 when none could be, 2 for a usage error (no such run or file).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from . import config, exporting, predicting
+from .config import TTAS
+from .devices import pick_device
+from .files import atomic_path
+from .runs import RunConflict
+from .training import CheckpointError
+
+FORMATS = ("table", "csv", "json")
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="catsdogs-predict", description=__doc__.splitlines()[0].split(": ", 1)[1]
+    )
+    parser.add_argument("paths", nargs="+", metavar="PATH", help="photos, folders or globs")
+    parser.add_argument("--run", required=True, help="a run's name (in the runs folder) or path")
+    parser.add_argument("--tta", choices=TTAS, default="", help="test-time augmentation "
+                        "(default: the run's)")  # fmt: skip
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
+    parser.add_argument("--format", choices=FORMATS, default="table", help="output format")
+    parser.add_argument("--output", type=Path, help="write the predictions to this file")
+    parser.add_argument("--batch-size", type=int, default=64, help="photos per batch")
+    parser.add_argument("--onnx", action="store_true", help="use the exported ONNX file "
+                        "(ONNX Runtime, CPU), exporting the run first if needed")  # fmt: skip
+    parser.add_argument("--overwrite", action="store_true", help="with --onnx: replace an "
+                        "export made from another checkpoint or preprocessing")  # fmt: skip
+    return parser
+
+
+def find_run(value: str) -> Path:
+    """A run folder: a run's name in the runs folder (:func:`config.runs_dir`), or a path."""
+    path = Path(value).expanduser()
+    try:
+        named = config.run_dir(value)
+    except config.ParameterError:  # not a name (a path, ".")
+        named = path
+    for candidate in (named, path):
+        if candidate.is_dir():
+            return candidate
+    known = sorted(p.name for p in config.runs_dir().glob("*/best.pt"))
+    raise FileNotFoundError(
+        f"no run {value!r}: not a folder, nor a run in {config.runs_dir()} "
+        f"(runs there: {', '.join(known) or 'none yet'})"
+    )
+
+
+def load(args: argparse.Namespace, device: torch.device) -> predicting.Classifier:
+    """The classifier the arguments ask for: the run's best model, or its ONNX export."""
+    run = find_run(args.run)
+    if not args.onnx:
+        return predicting.load_classifier(run, device=device, tta=args.tta)
+    if (run / "best.pt").is_file():  # a run folder, not a copied export folder
+        exporting.export_run(run, tta=args.tta, overwrite=args.overwrite)
+    classifier = exporting.load_exported(run, runtime="onnx")
+    if args.tta and args.tta != classifier.preprocessing.tta:
+        raise RunConflict(
+            f"the export in {run} averages tta={classifier.preprocessing.tta!r}, not "
+            f"{args.tta!r}: export again from the run folder with --tta {args.tta}"
+        )
+    return classifier
+
+
+def describe(classifier: predicting.Classifier) -> str:
+    """One line: the model, its test-time augmentation and how it decides."""
+    d = classifier.decision
+    rule = "the most likely class"
+    if d.positive and d.threshold == d.threshold and len(classifier.class_names) == 2:
+        other = next(name for name in classifier.class_names if name != d.positive)
+        rule = f"{d.positive} when p_{d.positive} >= {d.threshold:.3f}, else {other}"
+        rule += f" (chosen for {d.goal})" if d.goal else ""
+    scaled = f"; probabilities at temperature {d.temperature:.2f}" if d.temperature != 1 else ""
+    tta = classifier.preprocessing.tta
+    return f"model {classifier.name}, test-time augmentation {tta}; decision: {rule}{scaled}"
+
+
+def render(table: pd.DataFrame, fmt: str) -> str:
+    """The predictions as text: an aligned table, CSV, or JSON records (NaN as null)."""
+    if fmt == "csv":
+        return table.to_csv(index=False)
+    if fmt == "json":
+        return table.to_json(orient="records", indent=2) + "\n"
+    shown = table.drop(columns=["model", "note"] + ([] if (table["error"] != "").any() else
+                                                    ["error"]))  # fmt: skip
+    return shown.to_string(index=False, float_format="{:.3f}".format, na_rep="") + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = make_parser()
+    args = parser.parse_intermixed_args(argv)  # PATHs before and after the options
+    try:
+        device = pick_device(args.device)
+    except RuntimeError as err:  # a device that is not there, or no device's name
+        parser.error(str(err))
+    try:
+        classifier = load(args, device)
+        table = predicting.predict_files(classifier, args.paths, batch_size=args.batch_size)
+    except (FileNotFoundError, CheckpointError, RunConflict, ImportError) as err:
+        parser.error(str(err))
+    if table.empty:
+        suffixes = " ".join(sorted(predicting.IMAGE_SUFFIXES))
+        print(f"no photos ({suffixes}) in {' '.join(args.paths)}", file=sys.stderr)
+        return 1
+    text = render(table, args.format)
+    if args.output is None:
+        sys.stdout.write(text)
+    else:
+        with atomic_path(args.output) as tmp:
+            tmp.write_text(text)
+    classified = int((table["error"] == "").sum())
+    print(f"{describe(classifier)}\n{classified} of {len(table)} photos classified"
+          + (f", written to {args.output}" if args.output else ""), file=sys.stderr)  # fmt: skip
+    return 0 if classified else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -7,10 +7,13 @@ calls notebooks 04 and 05 make.
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import albumentations as A
 import pytest
 
-from catsdogs_helpers import config, runs, splitting, steps, validating
+from catsdogs_helpers import config, runs, series, splitting, steps, validating
 
 TINY = {"IMAGE_SIZE": 48, "NUM_WORKERS": 0}
 
@@ -64,3 +67,44 @@ def test_02_exercise_3_another_seed_keeps_the_split_sizes(data):
     assert sizes[0] == sizes[1]
     a, b = (splitting.split_dataset(manifest, seed=seed) for seed in (42, 7))
     assert not a["split"].equals(b["split"]), "but other photos in each part"
+
+
+def _notebook_with_cells(source: Path, folder: Path, after: dict[str, str]) -> Path:
+    """A copy of ``source`` with a new code cell after the first cell holding each key."""
+    notebook = json.loads(source.read_text())
+    cells = []
+    for cell in notebook["cells"]:
+        cells.append(cell)
+        for marker, code in after.items():
+            if marker in "".join(cell["source"]):
+                new = {"cell_type": "code", "execution_count": None, "metadata": {}}
+                cells.append({**new, "outputs": [], "source": code, "id": f"new-{len(cells)}"})
+    notebook["cells"] = cells
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / source.name).write_text(json.dumps(notebook))
+    return folder
+
+
+def test_05_exercises_3_and_4_in_new_cells(data, tmp_path):
+    """Exercise 3's cell after the threshold cell and exercise 4's at the end, as written."""
+    exercise_3 = (
+        "point = calibration.choose_threshold(val_labels, decision.calibrate(val_probs), "
+        "class_names,\n    goal_class, 0.95)\n"
+        "print('95 %:', point)\n"
+        "assert point.recall >= decision.recall or np.isnan(decision.threshold)\n"
+    )
+    exercise_4 = (
+        "crops = predicting.predict_files("
+        'predicting.load_classifier(cfg.run_dir, tta="flip_crops"), source)\n'
+        "print(crops[['path', 'predicted', 'confidence']])\n"
+        "assert len(crops) == len(predictions) and (crops['error'] == predictions['error']).all()\n"
+    )  # fmt: skip
+    notebook = config.project_root() / "notebooks" / "05_infer.ipynb"
+    folder = _notebook_with_cells(notebook, tmp_path / "nb", {
+        "calibration.save_decision(": "import numpy as np\n" + exercise_3,
+        "widgets.photo_upload(": exercise_4,
+    })  # fmt: skip
+    out = series.run_series({**TINY, "EPOCHS": 1, "RUN_NAME": "ex05"}, notebooks_dir=folder)
+    executed = (out / "05_infer.ipynb").read_text()
+    assert "95 %: OperatingPoint(" in executed
+    assert "confidence" in executed.split("crops = predicting")[-1], "exercise 4 printed"

@@ -656,18 +656,12 @@ def print_table(r: dict) -> None:
     print(f"\n{r['machine']}, Python {r['python']}, {r['date']}\n")
     if {"data", "train", "scan"} <= set(r):
         print_speed(r)
-    if "time_to_accuracy" in r:
-        print_time_to_accuracy(r["time_to_accuracy"])
-    if "first_runs" in r:
-        print_first_runs(r["first_runs"])
-    if "trust" in r:
-        print_trust(r["trust"])
-    if "pretrained" in r:
-        print_pretrained(r["pretrained"])
-    if "loader" in r:
-        print_loader(r["loader"])
-    if "export" in r:
-        print_export(r["export"])
+    printers = {"time_to_accuracy": print_time_to_accuracy, "first_runs": print_first_runs,
+                "trust": print_trust, "pretrained": print_pretrained, "loader": print_loader,
+                "export": print_export}  # fmt: skip
+    for stage, printer in printers.items():
+        if stage in r:
+            printer(r[stage])
 
 
 def print_trust(t: dict) -> None:

@@ -24,6 +24,7 @@ from . import config, exporting, predicting
 from .config import TTAS
 from .devices import pick_device
 from .files import atomic_path
+from .layouts import PHOTO_SUFFIXES
 from .runs import RunConflict
 from .training import CheckpointError
 
@@ -119,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, CheckpointError, RunConflict, ImportError) as err:
         parser.error(str(err))
     if table.empty:
-        suffixes = " ".join(sorted(predicting.IMAGE_SUFFIXES))
+        suffixes = " ".join(sorted(PHOTO_SUFFIXES))
         print(f"no photos ({suffixes}) in {' '.join(args.paths)}", file=sys.stderr)
         return 1
     text = render(table, args.format)

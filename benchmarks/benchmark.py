@@ -497,21 +497,29 @@ def stage_trust() -> dict:
     against the old own-photo path (shorter side at the crop size, no crop); the TTA table;
     the ECE before and after temperature scaling (fitted on validation); the threshold for
     99 % precision for Cat, chosen on validation and checked on the test split."""
-    from catsdogs_helpers import calibration, datasets, evaluation, predicting, steps, transforms
+    from catsdogs_helpers import (
+        calibration,
+        datasets,
+        devices,
+        evaluation,
+        predicting,
+        steps,
+        transforms,
+    )
 
     run = trained_run(**QUICK_RUN)
     cfg, split, cache, model = run.cfg, run.split, run.cache, run.model
     sets = steps.make_datasets(cfg, split, cache)
-    loaders = steps.make_loaders(cfg, {"val": sets["val"], "test": sets["test"]}, 64)
-    device, pre, names = torch_cpu(), transforms.preprocessing_for(cfg), sets["test"].class_names
-    probs, labels, positions = evaluation.predict(model, loaders["test"], device, pre)
+    device = devices.pick_device(cfg.device)
+    pre, names = transforms.preprocessing_for(cfg), sets["test"].class_names
+    probs, labels, positions = evaluation.predict_dataset(model, sets["test"], pre, device)
     files = _own_photo_paths(cfg, cache, sets["test"], positions)
     clf = predicting.Classifier(model, tuple(names), pre, calibration.Decision(), device)
     own = predicting.predict_files(clf, files)[[f"p_{n}" for n in names]].to_numpy()
     old_set = datasets.ImageFileDataset(files, size=cfg.eval_size)  # the old own-photo path
     old = evaluation.predict(model, datasets.make_loader(old_set, batch_size=64, shuffle=False),
                              device, pre)[0]  # fmt: skip
-    val_probs, val_labels, _ = evaluation.predict(model, loaders["val"], device, pre)
+    val_probs, val_labels, _ = evaluation.predict_dataset(model, sets["val"], pre, device)
     decision = calibration.make_decision(val_labels, val_probs, names, positive=names[0])
     ece = calibration.expected_calibration_error
     rules = {"threshold": decision, "argmax": calibration.Decision()}
@@ -527,12 +535,6 @@ def stage_trust() -> dict:
         "ece_after": ece(labels, decision.calibrate(probs)), "goal": decision.goal,
         "threshold": decision.threshold, "val_recall": decision.recall, "on_test": on_test,
     }  # fmt: skip
-
-
-def torch_cpu():
-    import torch
-
-    return torch.device("cpu")
 
 
 def stage_export(batch: int = 64, singles: int = 60, batches: int = 6, threads: int = 1) -> dict:

@@ -36,6 +36,8 @@ _TINY = 1e-12
 def reliability_table(labels: np.ndarray, probs: np.ndarray, bins: int = BINS) -> pd.DataFrame:
     """Per confidence bin (of the predicted class's probability): how many predictions fall
     in it, their mean confidence and their accuracy. Empty bins are left out."""
+    if len(probs) == 0:
+        return pd.DataFrame(columns=["count", "confidence", "accuracy", "low", "high"])
     confidence = probs.max(1)
     correct = probs.argmax(1) == np.asarray(labels)
     edges = np.linspace(0, 1, bins + 1)
@@ -96,6 +98,21 @@ class Decision:
     precision: float = math.nan
     recall: float = math.nan
 
+    @property
+    def has_threshold(self) -> bool:
+        """True when the answer is "``positive`` only above the threshold"."""
+        return bool(self.positive) and not math.isnan(self.threshold)
+
+    def to_dict(self) -> dict:
+        """Plain values for JSON: a NaN (no threshold, say) becomes null."""
+        return {k: None if isinstance(v, float) and math.isnan(v) else v
+                for k, v in asdict(self).items()}  # fmt: skip
+
+    @classmethod
+    def from_dict(cls, values: dict) -> Decision:
+        """The decision :meth:`to_dict` wrote (null back to NaN)."""
+        return cls(**{k: math.nan if v is None else v for k, v in values.items()})
+
     def calibrate(self, probs: np.ndarray) -> np.ndarray:
         """The probabilities after temperature scaling."""
         return apply_temperature(probs, self.temperature)
@@ -104,8 +121,10 @@ class Decision:
         """Class indices: ``positive`` when its (calibrated) probability reaches the threshold
         and the other class otherwise; the most likely class without a threshold."""
         probs = self.calibrate(probs)
-        if not self.positive or math.isnan(self.threshold) or len(class_names) != 2:
+        if not self.has_threshold or len(class_names) != 2:
             return probs.argmax(1)
+        if self.positive not in class_names:
+            raise ValueError(f"the decision is about {self.positive!r}, not one of {class_names}")
         pos = class_names.index(self.positive)
         return np.where(probs[:, pos] >= self.threshold, pos, 1 - pos)
 
@@ -187,8 +206,7 @@ def save_decision(run_dir: str | Path, decision: Decision, *, overwrite: bool = 
             f"{path} holds another decision ({before.goal or 'no threshold'}, temperature "
             f"{before.temperature:.3f}). Use OVERWRITE=True to replace it, or a new RUN_NAME."
         )
-    values = {k: None if v != v else v for k, v in asdict(decision).items()}  # NaN: null
-    return write_json(path, values)
+    return write_json(path, decision.to_dict())
 
 
 def _same(a: Decision, b: Decision) -> bool:
@@ -205,6 +223,4 @@ def _same(a: Decision, b: Decision) -> bool:
 def read_decision(run_dir: str | Path) -> Decision | None:
     """The run's saved decision, or None when none was saved."""
     values = read_json(decision_path(run_dir))
-    if values is None:
-        return None
-    return Decision(**{k: math.nan if v is None else v for k, v in values.items()})
+    return None if values is None else Decision.from_dict(values)

@@ -87,7 +87,7 @@ def describe(classifier: predicting.Classifier) -> str:
     """One line: the model, its test-time augmentation and how it decides."""
     d = classifier.decision
     rule = "the most likely class"
-    if d.positive and d.threshold == d.threshold and len(classifier.class_names) == 2:
+    if d.has_threshold and len(classifier.class_names) == 2:
         other = next(name for name in classifier.class_names if name != d.positive)
         rule = f"{d.positive} when p_{d.positive} >= {d.threshold:.3f}, else {other}"
         rule += f" (chosen for {d.goal})" if d.goal else ""

@@ -39,7 +39,10 @@ DEFAULT_DATASET_URL = (
 MODEL_NAMES = ("resnet9", "resnet18", "resnet34", "resnet50", "efficientnet_b0")
 RECIPES = ("fast", "tutorial")
 AUGMENTS = ("light", "tutorial", "heavy", "none")
-TTAS = ("none", "flip", "flip_crops")  # test-time augmentation: see evaluation.tta_views
+#: Test-time augmentation (see ``evaluation.tta_views``): each mode and how many views of a
+#: photo it averages, its cost in forward passes.
+TTA_VIEWS = {"none": 1, "flip": 2, "flip_crops": 10}
+TTAS = tuple(TTA_VIEWS)
 DEVICES = ("auto", "cpu", "cuda", "mps")
 #: Where the labels come from (the ``LABELS`` parameter; "" is "folders"): see ``layouts``.
 LABEL_SOURCES = ("", "folders", "filenames", "csv")
@@ -87,8 +90,10 @@ PARAMETERS: dict[str, Parameter] = {
         Parameter("PREDICT_PATH", "", '"": a demo; or a photo or folder of yours'),
         Parameter("TTA", "", '"": the recipe\'s; none, flip or flip_crops', ("", *TTAS)),
         Parameter("LABELS", "", '"": class folders; "filenames" or "csv"', LABEL_SOURCES),
-        Parameter("LABEL_PATTERN", DEFAULT_LABEL_PATTERN, "LABELS=filenames: group 1 is the label"),
-        Parameter("LABELS_CSV", "", 'LABELS=csv: path,label ("": labels.csv by the photos)'),
+        Parameter(
+            "LABEL_PATTERN", DEFAULT_LABEL_PATTERN, 'with LABELS "filenames": group 1 is the label'
+        ),
+        Parameter("LABELS_CSV", "", 'with LABELS "csv": path,label ("": labels.csv by the photos)'),
         Parameter("WEIGHTS_PATH", "", '"": download; or a .pth of torchvision\'s ImageNet weights'),
     )
 }

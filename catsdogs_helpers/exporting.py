@@ -29,11 +29,10 @@ from __future__ import annotations
 
 import copy
 import logging
-import math
 import os
 import warnings
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -97,7 +96,7 @@ def export_files(run_dir: str | os.PathLike[str]) -> ExportFiles:
 def export_info(classifier: Classifier, checkpoint: Path) -> dict[str, Any]:
     """What ``model.json`` says: how to prepare photos, what comes out, how to decide."""
     p = classifier.preprocessing
-    decision = {k: None if v != v else v for k, v in asdict(classifier.decision).items()}
+    decision = classifier.decision.to_dict()
     return {
         "model": classifier.name,
         "checkpoint": checkpoint.name,
@@ -229,7 +228,7 @@ def find_export(path: str | os.PathLike[str]) -> ExportFiles:
     if not files.info.is_file():
         raise FileNotFoundError(
             f"no exported model in {path} (no {files.info.name}): export the run first, with "
-            "exporting.export_run(run_dir) or `catsdogs-predict --export`"
+            "exporting.export_run(run_dir) or `catsdogs-predict --onnx`"
         )
     return files
 
@@ -245,11 +244,10 @@ def load_exported(path: str | os.PathLike[str], *, runtime: str = "onnx") -> Cla
     info = read_json(files.info)
     file = files.onnx if runtime == "onnx" else files.torchscript
     run = onnx_runtime(file) if runtime == "onnx" else torchscript_runtime(file)
-    decision = {k: math.nan if v is None else v for k, v in info["decision"].items()}
     return Classifier(
         model=None, class_names=tuple(info["class_names"]),
         preprocessing=Preprocessing.from_dict(info["preprocessing"]),
-        decision=Decision(**decision), device=torch.device("cpu"),
+        decision=Decision.from_dict(info["decision"]), device=torch.device("cpu"),
         name=f"{info['model']} ({file.name})", runtime=run,
     )  # fmt: skip
 

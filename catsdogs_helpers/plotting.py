@@ -249,17 +249,16 @@ def plot_reliability(tables: dict[str, pd.DataFrame]) -> plt.Figure:
 
 
 def plot_precision_recall(
-    labels: np.ndarray, scores: np.ndarray, positive: str, threshold: float | None = None
+    labels: np.ndarray, scores: np.ndarray, positive: str, point=None
 ) -> plt.Figure:
     """The precision-recall curve of ``positive`` (``labels`` True where the photo is one),
-    with the chosen threshold marked."""
+    with a chosen operating point marked (anything with ``threshold``, ``precision`` and
+    ``recall``, e.g. :func:`calibration.decision_result`)."""
     fig, ax = plt.subplots(figsize=(4.2, 4))
     skm.PrecisionRecallDisplay.from_predictions(labels, scores, ax=ax, name=positive)
-    if threshold is not None and np.isfinite(threshold):
-        called = scores >= threshold
-        precision = labels[called].mean() if called.any() else np.nan
-        recall = called[labels.astype(bool)].mean()
-        ax.plot([recall], [precision], "o", color=WRONG, label=f"threshold {threshold:.3f}")
+    if point is not None and np.isfinite(point.threshold):
+        ax.plot([point.recall], [point.precision], "o", color=WRONG,
+                label=f"threshold {point.threshold:.3f}")  # fmt: skip
         ax.legend(loc="lower left")
     fig.tight_layout()
     return fig

@@ -23,13 +23,14 @@ import torch
 from torch import nn
 
 from .calibration import Decision, read_decision
+from .config import RECIPE_DEFAULTS
 from .datasets import ImageFileDataset, make_loader
 from .devices import amp_dtype, pick_device
 from .evaluation import predict
 from .explaining import grad_cam_images
 from .files import atomic_path
 from .layouts import PHOTO_SUFFIXES
-from .training import load_model
+from .training import CheckpointError, load_model
 from .transforms import Preprocessing
 from .validating import check_files
 
@@ -55,12 +56,16 @@ class Classifier:
 
 
 def preprocessing_of(checkpoint: dict) -> Preprocessing:
-    """The evaluation preprocessing saved in a checkpoint (older checkpoints, which did not
-    save it, get the one their settings imply, without test-time augmentation)."""
+    """The evaluation preprocessing saved in a checkpoint. Older checkpoints, which did not
+    save it, get the one their settings imply (sizes, the run's or its recipe's TTA)."""
     if "preprocessing" in checkpoint:
         return Preprocessing.from_dict(checkpoint["preprocessing"])
     settings = checkpoint.get("settings", {})
-    return Preprocessing(cache_size=settings["cache_size"], eval_size=settings["image_size"])
+    if "cache_size" not in settings or "image_size" not in settings:
+        raise CheckpointError("the checkpoint records neither its preprocessing nor its sizes")
+    recipe = RECIPE_DEFAULTS.get(settings.get("recipe", ""))
+    tta = settings.get("tta") or (recipe.tta if recipe else "none")
+    return Preprocessing(settings["cache_size"], settings["image_size"], tta=tta)
 
 
 def load_classifier(
@@ -68,7 +73,7 @@ def load_classifier(
 ) -> Classifier:
     """The best model of a run (``best.pt``) with its preprocessing and saved decision
     (``decision.json``; without one, the most likely class at temperature 1). ``tta``
-    replaces the test-time augmentation the run was trained with ("" keeps it)."""
+    replaces the test-time augmentation saved with the run ("" keeps it)."""
     run_dir = Path(run_dir)
     device = pick_device(device) if isinstance(device, str) else device
     model, checkpoint = load_model(run_dir / "best.pt", device)

@@ -141,13 +141,21 @@ def write_metrics(
     before = read_json(path)
     if before is not None and not overwrite:
         check_same_settings(run_dir, before.get("settings", {}), settings, "test results")
-        changed = [k for k in payload if k.startswith("test_") and before.get(k) != payload[k]]
+        changed = [
+            k for k in payload if k.startswith("test_") and not _same(before.get(k), payload[k])
+        ]
         if changed:
             raise RunConflict(
                 f"{path} holds other results ({', '.join(changed)} differ). Use a new "
                 "RUN_NAME, or OVERWRITE=True to replace them."
             )
     return write_json(path, payload)
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal, counting NaN (an ROC AUC a split without both classes cannot have) as equal."""
+    both_nan = isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b)
+    return a == b or both_nan
 
 
 def runs_table(folder: str | os.PathLike[str] | None = None) -> pd.DataFrame:

@@ -8,7 +8,7 @@ four times fewer bytes to a GPU.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import albumentations as A
@@ -126,7 +126,7 @@ class Preprocessing:
 
     def with_tta(self, tta: str) -> Preprocessing:
         """The same preprocessing with another test-time augmentation."""
-        return Preprocessing(self.cache_size, self.eval_size, self.mean, self.std, tta)
+        return replace(self, tta=tta)
 
 
 def preprocessing_for(cfg: RunConfig) -> Preprocessing:

@@ -25,6 +25,15 @@ def _save_upload(item: dict, folder: Path) -> Path:
     return path
 
 
+def uploaded_files(value: object) -> list[dict]:
+    """A ``FileUpload`` value as ``[{"name": ..., "content": ...}]``: ipywidgets 8 gives a
+    tuple of such dicts, ipywidgets 7 (still found on Colab) a dict of name to
+    ``{"metadata": ..., "content": ...}``."""
+    if isinstance(value, dict):
+        return [{"name": name, "content": item["content"]} for name, item in value.items()]
+    return list(value)
+
+
 def photo_upload(on_photo: Callable[[Path], object], folder: str | Path) -> object | None:
     """An upload button: each photo chosen is saved into ``folder`` and ``on_photo(path)``
     runs, its figures and messages shown under the button. A photo ``on_photo`` rejects
@@ -35,8 +44,8 @@ def photo_upload(on_photo: Callable[[Path], object], folder: str | Path) -> obje
     except ImportError:
         log.info("no ipywidgets here: call the function on a path instead")
         return None
-    if is_colab():  # Colab shows ipywidgets 8 through its custom widget manager
-        from google.colab import output
+    if is_colab() and int(ipywidgets.__version__.split(".")[0]) >= 8:
+        from google.colab import output  # Colab shows ipywidgets 8 through this manager
 
         output.enable_custom_widget_manager()
     upload = ipywidgets.FileUpload(accept="image/*", multiple=False, description="Your photo")
@@ -45,7 +54,7 @@ def photo_upload(on_photo: Callable[[Path], object], folder: str | Path) -> obje
     def handle(change: dict) -> None:
         shown.clear_output()
         with shown:  # anything else the callback prints shows under the button too
-            for item in change["new"]:
+            for item in uploaded_files(change["new"]):
                 try:
                     result = on_photo(_save_upload(item, Path(folder)))
                 except ValueError as err:

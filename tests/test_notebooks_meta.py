@@ -78,6 +78,18 @@ def test_parameters_cell_holds_plain_defaults_read_by_one_call(path):
     assert all("os.environ" not in _source(c) for c in cells), "one way to read parameters"
 
 
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_papermill_sees_every_parameter_of_the_cell(path):
+    """papermill reads a parameters cell line by line and skips a line it cannot parse (one
+    with a second ``=``, say in its comment): such a parameter could not be set with -p."""
+    import papermill
+
+    cells = _cells(path)
+    cell = next(c for c in cells if "parameters" in c["metadata"].get("tags", []))
+    names = {node.targets[0].id for node in ast.parse(_source(cell)).body}
+    assert set(papermill.inspect_notebook(str(path))) == names
+
+
 def test_train_notebook_shows_and_runs_the_step_that_fit_uses():
     cells = [_source(c) for c in _cells(REPO / "notebooks" / "04_train.ipynb")]
     code = "\n".join(cells)

@@ -118,3 +118,12 @@ def test_one_photo_is_explained_and_a_rejected_one_says_why(petimages):
     assert 0 <= explained.heat_map.min() and explained.heat_map.max() <= 1
     with pytest.raises(ValueError, match="truncated"):
         predicting.explain_photo(classifier, petimages / "Cat" / "truncated.jpg")
+
+
+def test_an_older_checkpoint_gets_the_preprocessing_its_settings_imply():
+    old = {"settings": {"cache_size": 110, "image_size": 96, "recipe": "fast"}}
+    assert predicting.preprocessing_of(old) == transforms.Preprocessing(110, 96, tta="flip")
+    tutorial = {"settings": {"cache_size": 160, "image_size": 128, "recipe": "tutorial"}}
+    assert predicting.preprocessing_of(tutorial).tta == "none"
+    with pytest.raises(training.CheckpointError, match="sizes"):
+        predicting.preprocessing_of({"settings": {}})

@@ -44,3 +44,13 @@ def test_metrics_are_written_again_only_when_nothing_differs(run_dir):
     assert json.loads(path.read_text()) == payload, "nothing was replaced"
     runs.write_metrics(run_dir, {**METRICS, "accuracy": 0.8}, other, overwrite=True)
     assert json.loads(path.read_text())["test_accuracy"] == 0.8
+
+
+def test_a_metric_that_is_nan_is_written_again_without_a_conflict(run_dir):
+    """A test split without both classes has no ROC AUC (NaN): the same results again are
+    the same results."""
+    no_auc = {**METRICS, "roc_auc": float("nan")}
+    runs.write_metrics(run_dir, no_auc, SETTINGS)
+    runs.write_metrics(run_dir, no_auc, SETTINGS)
+    with pytest.raises(runs.RunConflict, match="test_roc_auc"):
+        runs.write_metrics(run_dir, {**METRICS, "roc_auc": 0.7}, SETTINGS)

@@ -37,3 +37,11 @@ def test_a_rejected_photo_shows_its_reason_not_a_traceback(tmp_path):
     upload, shown = box.children
     upload.value = (_upload("cut.jpg", b"x"),)
     assert "cut.jpg: truncated" in str(shown.outputs)
+
+
+def test_both_ipywidgets_upload_formats_read_alike():
+    eight = (_upload("a.jpg", b"A"),)
+    seven = {"a.jpg": {"metadata": {"name": "a.jpg"}, "content": b"A"}}
+    for value in (eight, seven):
+        (item,) = widgets.uploaded_files(value)
+        assert item["name"] == "a.jpg" and bytes(item["content"]) == b"A"

@@ -102,8 +102,9 @@ def render(table: pd.DataFrame, fmt: str) -> str:
         return table.to_csv(index=False)
     if fmt == "json":
         return table.to_json(orient="records", indent=2) + "\n"
-    shown = table.drop(columns=["model", "note"] + ([] if (table["error"] != "").any() else
-                                                    ["error"]))  # fmt: skip
+    hidden = ["model", "note", "file"]  # the model is on standard error; path names the file
+    hidden += [] if (table["error"] != "").any() else ["error"]
+    shown = table.drop(columns=hidden)
     return shown.to_string(index=False, float_format="{:.3f}".format, na_rep="") + "\n"
 
 

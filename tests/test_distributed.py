@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+import torchvision
 
 import fakedata
 from catsdogs_helpers import config, distributed, steps, train, training
@@ -184,3 +185,20 @@ def test_the_command_refuses_a_wrong_parameter(capsys):
         train.main(["-p", "EPOCHZ", "3"])
     assert exit_info.value.code == 2
     assert "did you mean EPOCHS" in capsys.readouterr().err
+
+
+def test_fine_tuning_a_pretrained_start_runs_on_two_processes(data_dir, tmp_path):
+    """The head-only first epoch leaves the backbone without gradients, which
+    DistributedDataParallel must be told to expect; then all layers train."""
+    weights = tmp_path / "resnet18-weights.pth"
+    torch.manual_seed(0)
+    torch.save(torchvision.models.resnet18().state_dict(), weights)  # stands in for ImageNet's
+    extra = ["-p", "PRETRAINED", "True", "-p", "MODEL_NAME", "resnet18", "-p", "WEIGHTS_PATH",
+             str(weights), "-p", "EPOCHS", "2", "-p", "IMAGE_SIZE", "32"]  # fmt: skip
+    proc = _torchrun(tmp_path, tmp_path / "logs", "tuned", *extra)
+    output = proc.communicate(timeout=300)[0].decode()
+    assert proc.returncode == 0, output[-3000:]
+    history = pd.read_csv(config.run_dir("tuned") / "history.csv")
+    assert history["epoch"].tolist() == [1, 2]
+    plan = json.loads((config.run_dir("tuned") / "summary.json").read_text())["settings"]["plan"]
+    assert plan["fine_tuning"] is not None

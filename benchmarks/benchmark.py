@@ -65,6 +65,7 @@ import tempfile
 import time
 import zipfile
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -370,7 +371,6 @@ def stage_time_to_accuracy() -> dict:
 
 
 def stage_pretrained(batch: int = 32, steps: int = 5, warmup: int = 2) -> dict:
-    import numpy as np
     import torch
 
     from catsdogs_helpers import config, devices, models, training
@@ -386,6 +386,7 @@ def stage_pretrained(batch: int = 32, steps: int = 5, warmup: int = 2) -> dict:
         "resnet18_128_all": ("resnet18", 128, 1),
     }
     runs = {}
+    y = torch.randint(0, 2, (batch,), device=device)
     for name, (model_name, side, epoch) in cases.items():
         model = models.create_model(model_name, 2).to(device, memory_format=torch.channels_last)
         if epoch is not None:  # the pretrained plan's phase: head alone (0) or all layers (1)
@@ -393,20 +394,9 @@ def stage_pretrained(batch: int = 32, steps: int = 5, warmup: int = 2) -> dict:
         scale = plan.fine_tuning.backbone_lr_scale if epoch is not None else None
         optimizer = training.make_optimizer(model, "sgd", 0.01, 5e-4, backbone_lr_scale=scale)
         x = torch.randn(batch, 3, side, side, device=device)
-        runs[name] = (model, optimizer, x.contiguous(memory_format=torch.channels_last), [])
-    y = torch.randint(0, 2, (batch,), device=device)
-    for _ in range(warmup + steps):
-        for model, optimizer, x, times in runs.values():
-            start = time.perf_counter()
-            with devices.autocast(device, amp):
-                loss = torch.nn.functional.cross_entropy(model(x).float(), y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            times.append(time.perf_counter() - start)
-    rates = {name: batch / float(np.median(r[3][warmup:])) for name, r in runs.items()}
+        x = x.contiguous(memory_format=torch.channels_last)
+        runs[name] = training.optimiser_step(model, optimizer, x, y, device, amp)
+    rates = training.images_per_second(runs, batch, device, timed=steps, warmup=warmup)
     return {"device": str(device), "amp_dtype": str(amp), "batch": batch, "img_s": rates,
             "threads": torch.get_num_threads()}  # fmt: skip
 
@@ -545,7 +535,15 @@ def stage_export(batch: int = 64, singles: int = 60, batches: int = 6, threads: 
     import numpy as np
     import torch
 
-    from catsdogs_helpers import calibration, config, devices, exporting, models, predicting
+    from catsdogs_helpers import (
+        calibration,
+        config,
+        devices,
+        exporting,
+        models,
+        predicting,
+        training,
+    )
     from catsdogs_helpers.evaluation import probabilities
     from catsdogs_helpers.transforms import preprocessing_for
 
@@ -569,30 +567,23 @@ def stage_export(batch: int = 64, singles: int = 60, batches: int = 6, threads: 
     size = preprocessing.input_size
     images = np.random.default_rng(0).integers(0, 256, (batch, size, size, 3), dtype=np.uint8)
     runners = {"pytorch": pytorch, "onnxruntime": onnx}
-    single = {name: [] for name in runners}
-    many = {name: [] for name in runners}
-    for run in runners.values():  # warm-up
-        run(images[:1]), run(images)
-    for _ in range(singles):  # taking turns, so that the machine's load hits both alike
-        for name, run in runners.items():
-            single[name].append(_seconds(run, images[:1]))
-    for _ in range(batches):
-        for name, run in runners.items():
-            many[name].append(_seconds(run, images))
+    # taking turns, so that the machine's load hits both alike (training.images_per_second)
+    single = training.images_per_second(
+        {name: partial(run, images[:1]) for name, run in runners.items()}, 1, device,
+        timed=singles, warmup=1,
+    )  # fmt: skip
+    many = training.images_per_second(
+        {name: partial(run, images) for name, run in runners.items()}, batch, device,
+        timed=batches, warmup=1,
+    )  # fmt: skip
     out = {"model": cfg.model_name, "size": size, "tta": preprocessing.tta, "batch": batch,
            "amp_dtype": str(amp), "threads": threads}  # fmt: skip
     for name in runners:
-        out[f"{name}_single_ms"] = 1000 * float(np.median(single[name]))
-        out[f"{name}_batch_img_s"] = batch / float(np.median(many[name]))
+        out[f"{name}_single_ms"] = 1000 / single[name]
+        out[f"{name}_batch_img_s"] = many[name]
     out["ratio_single"] = out["pytorch_single_ms"] / out["onnxruntime_single_ms"]
     out["ratio_batch"] = out["onnxruntime_batch_img_s"] / out["pytorch_batch_img_s"]
     return out
-
-
-def _seconds(run, images) -> float:
-    start = time.perf_counter()
-    run(images)
-    return time.perf_counter() - start
 
 
 STAGES = {"data": stage_data, "train": stage_train, "scan": stage_scan,

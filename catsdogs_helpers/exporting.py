@@ -191,12 +191,13 @@ def export_run(
     classifier = load_classifier(run_dir, device="cpu", tta=tta)
     info = export_info(classifier, run_dir / "best.pt")
     before = read_json(files.info)
-    if before is not None and _same_model(before, info) and _complete(files):
+    same = before is not None and _same_model(before, info)
+    if same and _complete(files):
         if before != info:
             write_json(files.info, info)
         log.info("%s already holds this model's export", files.folder)
         return files
-    if before is not None and not overwrite and not _same_model(before, info):
+    if before is not None and not same and not overwrite:
         raise RunConflict(
             f"{files.folder} holds an export of another model (checkpoint sha256 "
             f"{before['checkpoint_sha256'][:12]}, preprocessing {before['preprocessing']}; "

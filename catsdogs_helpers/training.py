@@ -548,6 +548,52 @@ def fit(
     return pd.DataFrame(state.history)
 
 
+def optimiser_step(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    device: torch.device,
+    amp_dtype: torch.dtype | None = None,
+) -> Callable[[], None]:
+    """One training step of ``model`` on the fixed batch ``(x, y)``, as a function to time."""
+
+    def step() -> None:
+        with autocast(device, amp_dtype):
+            loss = nn.functional.cross_entropy(model(x).float(), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    return step
+
+
+def images_per_second(
+    steps: dict[str, Callable[[], None]],
+    batch_size: int,
+    device: torch.device,
+    *,
+    timed: int = 5,
+    warmup: int = 2,
+) -> dict[str, float]:
+    """Images per second of each of ``steps`` (a name to one step on ``batch_size`` images,
+    e.g. :func:`optimiser_step`).
+
+    The steps take turns, so a machine that speeds up or slows down while measuring affects
+    them all alike. Each rate is the median of ``timed`` steps after ``warmup`` untimed ones
+    (the first steps pick kernels).
+    """
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    for _ in range(warmup + timed):
+        for name, step in steps.items():
+            start = time.perf_counter()
+            step()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            times[name].append(time.perf_counter() - start)
+    return {name: batch_size / float(np.median(t[warmup:])) for name, t in times.items()}
+
+
 def measure_training_speed(
     model_name: str,
     settings: dict[str, dict],
@@ -559,14 +605,10 @@ def measure_training_speed(
     warmup: int = 2,
 ) -> dict[str, float]:
     """Training images per second of one optimiser step on random data, for each of
-    ``settings`` (a name to keyword arguments: ``amp_dtype``, ``channels_last``).
-
-    The settings take turns step by step, so a machine that speeds up or slows down while
-    measuring affects them all alike. Each rate is the median of ``steps`` timed steps
-    after ``warmup`` untimed ones (the first steps pick kernels).
-    """
+    ``settings`` (a name to keyword arguments: ``amp_dtype``, ``channels_last``), taking
+    turns step by step (:func:`images_per_second`)."""
     device = device or torch.device("cpu")
-    runs = {}
+    parts = {}
     for name, options in settings.items():
         unknown = set(options) - {"amp_dtype", "channels_last"}
         if unknown:
@@ -576,23 +618,11 @@ def measure_training_speed(
         )
         model = create_model(model_name, 2).to(device, memory_format=memory_format)
         x = torch.randn(batch_size, 3, image_size, image_size, device=device)
-        runs[name] = {
-            "model": model,
-            "optimizer": torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9),
-            "x": x.contiguous(memory_format=memory_format),
-            "amp_dtype": options.get("amp_dtype"),
-            "times": [],
-        }
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+        parts[name] = (model, optimizer, x.contiguous(memory_format=memory_format))
     y = torch.randint(0, 2, (batch_size,), device=device)
-    for _ in range(warmup + steps):
-        for run in runs.values():
-            start = time.perf_counter()
-            with autocast(device, run["amp_dtype"]):
-                loss = nn.functional.cross_entropy(run["model"](run["x"]).float(), y)
-            run["optimizer"].zero_grad(set_to_none=True)
-            loss.backward()
-            run["optimizer"].step()
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            run["times"].append(time.perf_counter() - start)
-    return {name: batch_size / float(np.median(r["times"][warmup:])) for name, r in runs.items()}
+    runs = {
+        name: optimiser_step(model, optimizer, x, y, device, settings[name].get("amp_dtype"))
+        for name, (model, optimizer, x) in parts.items()
+    }
+    return images_per_second(runs, batch_size, device, timed=steps, warmup=warmup)

@@ -26,7 +26,7 @@ Stages (each in its own process, so its peak memory is its own):
 4. time to accuracy: the default recipe from the extracted 10k photos to test accuracy
    (validation, split, cache, training and evaluation all timed), and the tutorial's
    recipe projected from its measured step rate.
-5. first runs: the README's quick run (``QUICK_RUN``) and 5 epochs on 800 photos
+5. first runs: the quick run (``recipes/quick.yaml``) and 5 epochs on 800 photos
    (``SMALL_RUN``), timed the same way, with their test accuracy.
 6. trust: the quick run's test photos predicted as your own photos against the test loader
    (and against the old own-photo path), the test-time augmentation table, the calibration
@@ -101,22 +101,15 @@ def make_photos(folder: Path, n: int) -> list[Path]:
 
 
 def tutorial_pipeline():
-    """The tutorial's training transform, its affine fixed (it was a no-op as written)."""
+    """The tutorial's training transform, its affine fixed (it was a no-op as written), with
+    its per-image normalisation and conversion to a tensor."""
     import albumentations as A
     from albumentations.pytorch import ToTensorV2
 
-    return A.Compose(
-        [
-            A.SmallestMaxSize(max_size=160),
-            A.Affine(translate_percent=(-0.05, 0.05), scale=(0.95, 1.05), rotate=(-15, 15), p=0.5),
-            A.RandomCrop(128, 128),
-            A.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2, hue=0.1, p=0.5),
-            A.RandomBrightnessContrast(p=0.5),
-            A.Normalize(),
-            ToTensorV2(),
-        ],
-        seed=0,
-    )
+    from catsdogs_helpers import transforms
+
+    ours = transforms.tutorial_pipeline(128, 160, seed=0)
+    return A.Compose([*ours.transforms, A.Normalize(), ToTensorV2()], seed=0)
 
 
 def stage_data(folder: Path) -> dict:
@@ -150,7 +143,7 @@ def stage_data(folder: Path) -> dict:
         cache = datasets.build_cache("/", rows, cache_dir, 128, workers=1, progress=False)
         cache_rate = len(good) / (time.perf_counter() - start)
         ds = datasets.CachedImageDataset(
-            cache, range(len(good)), [0] * len(good), transforms.train_transforms(112, 128)
+            cache, range(len(good)), [0] * len(good), transforms.light_pipeline(112, 128)
         )
         loader = datasets.make_loader(ds, batch_size=64, shuffle=True)
         device = torch.device("cpu")
@@ -282,7 +275,13 @@ def hash_drift(paths: list[Path]) -> dict:
 
 
 #: The README's quick first run, and a small data set's first run (5 epochs on 800 photos).
-QUICK_RUN = {"LIMIT_PER_CLASS": 5000, "EPOCHS": 6, "IMAGE_SIZE": 64}
+def quick_run() -> dict:
+    """recipes/quick.yaml's parameters (the runs here are named ``bench``)."""
+    from catsdogs_helpers.tools import series
+
+    return {k: v for k, v in series.read_recipe("quick.yaml").items() if k != "RUN_NAME"}
+
+
 SMALL_RUN = {"LIMIT_PER_CLASS": 400, "EPOCHS": 5}
 
 
@@ -302,41 +301,40 @@ def trained_run(**parameters) -> TrainedRun:
     """A run from the extracted 10k photos with these parameters, trained."""
     os.environ["CATSDOGS_DATA_DIR"] = tempfile.mkdtemp(prefix="catsdogs-bench-")
     os.environ["CATSDOGS_RUNS_DIR"] = tempfile.mkdtemp(prefix="catsdogs-bench-runs-")
-    from catsdogs_helpers import config, downloading, steps
+    from catsdogs_helpers import config, downloading, workflow
 
     cfg = config.make_config(DATASET_URL=str(DEV_ZIP), RUN_NAME="bench", **parameters)
     downloading.prepare_dataset(cfg.data_dir, str(DEV_ZIP), progress=False)
     start = time.perf_counter()
-    manifest = steps.ensure_manifest(cfg, progress=False)
-    split = steps.ensure_split(cfg, progress=False)
-    cache = steps.ensure_cache(cfg, split, progress=False)
+    manifest = workflow.ensure_manifest(cfg, progress=False)
+    split = workflow.ensure_split(cfg, progress=False)
+    cache = workflow.ensure_cache(cfg, split, progress=False)
     prep_seconds = time.perf_counter() - start
-    model, history = steps.train_run(cfg, progress=False)
+    model, history = workflow.train_run(cfg, progress=False)
     return TrainedRun(cfg, manifest, split, cache, model, history, start, prep_seconds)
 
 
 def train_and_test(**parameters) -> dict:
     """A run from the extracted 10k photos to test accuracy with these parameters, timed
     from validation on (validation, split, cache, training and evaluation)."""
-    from catsdogs_helpers import devices, evaluation, steps, transforms
+    from catsdogs_helpers import devices, evaluation, transforms, workflow
 
     run = trained_run(**parameters)
     cfg, manifest, split, cache, history = run.cfg, run.manifest, run.split, run.cache, run.history
     model, start, prep_seconds = run.model, run.started, run.prep_seconds
-    datasets = steps.make_datasets(cfg, split, cache)
-    loader = steps.make_loaders(cfg, {"test": datasets["test"]}, batch_size=64)["test"]
+    datasets = workflow.make_datasets(cfg, split, cache)
+    loader = workflow.make_loaders(cfg, {"test": datasets["test"]}, batch_size=64)["test"]
     device = devices.pick_device(cfg.device)
     probs, labels, _ = evaluation.predict(
         model, loader, device, transforms.preprocessing_for(cfg),
         amp_dtype=devices.amp_dtype(device),
     )  # fmt: skip
-    plan = cfg.plan(len(datasets["train"]))
     return {
         "parameters": parameters,
-        "recipe": cfg.recipe.name,
+        "recipe": parameters.get("RUN_NAME", "fast"),
         "model": cfg.model_name,
         "epochs": int(len(history)),
-        "batch_size": plan.batch_size,
+        "batch_size": cfg.for_data(len(datasets["train"])).batch_size,
         "images": int(len(manifest)),
         "train_images": int((split["split"] == "train").sum()),
         "n_test": int(len(labels)),
@@ -374,11 +372,12 @@ def stage_pretrained(batch: int = 32, steps: int = 5, warmup: int = 2) -> dict:
     import torch
 
     from catsdogs_helpers import config, devices, models, training
+    from catsdogs_helpers.tools import series
 
     device = devices.pick_device("auto")
     amp = devices.amp_dtype(device)
-    plan = config.make_config(PRETRAINED=True, MODEL_NAME="resnet18").plan(8000)
-    size = plan.sizes[0]
+    plan = config.make_config(**series.read_recipe("pretrained.yaml"))
+    size = plan.image_size
     cases = {  # name: (model, image side, epoch of the pretrained plan or None from scratch)
         "resnet9_96": ("resnet9", 96, None),
         f"resnet18_{size}_head": ("resnet18", size, 0),
@@ -390,9 +389,10 @@ def stage_pretrained(batch: int = 32, steps: int = 5, warmup: int = 2) -> dict:
     for name, (model_name, side, epoch) in cases.items():
         model = models.create_model(model_name, 2).to(device, memory_format=torch.channels_last)
         if epoch is not None:  # the pretrained plan's phase: head alone (0) or all layers (1)
-            training.set_trainable(model, plan, epoch)
-        scale = plan.fine_tuning.backbone_lr_scale if epoch is not None else None
-        optimizer = training.make_optimizer(model, "sgd", 0.01, 5e-4, backbone_lr_scale=scale)
+            training.set_trainable(model, plan.fine_tuning, epoch)
+        tuning = plan.fine_tuning if epoch is not None else None
+        groups = training.parameter_groups(model, 0.01, 5e-4, tuning)
+        optimizer = torch.optim.SGD(groups, lr=0.01, momentum=0.9, nesterov=True)
         x = torch.randn(batch, 3, side, side, device=device)
         x = x.contiguous(memory_format=torch.channels_last)
         runs[name] = training.optimiser_step(model, optimizer, x, y, device, amp)
@@ -439,7 +439,7 @@ def stage_loader(sizes: tuple[int, ...] = (96, 224), n: int = 1024) -> dict:
     from catsdogs_helpers import config, datasets, devices, training, transforms
 
     device = devices.pick_device("auto")
-    recipe = config.RECIPE_DEFAULTS["fast"]
+    recipe = config.make_config()  # the default recipe
     workers = config.default_num_workers(accelerator=device.type == "cuda")
     counts = sorted({0, workers, config.default_num_workers(accelerator=True)})
     batch = recipe.batch_size if device.type == "cuda" else 32
@@ -448,8 +448,8 @@ def stage_loader(sizes: tuple[int, ...] = (96, 224), n: int = 1024) -> dict:
            "batch": batch, "default_workers": workers, "workers": counts, "sizes": {}}  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
         for size in sizes:
-            cache = synthetic_cache(Path(tmp), n, recipe.cache_size_for(size))
-            pipeline = transforms.train_transforms(size, cache.size, recipe.augment, seed=0)
+            cache = synthetic_cache(Path(tmp), n, round(size * recipe.resize_ratio))
+            pipeline = transforms.PIPELINES[recipe.augment](size, cache.size, seed=0)
             dataset = datasets.CachedImageDataset(cache, range(n), [0] * n, pipeline)
             row = {}
             for w in counts:
@@ -471,14 +471,14 @@ def stage_loader(sizes: tuple[int, ...] = (96, 224), n: int = 1024) -> dict:
 
 
 def stage_first_runs() -> dict:
-    return {"quick": train_and_test(**QUICK_RUN), "small": train_and_test(**SMALL_RUN)}
+    return {"quick": train_and_test(**quick_run()), "small": train_and_test(**SMALL_RUN)}
 
 
 def _own_photo_paths(cfg, cache, dataset, positions) -> list[str]:
-    from catsdogs_helpers import steps
+    from catsdogs_helpers import workflow
 
-    root = steps.ensure_images(cfg, progress=False)
-    return [str(root / p) for p in steps.dataset_paths(cache, dataset)[positions]]
+    root = workflow.ensure_images(cfg, progress=False)
+    return [str(root / p) for p in workflow.dataset_paths(cache, dataset)[positions]]
 
 
 def stage_trust() -> dict:
@@ -493,13 +493,13 @@ def stage_trust() -> dict:
         devices,
         evaluation,
         predicting,
-        steps,
         transforms,
+        workflow,
     )
 
-    run = trained_run(**QUICK_RUN)
+    run = trained_run(**quick_run())
     cfg, split, cache, model = run.cfg, run.split, run.cache, run.model
-    sets = steps.make_datasets(cfg, split, cache)
+    sets = workflow.make_datasets(cfg, split, cache)
     device = devices.pick_device(cfg.device)
     pre, names = transforms.preprocessing_for(cfg), sets["test"].class_names
     probs, labels, positions = evaluation.predict_dataset(model, sets["test"], pre, device)
@@ -539,12 +539,12 @@ def stage_export(batch: int = 64, singles: int = 60, batches: int = 6, threads: 
         calibration,
         config,
         devices,
-        exporting,
         models,
         predicting,
         training,
     )
     from catsdogs_helpers.evaluation import probabilities
+    from catsdogs_helpers.tools import export
     from catsdogs_helpers.transforms import preprocessing_for
 
     torch.set_num_threads(threads)
@@ -555,9 +555,9 @@ def stage_export(batch: int = 64, singles: int = 60, batches: int = 6, threads: 
         model, ("Cat", "Dog"), preprocessing, calibration.Decision(), device
     )
     with tempfile.TemporaryDirectory() as tmp:
-        program = exporting.capture(classifier)
-        onnx_file = exporting.save_onnx(program, Path(tmp) / "model.onnx")
-        onnx = exporting.onnx_runtime(onnx_file, threads=threads)
+        program = export.capture(classifier)
+        onnx_file = export.save_onnx(program, Path(tmp) / "model.onnx")
+        onnx = export.onnx_runtime(onnx_file, threads=threads)
 
     @torch.no_grad()
     def pytorch(images: np.ndarray) -> np.ndarray:

@@ -1,30 +1,31 @@
-"""Configuration: where things live, the parameters of a run, and what is derived from them.
+"""Configuration: where things live and the parameters of a run, checked in one place.
 
 Every path comes from here: the repository root (found from this file, not from the current
 folder) or a ``CATSDOGS_*`` environment variable.
 
-**Parameters.** Each notebook's ``parameters`` cell holds plain values (the defaults of
-:data:`PARAMETERS`). One call, :func:`from_parameters`, reads them and checks every value:
+**Parameters.** Each notebook's ``parameters`` cell holds the real values of the default
+recipe (the defaults of :data:`PARAMETERS`); other recipes are papermill parameter files in
+``recipes/`` (``papermill -f recipes/tutorial.yaml``). :func:`from_parameters` reads them:
 
-1. a value you set (by editing the cell, or with ``papermill -p NAME VALUE``) wins;
+1. a value you set (by editing the cell, or with papermill's ``-p``/``-f``) wins;
 2. a value left at its default is taken from ``CATSDOGS_<NAME>`` when that is set;
 3. otherwise the default.
 
-The series runner (``python -m catsdogs_helpers.series``) checks its ``-p`` values with the
-same code before it runs the first notebook. A wrong type or value raises
-:class:`ParameterError`, naming the parameter, where the value came from and what it accepts.
+A wrong name, type or value raises :class:`ParameterError`, naming the parameter, where the
+value came from and what it accepts. The result is one :class:`RunConfig`.
 
 **Seeds.** :func:`seed_for` is the one place that derives every seed from ``SEED``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import os
 import re
 import sys
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,15 +38,16 @@ DEFAULT_DATASET_URL = (
 )
 
 MODEL_NAMES = ("resnet9", "resnet18", "resnet34", "resnet50", "efficientnet_b0")
-RECIPES = ("fast", "tutorial")
+#: The named training pipelines of ``transforms.PIPELINES``; AUGMENT may also be a file.
 AUGMENTS = ("light", "tutorial", "heavy", "none")
-#: Test-time augmentation (see ``evaluation.tta_views``): each mode and how many views of a
-#: photo it averages, its cost in forward passes.
+OPTIMIZERS = ("sgd", "adam")
+SCHEDULES = ("onecycle", "plateau", "constant")
+#: Test-time augmentation (``evaluation.tta_views``): each mode and its views of a photo.
 TTA_VIEWS = {"none": 1, "flip": 2, "flip_crops": 10}
 TTAS = tuple(TTA_VIEWS)
 DEVICES = ("auto", "cpu", "cuda", "mps")
-#: Where the labels come from (the ``LABELS`` parameter; "" is "folders"): see ``layouts``.
-LABEL_SOURCES = ("", "folders", "filenames", "csv")
+#: Where the labels come from (``LABELS``): see ``layouts``.
+LABEL_SOURCES = ("folders", "filenames", "csv")
 #: Kaggle's file names, ``cat.123.jpg`` and ``dog.45.jpg``: the letters before the first dot.
 DEFAULT_LABEL_PATTERN = "^([A-Za-z]+)[._-]"
 TRUE_WORDS = ("1", "true", "yes", "on")
@@ -61,10 +63,10 @@ class Parameter:
     """One notebook parameter: its name, default (which also fixes its type) and meaning."""
 
     name: str
-    default: str | int | bool
+    default: str | int | float | bool
     meaning: str
     choices: tuple[str, ...] = ()
-    minimum: int | None = None
+    minimum: float | None = None
 
 
 PARAMETERS: dict[str, Parameter] = {
@@ -75,21 +77,45 @@ PARAMETERS: dict[str, Parameter] = {
         Parameter("DATASET_SHA256", "", "the archive's sha256, checked when given"),
         Parameter("RUN_NAME", "default", "everything the run writes goes to runs/<RUN_NAME>/"),
         Parameter("SEED", 42, "split, initialisation, loader order, augmentations", (), 0),
-        Parameter("RECIPE", "fast", '"fast" (ours) or "tutorial"', RECIPES),
-        Parameter("MODEL_NAME", "", '"": the recipe\'s', ("", *MODEL_NAMES)),
-        Parameter("AUGMENT", "", '"": the recipe\'s training pipeline', ("", *AUGMENTS)),
-        Parameter("EPOCHS", 0, "0: the recipe's", (), 0),
-        Parameter("BATCH_SIZE", 0, "0: the recipe's, smaller for small data sets", (), 0),
-        Parameter("IMAGE_SIZE", 0, "0: the recipe's; else 32 or more", (), 0),
+        Parameter(
+            "MODEL_NAME", "resnet9", "resnet9 (1.6 M), resnet18/34/50, efficientnet_b0", MODEL_NAMES
+        ),
+        Parameter("PRETRAINED", False, "start from ImageNet weights: see recipes/pretrained.yaml"),
+        Parameter("EPOCHS", 22, "passes over the training photos", (), 1),
+        Parameter("BATCH_SIZE", 128, "photos per step; halved (to 16) for small data sets", (), 1),
+        Parameter("IMAGE_SIZE", 96, "side of the crops the model sees (32 or more)", (), 32),
+        Parameter(
+            "RESIZE_RATIO",
+            1.15,
+            "shorter side resized to IMAGE_SIZE times this, then cropped",
+            (),
+            1.0,
+        ),
+        Parameter("PROGRESSIVE", True, "train on 2/3 of IMAGE_SIZE first, growing to it"),
+        Parameter("AUGMENT", "light", "light, tutorial, heavy, none, or a pipeline file (A.save)"),
+        Parameter("OPTIMIZER", "sgd", "sgd (Nesterov momentum 0.9) or adam", OPTIMIZERS),
+        Parameter(
+            "LR", 0.2, "peak learning rate; for sgd per 128 photos, scaled with the batch", (), 0
+        ),
+        Parameter(
+            "SCHEDULE",
+            "onecycle",
+            "onecycle, plateau (halve after 3 flat epochs) or constant",
+            SCHEDULES,
+        ),
+        Parameter("WEIGHT_DECAY", 5e-4, "L2 penalty on the weights (not biases or norms)", (), 0),
+        Parameter("LABEL_SMOOTHING", 0.1, "0: plain cross-entropy", (), 0),
+        Parameter(
+            "EARLY_STOPPING", 0, "stop after this many epochs without improvement (0: never)", (), 0
+        ),
+        Parameter("TTA", "flip", "test-time augmentation: none, flip or flip_crops", TTAS),
         Parameter("NUM_WORKERS", -1, "-1: automatic; 0: load in the main process", (), -1),
         Parameter("LIMIT_PER_CLASS", 0, "0: all photos; else a seeded subset per class", (), 0),
         Parameter("DEVICE", "auto", "auto (CUDA, then MPS, then CPU), cuda, mps or cpu", DEVICES),
-        Parameter("PRETRAINED", False, "start from ImageNet weights (downloads them once)"),
         Parameter("RESUME", False, "continue an interrupted training run"),
         Parameter("OVERWRITE", False, "replace this run's split, training and results"),
         Parameter("PREDICT_PATH", "", '"": a demo; or a photo or folder of yours'),
-        Parameter("TTA", "", '"": the recipe\'s; none, flip or flip_crops', ("", *TTAS)),
-        Parameter("LABELS", "", '"": class folders; "filenames" or "csv"', LABEL_SOURCES),
+        Parameter("LABELS", "folders", "folders (one per class), filenames or csv", LABEL_SOURCES),
         Parameter(
             "LABEL_PATTERN", DEFAULT_LABEL_PATTERN, 'with LABELS "filenames": group 1 is the label'
         ),
@@ -105,31 +131,23 @@ def is_colab() -> bool:
 
 
 def project_root() -> Path:
-    """The folder that holds ``data/`` and ``runs/``.
-
-    ``CATSDOGS_HOME`` wins; otherwise the repository this package was installed from (an
-    editable install); otherwise ``/content/catsdogs`` on Colab or ``~/catsdogs`` elsewhere.
-    """
+    """The folder that holds ``data/`` and ``runs/``: ``CATSDOGS_HOME``; else the repository
+    this package was installed from (editable); else ``/content/catsdogs`` on Colab or
+    ``~/catsdogs``."""
     home = os.environ.get(ENV_PREFIX + "HOME")
     if home:
         return Path(home).expanduser().resolve()
     repo = Path(__file__).resolve().parent.parent
     if (repo / "pyproject.toml").is_file() and (repo / "notebooks").is_dir():
         return repo
-    if is_colab():
-        return Path("/content/catsdogs")
-    return Path.home() / "catsdogs"
+    return Path("/content/catsdogs") if is_colab() else Path.home() / "catsdogs"
 
 
 def data_dir(value: str | os.PathLike[str] | None = None) -> Path:
-    """Where downloads, the manifest and the decoded cache live.
-
-    ``value`` (a notebook's ``DATA_DIR``) wins, then ``CATSDOGS_DATA_DIR``, then ``data/`` at
-    the project root.
-    """
+    """Downloads, manifest and cache: ``value`` (``DATA_DIR``), ``CATSDOGS_DATA_DIR``, or
+    ``data/`` at the project root."""
     value = value or os.environ.get(ENV_PREFIX + "DATA_DIR")
-    path = Path(value).expanduser() if value else project_root() / "data"
-    return path.resolve()
+    return (Path(value).expanduser() if value else project_root() / "data").resolve()
 
 
 def runs_dir() -> Path:
@@ -139,10 +157,7 @@ def runs_dir() -> Path:
 
 
 def run_dir(run_name: str) -> Path:
-    """The folder of one run: checkpoints, history, metrics, figures, executed notebooks.
-
-    Only computed and checked here; whoever writes into it creates it.
-    """
+    """The folder of one run (checked here; whoever writes into it creates it)."""
     if not run_name or any(c in run_name for c in "/\\") or run_name in {".", ".."}:
         raise ParameterError(
             f"RUN_NAME={run_name!r} is not a usable folder name: use letters, digits, '-' or '_'."
@@ -166,19 +181,25 @@ def _as_bool(param: Parameter, value: Any, source: str) -> bool:
     raise _fail(param, value, source, "use True or False (or 1/0, yes/no, on/off)")
 
 
-def _as_int(param: Parameter, value: Any, source: str) -> int:
+def _as_number(param: Parameter, value: Any, source: str) -> int | float:
+    whole = isinstance(param.default, int)
     number = None
-    if isinstance(value, int) and not isinstance(value, bool):
+    if isinstance(value, int | float) and not isinstance(value, bool):
         number = value
-    elif isinstance(value, float) and value.is_integer():
-        number = int(value)
-    elif isinstance(value, str) and value.strip().lstrip("+-").isdigit():
-        number = int(value.strip())
+    elif isinstance(value, str):
+        try:
+            number = float(value.strip())
+        except ValueError:
+            pass
+    if whole and number is not None:
+        number = int(number) if float(number).is_integer() else None
     low = param.minimum
-    if number is None or (low is not None and number < low):
-        wanted = "a whole number" + (f" of at least {low}" if low is not None else "")
+    if number is None or number != number or (low is not None and number < low):
+        wanted = ("a whole number" if whole else "a number") + (
+            f" of at least {low:g}" if low is not None else ""
+        )
         raise _fail(param, value, source, f"use {wanted} ({param.meaning})")
-    return number
+    return number if whole else float(number)
 
 
 def _as_str(param: Parameter, value: Any, source: str) -> str:
@@ -191,17 +212,14 @@ def _as_str(param: Parameter, value: Any, source: str) -> str:
     return text
 
 
-def parse_value(name: str, value: Any, source: str = "given") -> str | int | bool:
-    """``value`` checked and converted to the type of parameter ``name``'s default.
-
-    Text from the environment is parsed (``"3"`` -> 3, ``"yes"`` -> True); anything that does
-    not fit raises :class:`ParameterError` naming the parameter, ``source`` and what it takes.
-    """
+def parse_value(name: str, value: Any, source: str = "given") -> str | int | float | bool:
+    """``value`` checked and converted to the type of parameter ``name``'s default (text
+    from the environment is parsed: ``"3"`` -> 3, ``"yes"`` -> True)."""
     param = PARAMETERS[name]
     if isinstance(param.default, bool):
         return _as_bool(param, value, source)
-    if isinstance(param.default, int):
-        return _as_int(param, value, source)
+    if isinstance(param.default, int | float):
+        return _as_number(param, value, source)
     return _as_str(param, value, source)
 
 
@@ -218,12 +236,12 @@ def unknown_names(names) -> list[str]:
 
 def read_parameters(
     given: Mapping[str, Any], *, explicit: bool = False, environ: Mapping[str, str] | None = None
-) -> dict[str, str | int | bool]:
+) -> dict[str, Any]:
     """Every parameter's checked value, from ``given`` values, ``CATSDOGS_*`` and defaults.
 
     ``given`` may hold other names (a notebook's ``globals()``); only parameters are read.
     A given value wins over the environment when it differs from the default, or always
-    with ``explicit=True`` (the series runner's ``-p`` values).
+    with ``explicit=True`` (the runners' ``-p`` values).
     """
     environ = os.environ if environ is None else environ
     values = {}
@@ -237,175 +255,37 @@ def read_parameters(
     return values
 
 
-# ------------------------------------------------------------------------------- recipes
-
-#: Small data sets get smaller batches, so an epoch has at least this many optimiser steps.
-MIN_STEPS_PER_EPOCH = 40
-MIN_AUTO_BATCH = 16
-
-
-@dataclass(frozen=True)
-class Recipe:
-    """How a model is trained: everything the ``RECIPE`` parameter switches at once, and the
-    rules that adapt it to other batch sizes, image sizes and data sets."""
-
-    name: str
-    model_name: str
-    image_size: int  # the crop the model sees at the end of training
-    cache_size: int  # square side of the decoded uint8 cache; evaluation uses its centre
-    epochs: int
-    batch_size: int
-    optimizer: str  # "sgd" or "adam"
-    lr: float
-    weight_decay: float
-    schedule: str  # "onecycle" or "plateau"
-    label_smoothing: float
-    augment: str  # one of AUGMENTS: the training pipeline (transforms.train_transforms)
-    early_stopping: int  # epochs without improvement before stopping (0 = never)
-    tta: str  # test-time augmentation, one of TTAS: "flip" averages the image and its mirror
-    progressive: bool  # train on smaller images first (2/3 of image_size), growing to full
-
-    def cache_size_for(self, image_size: int) -> int:
-        """The cache side for another crop size, keeping the recipe's margin (110 -> 96)."""
-        return max(image_size, round(image_size * self.cache_size / self.image_size))
-
-    def batch_size_for(self, n_train: int) -> int:
-        """The recipe's batch, halved (down to 16) until an epoch of ``n_train`` images has
-        at least :data:`MIN_STEPS_PER_EPOCH` steps: a few hundred photos in batches of 128
-        give the optimiser too few steps to learn anything in a few epochs."""
-        size = self.batch_size
-        while size > MIN_AUTO_BATCH and n_train < MIN_STEPS_PER_EPOCH * size:
-            size //= 2
-        return max(size, min(MIN_AUTO_BATCH, self.batch_size))
-
-    def lr_for(self, batch_size: int) -> float:
-        """The learning rate for ``batch_size``: scaled linearly for SGD, as is for Adam."""
-        if self.optimizer == "sgd":
-            return self.lr * batch_size / self.batch_size
-        return self.lr
-
-    def sizes_for(self, image_size: int, epochs: int, stages: int = 5) -> tuple[int, ...]:
-        """The training image side of each epoch. Progressive resizing: ``stages`` steps from
-        2/3 of ``image_size`` up to it (multiples of 8), spread evenly over the epochs. Small
-        images early are cheap and teach coarse shapes; the last epochs see the full size."""
-        if not self.progressive:
-            return (image_size,) * epochs
-        first = max(32, image_size * 2 / 3)
-        steps = [first + (image_size - first) * k / (stages - 1) for k in range(stages - 1)]
-        sizes = sorted({min(image_size, int(round(s / 8) * 8)) for s in steps} | {image_size})
-        return tuple(sizes[min(len(sizes) - 1, e * len(sizes) // epochs)] for e in range(epochs))
-
-
-RECIPE_DEFAULTS: dict[str, Recipe] = {
-    # Ours: a small network trained well. ResNet-9 on a decoded-once cache, bf16 +
-    # channels_last, one-cycle SGD, label smoothing, crop + flip, progressive resizing
-    # (64 -> 96 px), and flip averaging at test time.
-    "fast": Recipe(
-        name="fast", model_name="resnet9", image_size=96, cache_size=110, epochs=22,
-        batch_size=128, optimizer="sgd", lr=0.2, weight_decay=5e-4, schedule="onecycle",
-        label_smoothing=0.1, augment="light", early_stopping=0, tta="flip", progressive=True,
-    ),
-    # The tutorial's recipe, its defects fixed: ResNet-50 from scratch, 128 px crops of 160 px
-    # images, Adam 1e-3, reduce-on-plateau (0.5, patience 3), early stopping (5), 10 epochs.
-    "tutorial": Recipe(
-        name="tutorial", model_name="resnet50", image_size=128, cache_size=160, epochs=10,
-        batch_size=64, optimizer="adam", lr=1e-3, weight_decay=0.0, schedule="plateau",
-        label_smoothing=0.0, augment="tutorial", early_stopping=5, tta="none", progressive=False,
-    ),
-}  # fmt: skip
-
-
-# ---------------------------------------------------------------------- pretrained starts
-
-#: What ``PRETRAINED=True`` changes when ``IMAGE_SIZE`` and ``EPOCHS`` are left at 0. 224 px is
-#: the crop torchvision's ImageNet weights were trained at (their ``weights.transforms()``
-#: ``crop_size``, as a test checks): features learnt at one scale work best at that scale. On
-#: a CPU it is slow (see the README); ``IMAGE_SIZE=128`` trains about four times faster.
-PRETRAINED_IMAGE_SIZE = 224
-#: One epoch for the new output layer alone, one for all layers: what fastai's
-#: ``fine_tune(1)`` does, enough for ImageNet features on cats and dogs.
-PRETRAINED_EPOCHS = 2
-#: The new output layer's peak learning rate as a share of the recipe's. SGD's 0.2 (per 128
-#: images) is for a network that learns from scratch and would wreck ImageNet features;
-#: Adam's 1e-3 is already the usual rate for fine-tuning.
-PRETRAINED_LR_SCALE = {"sgd": 0.1, "adam": 1.0}
-#: The pretrained layers learn at this share of the new layer's rate once they train: they
-#: need only small corrections (discriminative learning rates).
-BACKBONE_LR_SCALE = 0.1
-
-
-@dataclass(frozen=True)
-class FineTuning:
-    """How a plan trains pretrained weights: the new output layer (the *head*) alone for
-    ``head_epochs`` epochs, the rest (the *backbone*) frozen, then all layers, the backbone at
-    ``backbone_lr_scale`` times the head's learning rate. A random new head would send large,
-    meaningless gradients into good features; trained first, it does not."""
-
-    head_epochs: int
-    backbone_lr_scale: float
-
-
-def fine_tuning_for(epochs: int) -> FineTuning:
-    """The fine-tuning of a pretrained run of ``epochs`` epochs: the head alone in the first
-    epoch (when there are at least two), then everything at :data:`BACKBONE_LR_SCALE`."""
-    return FineTuning(head_epochs=1 if epochs > 1 else 0, backbone_lr_scale=BACKBONE_LR_SCALE)
-
-
-@dataclass(frozen=True)
-class TrainingPlan:
-    """Everything that decides how a model is trained, resolved for one data set: what
-    :func:`catsdogs_helpers.training.fit` runs, and what a finished run is compared by."""
-
-    model_name: str
-    pretrained: bool
-    augment: str
-    epochs: int
-    batch_size: int
-    optimizer: str
-    lr: float
-    weight_decay: float
-    schedule: str
-    label_smoothing: float
-    early_stopping: int
-    sizes: tuple[int, ...] = field(default=())  # the training image side of each epoch
-    fine_tuning: FineTuning | None = None  # pretrained weights: what trains when; None: all
-
-    def to_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        out["sizes"] = list(self.sizes)
-        return out
-
-
 # ----------------------------------------------------------------------------- the labels
 
 
 @dataclass(frozen=True)
 class Layout:
-    """How the photos' labels are read, from ``LABELS``, ``LABEL_PATTERN`` and ``LABELS_CSV``
-    (:mod:`catsdogs_helpers.layouts` reads them)."""
+    """How the photos' labels are read (``LABELS``, ``LABEL_PATTERN``, ``LABELS_CSV``)."""
 
     source: str = "folders"  # "folders", "filenames" or "csv"
     pattern: str = DEFAULT_LABEL_PATTERN  # filenames: a regular expression, group 1 the label
     csv_path: Path | None = None  # csv: the table of path,label; None: labels.csv by the photos
 
     def to_dict(self) -> dict[str, str]:
-        return {"source": self.source, "pattern": self.pattern,
-                "csv_path": str(self.csv_path or "")}  # fmt: skip
+        return {
+            "source": self.source,
+            "pattern": self.pattern,
+            "csv_path": str(self.csv_path or ""),
+        }
 
 
-def make_layout(labels: str, pattern: str, labels_csv: str, data_dir: Path) -> Layout:
+def make_layout(source: str, pattern: str, labels_csv: str, data_dir: Path) -> Layout:
     """The :class:`Layout` the three parameters describe; a relative ``LABELS_CSV`` is inside
     ``data_dir``. A pattern that is no regular expression or has no group, or a pattern or
     CSV set for another ``LABELS``, raises :class:`ParameterError`."""
-    source = labels or "folders"
     if pattern != DEFAULT_LABEL_PATTERN and source != "filenames":
         raise ParameterError(
             f"LABEL_PATTERN={pattern!r} is only read with LABELS='filenames', not "
-            f"LABELS={labels!r}: set LABELS='filenames' too, or leave LABEL_PATTERN as it was."
+            f"LABELS={source!r}: set LABELS='filenames' too, or leave LABEL_PATTERN as it was."
         )
     if labels_csv and source != "csv":
         raise ParameterError(
-            f"LABELS_CSV={labels_csv!r} is only read with LABELS='csv', not LABELS={labels!r}: "
+            f"LABELS_CSV={labels_csv!r} is only read with LABELS='csv', not LABELS={source!r}: "
             "set LABELS='csv' too, or leave LABELS_CSV empty."
         )
     try:
@@ -431,16 +311,12 @@ def make_layout(labels: str, pattern: str, labels_csv: str, data_dir: Path) -> L
 def seed_for(seed: int, purpose: str, epoch: int = 0) -> int:
     """The one place every seed is derived from ``SEED``.
 
-    - ``split``: the split of the files (the same split for every recipe).
-    - ``model``: the model's initial weights (:func:`training.seed_everything` before
-      building it).
-    - ``loader``: the loaders' base generators.
-    - ``augment``: the training pipeline's generator before the first epoch.
-    - ``epoch``: each epoch's data order and augmentations, ``SEED * 1000 + epoch``, so an
-      epoch depends only on the seed and its number, and a resumed run repeats exactly
-      what an uninterrupted one would have done. Under ``torchrun`` every process shuffles
-      by it (one order, each process its share) and process ``r > 0`` augments by a seed
-      drawn from it and ``r`` (:func:`catsdogs_helpers.distributed.process_seed`).
+    ``split``, ``model`` (initial weights), ``loader`` (the loaders' base generators) and
+    ``augment`` (the training pipeline before the first epoch) use ``SEED`` itself.
+    ``epoch``: each epoch's data order and augmentations, ``SEED * 1000 + epoch``, so an
+    epoch depends only on the seed and its number and a resumed run repeats exactly what an
+    uninterrupted one would have done (under ``torchrun`` process ``r > 0`` augments by a
+    seed drawn from it and ``r``: ``tools.distributed.process_seed``).
     """
     if purpose in ("split", "model", "loader", "augment"):
         return seed
@@ -449,31 +325,59 @@ def seed_for(seed: int, purpose: str, epoch: int = 0) -> int:
     raise ValueError(f"purpose {purpose!r} is unknown: use split, model, loader, augment or epoch")
 
 
+#: Small data sets get smaller batches, so an epoch has at least this many optimiser steps.
+MIN_STEPS_PER_EPOCH = 40
+MIN_AUTO_BATCH = 16
+#: SGD's ``LR`` is the rate for batches of this many photos; other batches scale it linearly.
+LR_BATCH = 128
+#: With pretrained weights, the pretrained layers learn at this share of the new head's
+#: rate once they train (after one epoch of the head alone).
+BACKBONE_LR_SCALE = 0.1
+
+
+@dataclass(frozen=True)
+class FineTuning:
+    """How pretrained weights are trained: the new output layer (the *head*) alone for
+    ``head_epochs``, then all layers, the rest (the *backbone*) at ``backbone_lr_scale``
+    times the head's rate. A random head would send large, meaningless gradients into good
+    features; trained first, it does not."""
+
+    head_epochs: int
+    backbone_lr_scale: float
+
+
 @dataclass(frozen=True)
 class RunConfig:
-    """The checked settings of one run, built by :func:`make_config` or
-    :func:`from_parameters`. ``batch_size`` 0 means "the recipe's, for the data set"."""
+    """The checked settings of one run: one field per parameter (lower case), built by
+    :func:`make_config` or :func:`from_parameters`. :meth:`for_data` resolves the batch size
+    and learning rate for a data set."""
 
     data_dir: Path
     dataset_url: str
     dataset_sha256: str
     run_name: str
     seed: int
-    recipe: Recipe
     model_name: str
-    augment: str
+    pretrained: bool
     epochs: int
     batch_size: int
     image_size: int
-    cache_size: int
+    resize_ratio: float
+    progressive: bool
+    augment: str
+    optimizer: str
+    lr: float
+    schedule: str
+    weight_decay: float
+    label_smoothing: float
+    early_stopping: int
+    tta: str
     num_workers: int
     limit_per_class: int
     device: str
-    pretrained: bool
     resume: bool
     overwrite: bool
     predict_path: str
-    tta: str
     layout: Layout = field(default_factory=Layout)
     weights_path: str = ""
 
@@ -482,38 +386,54 @@ class RunConfig:
         return run_dir(self.run_name)
 
     @property
+    def cache_size(self) -> int:
+        """The shorter side photos are resized to (and the decoded cache's square side)."""
+        return max(self.image_size, round(self.image_size * self.resize_ratio))
+
+    @property
     def eval_size(self) -> int:
         """The side of evaluation images: a centre crop the size of the last training crops."""
         return self.image_size
 
-    def plan(self, n_train: int) -> TrainingPlan:
-        """The training plan for ``n_train`` training images (batch and learning rate adapt
-        to small data sets unless ``BATCH_SIZE`` is set).
+    @property
+    def fine_tuning(self) -> FineTuning | None:
+        """Pretrained weights: the head alone in the first epoch (of two or more); else None."""
+        if not self.pretrained:
+            return None
+        return FineTuning(1 if self.epochs > 1 else 0, BACKBONE_LR_SCALE)
 
-        Pretrained weights get their fine-tuning (:func:`fine_tuning_for`), a lower rate
-        (:data:`PRETRAINED_LR_SCALE`) and every epoch at full size: progressive resizing
-        would show them a scale they were not trained at."""
-        recipe = self.recipe
-        batch_size = self.batch_size or recipe.batch_size_for(n_train)
-        lr = recipe.lr_for(batch_size)
-        sizes = recipe.sizes_for(self.image_size, self.epochs)
-        if self.pretrained:
-            lr *= PRETRAINED_LR_SCALE[recipe.optimizer]
-            sizes = (self.image_size,) * self.epochs
-        return TrainingPlan(
-            model_name=self.model_name, pretrained=self.pretrained, augment=self.augment,
-            epochs=self.epochs, batch_size=batch_size, optimizer=recipe.optimizer, lr=lr,
-            weight_decay=recipe.weight_decay, schedule=recipe.schedule,
-            label_smoothing=recipe.label_smoothing, early_stopping=recipe.early_stopping,
-            sizes=sizes, fine_tuning=fine_tuning_for(self.epochs) if self.pretrained else None,
-        )  # fmt: skip
+    def sizes(self, stages: int = 5) -> tuple[int, ...]:
+        """The training image side of each epoch. ``PROGRESSIVE``: ``stages`` steps from 2/3
+        of ``IMAGE_SIZE`` up to it (multiples of 8), spread evenly over the epochs. Small
+        images early are cheap and teach coarse shapes; the last epochs see the full size."""
+        size, epochs = self.image_size, self.epochs
+        if not self.progressive:
+            return (size,) * epochs
+        first = max(32, size * 2 / 3)
+        steps = [first + (size - first) * k / (stages - 1) for k in range(stages - 1)]
+        sizes = sorted({min(size, int(round(s / 8) * 8)) for s in steps} | {size})
+        return tuple(sizes[min(len(sizes) - 1, e * len(sizes) // epochs)] for e in range(epochs))
+
+    def for_data(self, n_train: int) -> RunConfig:
+        """This configuration for ``n_train`` training photos: the batch halved (down to 16)
+        until an epoch has at least :data:`MIN_STEPS_PER_EPOCH` steps (a few hundred photos
+        in batches of 128 give too few steps to learn anything), and SGD's rate scaled with
+        the batch (``LR`` is per 128 photos)."""
+        size = self.batch_size
+        while size > MIN_AUTO_BATCH and n_train < MIN_STEPS_PER_EPOCH * size:
+            size //= 2
+        size = max(size, min(MIN_AUTO_BATCH, self.batch_size))
+        lr = self.lr * size / LR_BATCH if self.optimizer == "sgd" else self.lr
+        return dataclasses.replace(self, batch_size=size, lr=lr)
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain values, for ``metrics.json`` and checkpoints."""
-        out = asdict(self)
+        """Plain values, for ``summary.json``, ``metrics.json`` and checkpoints."""
+        out = dataclasses.asdict(self)
         out["data_dir"] = str(self.data_dir)
-        out["recipe"] = self.recipe.name
         out["layout"] = self.layout.to_dict()
+        out["cache_size"] = self.cache_size
+        out["sizes"] = list(self.sizes())
+        out["fine_tuning"] = dataclasses.asdict(self.fine_tuning) if self.pretrained else None
         return out
 
 
@@ -529,39 +449,17 @@ MAX_GPU_WORKERS = 8
 
 
 def default_num_workers(accelerator: bool = False) -> int:
-    """Loader workers that pay off here.
-
-    Training on the CPU, workers take cores from the model: 0 on one or two cores, else up
-    to 4. Training on a GPU, the cores have nothing else to do than prepare batches (the
-    training process itself needs one): all of them but one, up to
-    :data:`MAX_GPU_WORKERS` (more only add start-up time to every epoch; measure with
-    ``benchmarks/benchmark.py --only loader``). Under ``torchrun`` the cores are shared by
-    the processes on this machine (``LOCAL_WORLD_SIZE``).
-    """
+    """Loader workers that pay off here. On the CPU workers take cores from the model: 0 on
+    one or two cores, else up to 4. On a GPU all cores but one (the training process's), up
+    to :data:`MAX_GPU_WORKERS`, shared by ``torchrun``'s processes (``LOCAL_WORLD_SIZE``)."""
     cores = available_cores() // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
     if accelerator:
         return max(0, min(MAX_GPU_WORKERS, cores - 1))
     return 0 if cores <= 2 else min(4, cores - 1)
 
 
-def _check_weights_path(path: str, pretrained: bool) -> None:
-    """A WEIGHTS_PATH is for a pretrained start and must exist: said now, not after the data
-    are cached (``models.load_imagenet_weights`` checks that the file fits the model)."""
-    if path and not pretrained:
-        raise ParameterError(
-            f"WEIGHTS_PATH={path!r} is set but PRETRAINED=False: set PRETRAINED=True to start "
-            "from those weights, or leave WEIGHTS_PATH empty."
-        )
-    if path and not Path(path).expanduser().is_file():
-        raise ParameterError(
-            f"WEIGHTS_PATH={path!r} is not a file: give the absolute path of a .pth of "
-            "torchvision's ImageNet weights (or leave it empty to download them)."
-        )
-
-
 def trains_on_cuda(device: str) -> bool:
-    """True when ``DEVICE`` (auto or cuda) will train on a CUDA GPU. Imports PyTorch, which
-    this module otherwise does without; only called to pick the number of loader workers."""
+    """True when ``DEVICE`` (auto or cuda) will train on a CUDA GPU (imports torch)."""
     if device not in ("auto", "cuda"):
         return False
     import torch
@@ -569,46 +467,53 @@ def trains_on_cuda(device: str) -> bool:
     return torch.cuda.is_available()
 
 
+def _check(p: dict[str, Any]) -> None:
+    """What the parameters say together: checked now, not after the data are cached."""
+    if p["WEIGHTS_PATH"] and not p["PRETRAINED"]:
+        raise ParameterError(
+            f"WEIGHTS_PATH={p['WEIGHTS_PATH']!r} is set but PRETRAINED=False: set "
+            "PRETRAINED=True to start from those weights, or leave WEIGHTS_PATH empty."
+        )
+    if p["WEIGHTS_PATH"] and not Path(p["WEIGHTS_PATH"]).expanduser().is_file():
+        raise ParameterError(
+            f"WEIGHTS_PATH={p['WEIGHTS_PATH']!r} is not a file: give the absolute path of a "
+            ".pth of torchvision's ImageNet weights (or leave it empty to download them)."
+        )
+    if p["AUGMENT"] not in AUGMENTS and not p["AUGMENT"].endswith((".json", ".yaml", ".yml")):
+        raise ParameterError(
+            f"AUGMENT={p['AUGMENT']!r} is not valid: use one of "
+            f"{', '.join(map(repr, AUGMENTS))}, or a pipeline file saved with A.save (.json)."
+        )
+    run_dir(p["RUN_NAME"])  # checks the name
+
+
 def make_config(**values: Any) -> RunConfig:
     """A checked :class:`RunConfig` from parameter values given by name (the rest take their
-    defaults; the environment is not read, see :func:`from_parameters`).
-
-    Raises :class:`ParameterError` naming the parameter and what it accepts.
-    """
+    defaults; the environment is not read, see :func:`from_parameters`)."""
     problems = unknown_names(values)
     if problems:
         raise ParameterError("; ".join(problems))
     p = {n: parse_value(n, values.get(n, spec.default), "given") for n, spec in PARAMETERS.items()}
-    recipe, pretrained = RECIPE_DEFAULTS[p["RECIPE"]], p["PRETRAINED"]
-    image_size = p["IMAGE_SIZE"] or (PRETRAINED_IMAGE_SIZE if pretrained else recipe.image_size)
-    epochs = p["EPOCHS"] or (PRETRAINED_EPOCHS if pretrained else recipe.epochs)
-    if image_size < 32:
-        raise ParameterError(f"IMAGE_SIZE={image_size} is too small: use 32 or more (0 = recipe).")
-    _check_weights_path(p["WEIGHTS_PATH"], pretrained)
-    run_dir(p["RUN_NAME"])  # checks the name
+    _check(p)
+    fields = {name.lower(): value for name, value in p.items()}
+    for name in ("labels", "label_pattern", "labels_csv"):
+        del fields[name]
+    workers = p["NUM_WORKERS"]
+    if workers < 0:
+        workers = default_num_workers(trains_on_cuda(p["DEVICE"]))
     folder = data_dir(p["DATA_DIR"])
-    layout = make_layout(p["LABELS"], p["LABEL_PATTERN"], p["LABELS_CSV"], folder)
-    return RunConfig(
-        data_dir=folder, dataset_url=p["DATASET_URL"] or DEFAULT_DATASET_URL,
-        dataset_sha256=p["DATASET_SHA256"].lower(), run_name=p["RUN_NAME"], seed=p["SEED"],
-        recipe=recipe, model_name=p["MODEL_NAME"] or recipe.model_name,
-        augment=p["AUGMENT"] or recipe.augment, epochs=epochs,
-        batch_size=p["BATCH_SIZE"], image_size=image_size,
-        cache_size=recipe.cache_size_for(image_size),
-        num_workers=(default_num_workers(trains_on_cuda(p["DEVICE"])) if p["NUM_WORKERS"] < 0
-                     else p["NUM_WORKERS"]),
-        limit_per_class=p["LIMIT_PER_CLASS"], device=p["DEVICE"], pretrained=pretrained,
-        resume=p["RESUME"], overwrite=p["OVERWRITE"], predict_path=p["PREDICT_PATH"],
-        tta=p["TTA"] or recipe.tta,
-        layout=layout,
-        weights_path=p["WEIGHTS_PATH"],
-    )  # fmt: skip
+    fields.update(
+        data_dir=folder,
+        dataset_url=p["DATASET_URL"] or DEFAULT_DATASET_URL,
+        dataset_sha256=p["DATASET_SHA256"].lower(),
+        num_workers=workers,
+        layout=make_layout(p["LABELS"], p["LABEL_PATTERN"], p["LABELS_CSV"], folder),
+    )
+    return RunConfig(**fields)
 
 
 def from_parameters(namespace: Mapping[str, Any]) -> RunConfig:
     """The run's configuration from a notebook's parameters (pass ``globals()``), with the
-    ``CATSDOGS_*`` environment variables applied to values left at their default.
-
-    The one call after every ``parameters`` cell; see the module docstring for the order.
-    """
+    ``CATSDOGS_*`` environment variables applied to values left at their default: the one
+    call after every ``parameters`` cell."""
     return make_config(**read_parameters(namespace))

@@ -23,11 +23,9 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset, get_worker_info
 
-from . import distributed
-from .files import atomic_path, replace_durably, unique_sibling
 from .images import load_square
-from .locks import held
-from .parallel import map_chunks
+from .plumbing import atomic_path, held, map_chunks, replace_durably, unique_sibling
+from .tools import distributed
 
 log = logging.getLogger(__name__)
 

@@ -1,11 +1,4 @@
-"""Devices and number formats: CUDA, Apple MPS or CPU, mixed precision, channels_last.
-
-- **Mixed precision** runs most of the network in 16-bit floats: bfloat16 on CPUs that have
-  bf16 instructions and on recent GPUs, float16 (with loss scaling) on older GPUs. The
-  weights stay in float32, so accuracy is unchanged; speed roughly doubles or triples.
-- **channels_last** stores images as height x width x channels in memory, the layout the
-  fast convolution kernels of CPUs and tensor-core GPUs want.
-"""
+"""Devices and number formats: CUDA, MPS or CPU, mixed precision (bf16/fp16), channels_last."""
 
 from __future__ import annotations
 
@@ -44,9 +37,7 @@ def amp_dtype(device: torch.device, enabled: bool = True) -> torch.dtype | None:
         return None
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if device.type == "cpu" and cpu_supports_bf16():
-        return torch.bfloat16
-    return None
+    return torch.bfloat16 if device.type == "cpu" and cpu_supports_bf16() else None
 
 
 def autocast(device: torch.device, dtype: torch.dtype | None):
@@ -65,16 +56,11 @@ def to_model_input(
     mean: Sequence[float] = IMAGENET_MEAN,
     std: Sequence[float] = IMAGENET_STD,
 ) -> torch.Tensor:
-    """uint8 ``(N, H, W, 3)`` batch -> normalised float ``(N, 3, H, W)`` on ``device``.
-
-    Done once per batch on the device, instead of per image in the loader: ``(x / 255 -
-    mean) / std`` per channel. ``size`` resizes the batch to ``size`` x ``size``
-    (antialiased), for progressive resizing.
-    """
+    """uint8 ``(N, H, W, 3)`` batch -> normalised float ``(N, 3, H, W)`` on ``device``, once
+    per batch instead of per image in the loader; ``size`` resizes it (progressive resizing)."""
     mean = torch.tensor(mean, device=device).view(1, 3, 1, 1) * 255
     std = torch.tensor(std, device=device).view(1, 3, 1, 1) * 255
-    x = images.to(device, non_blocking=True).permute(0, 3, 1, 2).float()
-    x = (x - mean) / std
+    x = (images.to(device, non_blocking=True).permute(0, 3, 1, 2).float() - mean) / std
     if size is not None and size != x.shape[-1]:
         x = torch.nn.functional.interpolate(
             x, size=(size, size), mode="bilinear", antialias=True, align_corners=False

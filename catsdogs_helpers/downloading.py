@@ -1,16 +1,7 @@
 """Downloading and extracting the data set: resumable, verified, and safe to extract.
 
-- A download goes to ``<name>.part`` and is renamed only once its size (and sha256, when
-  known) checks out, so a half-written file is never mistaken for a finished one.
-- A cut connection resumes from where it stopped (HTTP ``Range``); a server that ignores
-  ranges restarts cleanly.
-- Extraction refuses entries that would land outside the target folder, links, archives
-  whose size or file count is beyond a sane cap, entries that expand far more than photos
-  can (an archive bomb) and archives that would not fit on the disk, all before writing
-  anything; an entry holding more than its header declares is caught while it is written.
-  It is all-or-nothing.
-- Download and extraction happen once per data folder: other processes preparing the same
-  folder at the same time wait for the first and reuse what it made.
+A download resumes a cut connection and is renamed from ``<name>.part`` only once verified.
+Extraction is all or nothing, and refuses unsafe archives before writing anything.
 """
 
 from __future__ import annotations
@@ -29,25 +20,31 @@ import urllib.parse
 import urllib.request
 import zipfile
 import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
 
+from tqdm.utils import CallbackIOWrapper
+
 from .config import DEFAULT_DATASET_URL, Layout
-from .files import fsync_folder, replace_durably
 from .layouts import FOLDERS, IMAGE_ROOT_NAME, describe, find_image_root
 from .layouts import class_folders as class_folders  # was here: still importable from here
-from .locks import held
-from .progress import progress_bar
+from .plumbing import fsync_folder, held, progress_bar, replace_durably
 
 log = logging.getLogger(__name__)
 
 MAX_ARCHIVE_FILES = 200_000
 MAX_ARCHIVE_BYTES = 8 * 1024**3  # the real archive unpacks to about 0.8 GB
-#: JPEGs barely compress (the real archive is close to 1:1), so an entry that expands more
-#: than this is no photo: it is refused, when it declares more than MAX_RATIO_FROM_BYTES.
+#: JPEGs barely compress (the real archive is close to 1:1): an entry over MAX_RATIO_FROM_BYTES
+#: that expands more than this is no photo but an archive bomb.
 MAX_EXPANSION_RATIO = 100
 MAX_RATIO_FROM_BYTES = 1024**2
 _LOCAL_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EDQUOT}
 _USER_AGENT = "catsdogs-helpers (+https://pypi.org/project/catsdogs-helpers)"
+_OTHER_WAYS = (
+    "or set DATASET_URL (CATSDOGS_DATASET_URL) to the path of a .zip you already have, or put "
+    f"an extracted {IMAGE_ROOT_NAME}/ folder inside DATA_DIR (CATSDOGS_DATA_DIR)."
+)
 
 
 class DownloadError(RuntimeError):
@@ -67,72 +64,49 @@ def sha256_of(path: Path, chunk_size: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-_OTHER_WAYS = (
-    "or set DATASET_URL (CATSDOGS_DATASET_URL) to the path of a .zip you already have, or put "
-    f"an extracted {IMAGE_ROOT_NAME}/ folder inside DATA_DIR (CATSDOGS_DATA_DIR)."
-)
-
-
-def _offline_message(url: str, reason: object) -> str:
-    """One line for a connection that could not be made: what failed and what to do."""
-    return f"Could not download DATASET_URL {url} ({reason}). Check your connection, {_OTHER_WAYS}"
-
-
-def _http_message(url: str, code: int, reason: object) -> str:
-    """One line for an HTTP error status (4xx/5xx): the URL, the status and what to do."""
-    return f"DATASET_URL {url} answered HTTP {code} {reason}. Check the address, {_OTHER_WAYS}"
-
-
-def _quarantine(path: Path, why: str) -> Path:
-    """Move a file that failed verification aside (never delete data) and return where."""
+def _quarantine(path: Path, why: str) -> None:
+    """Move a file that failed verification aside (data is never deleted)."""
     bad = path.with_name(f"{path.name}.bad-{time.strftime('%Y%m%d-%H%M%S')}")
     path.rename(bad)
     log.warning("%s: %s; moved aside to %s", path.name, why, bad.name)
-    return bad
 
 
 def _request(url: str, start: int, timeout: float):
     """The response for ``url`` from byte ``start`` on; None when the server refuses that
-    range (HTTP 416). Other HTTP and connection errors are one-line :class:`DownloadError`s
-    (raised from None: the urllib traceback underneath says nothing the message does not)."""
-    headers = {"User-Agent": _USER_AGENT}
-    if start:
-        headers["Range"] = f"bytes={start}-"
+    range. Other errors raise one line, from None: urllib's traceback adds nothing to it."""
+    headers = {"User-Agent": _USER_AGENT} | ({"Range": f"bytes={start}-"} if start else {})
     try:
         return urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout)
     except urllib.error.HTTPError as err:
         err.close()
         if err.code == 416 and start:
             return None
-        raise DownloadError(_http_message(url, err.code, err.reason)) from None
+        message = f"DATASET_URL {url} answered HTTP {err.code} {err.reason}. Check the address"
     except (urllib.error.URLError, OSError) as err:
-        raise DownloadError(_offline_message(url, getattr(err, "reason", err))) from None
+        reason = getattr(err, "reason", err)
+        message = f"Could not download DATASET_URL {url} ({reason}). Check your connection"
+    raise DownloadError(f"{message}, {_OTHER_WAYS}") from None
 
 
-def _sizes(response, start: int, name: str) -> tuple[int, int | None]:
-    """Where the response's bytes start (0 when the server ignored the range) and the whole
-    file's size when the server tells it."""
+def _sizes(response, start: int, total: int | None, name: str) -> tuple[int, int | None]:
+    """Where the response's bytes start (0 when the server ignored the range) and the size."""
     if start and response.status == 200:
         log.info("server ignores ranges: restarting %s from the beginning", name)
         start = 0
     if response.status == 206:
-        content_range = response.headers.get("Content-Range", "")
-        return start, int(content_range.rsplit("/", 1)[-1]) if "/" in content_range else None
-    length = response.headers.get("Content-Length")
-    return start, int(length) if length is not None else None
+        size = response.headers.get("Content-Range", "").partition("/")[2]
+    else:
+        size = response.headers.get("Content-Length")
+    return start, int(size) if size else total
 
 
 def _append(response, part: Path, start: int, total: int | None, *, progress: bool) -> None:
-    """Write the response's bytes into ``part`` from byte ``start`` on, with a byte bar. A
-    full or read-only disk is a :class:`DownloadError` naming the folder."""
-    bar = progress_bar(total=total, initial=start, unit="B", unit_scale=True,
-                       unit_divisor=1024, desc=part.name.removesuffix(".part"),
-                       disable=not progress)  # fmt: skip
+    """Write the response's bytes into ``part`` from byte ``start`` on, with a byte bar."""
+    in_bytes = {"unit": "B", "unit_scale": True, "unit_divisor": 1024, "disable": not progress}
+    bar = progress_bar(total=total, initial=start, desc=part.name.removesuffix(".part"), **in_bytes)
     try:
         with open(part, "ab" if start else "wb") as out, bar:
-            while chunk := response.read(1 << 20):
-                out.write(chunk)
-                bar.update(len(chunk))
+            shutil.copyfileobj(response, CallbackIOWrapper(bar.update, out, "write"), 1 << 20)
     except OSError as err:
         if err.errno in _LOCAL_ERRNOS:
             raise DownloadError(
@@ -146,13 +120,13 @@ def _verify(part: Path, url: str, total: int | None, sha256: str) -> None:
     """Check the finished file's size and sha256; a mismatch is moved aside and raised."""
     size = part.stat().st_size
     if total is not None and size != total:
-        _quarantine(part, f"size {size} differs from the expected {total}")
-        raise DownloadError(f"{url}: size {size} differs from the expected {total}")
-    if sha256:
-        actual = sha256_of(part)
-        if actual != sha256.lower():
-            _quarantine(part, f"sha256 {actual} differs from the expected {sha256}")
-            raise DownloadError(f"{url}: sha256 {actual} differs from the expected {sha256}")
+        why = f"size {size} differs from the expected {total}"
+    elif sha256 and (actual := sha256_of(part)) != sha256.lower():
+        why = f"sha256 {actual} differs from the expected {sha256}"
+    else:
+        return
+    _quarantine(part, why)
+    raise DownloadError(f"{url}: {why}")
 
 
 def download(
@@ -164,45 +138,35 @@ def download(
     retries: int = 5,
     progress: bool = True,
 ) -> Path:
-    """Download ``url`` to ``dest`` with a byte progress bar, resuming where it stopped.
-
-    Returns ``dest`` at once when it already exists (it only ever appears verified). A cut
-    connection resumes from the bytes in ``<dest>.part`` (up to ``retries`` times here, and
-    on the next call). A file whose size or sha256 does not match is moved aside with a
-    ``.bad-<time>`` suffix and a :class:`DownloadError` is raised.
-    """
+    """Download ``url`` to ``dest`` (unless it exists: it only ever appears verified), resuming
+    from ``<dest>.part`` after a cut connection, here up to ``retries`` times and next call. A
+    file whose size or sha256 does not match is moved aside (``.bad-<time>``) and raised."""
     dest = Path(dest)
     if dest.is_file():
         log.info("%s already downloaded, skipping", dest.name)
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
-    part = dest.with_name(dest.name + ".part")
-    total, failures = None, 0
-    while failures <= retries:
+    part, total = dest.with_name(dest.name + ".part"), None
+    for failures in range(1, retries + 2):
         start = part.stat().st_size if part.exists() else 0
         response = _request(url, start, timeout)
         if response is None:  # asked past the end: the .part is suspicious
             _quarantine(part, "server refused to resume it")
-            failures += 1
             continue
         with response:
-            start, reported = _sizes(response, start, dest.name)
-            total = reported if reported is not None else total
+            start, total = _sizes(response, start, total, dest.name)
             try:
                 _append(response, part, start, total, progress=progress)
             except (http.client.IncompleteRead, OSError) as err:
-                failures += 1
                 log.warning("connection dropped (%s); resuming", err)
                 time.sleep(min(2.0 * failures, 10.0))
                 continue
-        size = part.stat().st_size
-        if total is None or size >= total:
+        if total is None or part.stat().st_size >= total:
             _verify(part, url, total, sha256)
             replace_durably(part, dest)  # on the disk before it is called downloaded
             log.info("downloaded %s (%.1f MB)", dest.name, dest.stat().st_size / 1e6)
             return dest
-        failures += 1
-        log.warning("got %d of %d bytes; resuming", size, total)
+        log.warning("got %d of %d bytes; resuming", part.stat().st_size, total)
     got = part.stat().st_size if part.exists() else 0
     raise DownloadError(
         f"DATASET_URL {url}: the connection kept dropping or the server refused to resume; "
@@ -211,21 +175,17 @@ def download(
 
 
 def _check_member(info: zipfile.ZipInfo) -> str | None:
-    """Why an archive entry must not be extracted, or None when it is fine."""
+    """Why an entry's path or kind must not be extracted, if it must not."""
     name = info.filename.replace("\\", "/")
-    path = PurePosixPath(name)
     if name.startswith("/") or (len(name) > 1 and name[1] == ":"):
         return "absolute path"
-    if ".." in path.parts:
+    if ".." in PurePosixPath(name).parts:
         return "path leaves the target folder"
-    mode = info.external_attr >> 16
-    if stat.S_ISLNK(mode):
-        return "symbolic link"
-    return None
+    return "symbolic link" if stat.S_ISLNK(info.external_attr >> 16) else None
 
 
 def _expansion(info: zipfile.ZipInfo) -> str | None:
-    """Why an entry's declared expansion is no photo's (an archive bomb), or None."""
+    """Why an entry's declared expansion is no photo's but an archive bomb's, if it is."""
     ratio = info.file_size / max(info.compress_size, 1)
     if info.file_size > MAX_RATIO_FROM_BYTES and ratio > MAX_EXPANSION_RATIO:
         return (
@@ -236,15 +196,17 @@ def _expansion(info: zipfile.ZipInfo) -> str | None:
     return None
 
 
+def _size(n: int) -> str:
+    return f"{n / 1e9:.2f} GB" if n >= 1e9 else f"{n / 1e6:.1f} MB"
+
+
 def check_archive(
     archive: Path, members: list[zipfile.ZipInfo], *, max_files: int, max_bytes: int, free: int
 ) -> None:
-    """Raise :class:`UnsafeArchiveError` for the first reason not to extract ``archive``
-    (an entry's path, the count, the declared total, an entry's expansion, ``free`` bytes on
-    the disk), from its headers alone."""
+    """Raise :class:`UnsafeArchiveError` for the first reason not to extract ``archive``, from
+    its headers alone."""
     for info in members:
-        why = _check_member(info)
-        if why:
+        if why := _check_member(info):
             raise UnsafeArchiveError(f"{archive.name}: refusing entry {info.filename!r}: {why}")
     if len(members) > max_files:
         raise UnsafeArchiveError(
@@ -257,8 +219,7 @@ def check_archive(
             f"{max_bytes / 1e9:.1f} GB"
         )
     for info in members:
-        why = _expansion(info)
-        if why:
+        if why := _expansion(info):
             raise UnsafeArchiveError(f"{archive.name}: refusing entry {info.filename!r}: {why}")
     if total > free:
         raise UnsafeArchiveError(
@@ -267,14 +228,8 @@ def check_archive(
         )
 
 
-def _size(n: int) -> str:
-    """A byte count as people read it: MB below a gigabyte, GB above."""
-    return f"{n / 1e9:.2f} GB" if n >= 1e9 else f"{n / 1e6:.1f} MB"
-
-
 def _extract_entry(zf: zipfile.ZipFile, info: zipfile.ZipInfo, staging: Path) -> None:
-    """Write one (checked) entry under ``staging``, never more bytes than its header declares;
-    an entry whose content does not match its header raises :class:`UnsafeArchiveError`."""
+    """Write one checked entry under ``staging``, refusing content other than its header's."""
     dest = staging.joinpath(*PurePosixPath(info.filename.replace("\\", "/")).parts)
     if info.is_dir():
         dest.mkdir(parents=True, exist_ok=True)
@@ -295,18 +250,32 @@ def _extract_entry(zf: zipfile.ZipFile, info: zipfile.ZipInfo, staging: Path) ->
             return
         problem = "it holds more" if written > info.file_size else f"it holds {written:,}"
     raise UnsafeArchiveError(
-        f"refusing entry {info.filename!r}: its header declares {info.file_size:,} bytes but "
-        f"{problem}; the archive is damaged or forged: delete it and download it again"
+        f"{os.path.basename(zf.filename or '')}: refusing entry {info.filename!r}: its header "
+        f"declares {info.file_size:,} bytes but {problem}; the archive is damaged or forged: "
+        "delete it and download it again"
     )
 
 
-def _staging_folder(archive: Path, target: Path) -> Path:
-    """A new, empty folder inside ``target`` to extract into, after removing any left by an
-    extraction that was killed (callers that may run at once hold the data folder's lock)."""
+@contextmanager
+def _staged(archive: Path, target: Path) -> Iterator[Path]:
+    """A new folder inside ``target`` to extract into (callers that may run at once hold the
+    data folder's lock), flushed to the disk and moved into place when the block ends."""
     prefix = f".extracting-{archive.stem}"
     for stale in target.glob(f"{prefix}*"):
         shutil.rmtree(stale, ignore_errors=True)
-    return Path(tempfile.mkdtemp(prefix=f"{prefix}-", dir=target))
+    staging = Path(tempfile.mkdtemp(prefix=f"{prefix}-", dir=target))
+    try:
+        yield staging
+        if hasattr(os, "sync"):  # one call for every extracted file, before they count as there
+            os.sync()
+        for entry in staging.iterdir():
+            if (target / entry.name).exists():
+                log.info("%s already exists, keeping it", target / entry.name)
+            else:
+                entry.rename(target / entry.name)
+        fsync_folder(target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def extract_zip(
@@ -317,14 +286,7 @@ def extract_zip(
     max_bytes: int = MAX_ARCHIVE_BYTES,
     progress: bool = True,
 ) -> Path:
-    """Extract ``archive`` into ``target``, all or nothing.
-
-    Every entry is checked (:func:`check_archive`) before anything is written; extraction
-    happens in a temporary folder inside ``target`` that is flushed to the disk and moved
-    into place only when complete. Raises :class:`UnsafeArchiveError` on a dangerous entry,
-    an archive beyond the caps or the free space, or an entry that holds other than what
-    its header declares.
-    """
+    """Extract ``archive`` into ``target``, all or nothing, after :func:`check_archive`."""
     archive, target = Path(archive), Path(target)
     target.mkdir(parents=True, exist_ok=True)
     try:
@@ -337,35 +299,11 @@ def extract_zip(
         members = zf.infolist()
         free = shutil.disk_usage(target).free
         check_archive(archive, members, max_files=max_files, max_bytes=max_bytes, free=free)
-        staging = _staging_folder(archive, target)
-        try:
-            for info in progress_bar(
-                members, desc=f"extracting {archive.name}", disable=not progress
-            ):
+        entries = progress_bar(members, desc=f"extracting {archive.name}", disable=not progress)
+        with _staged(archive, target) as staging:
+            for info in entries:
                 _extract_entry(zf, info, staging)
-        except UnsafeArchiveError as err:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise UnsafeArchiveError(f"{archive.name}: {err}") from None
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
-    _move_into_place(staging, target)
     return target
-
-
-def _move_into_place(staging: Path, target: Path) -> None:
-    """Flush the extracted files to the disk, then move them from ``staging`` into
-    ``target`` (keeping what is already there) and remove ``staging``."""
-    if hasattr(os, "sync"):  # one call for every extracted file, before they count as there
-        os.sync()
-    for entry in staging.iterdir():
-        final = target / entry.name
-        if final.exists():
-            log.info("%s already exists, keeping it", final)
-            continue
-        entry.rename(final)
-    fsync_folder(target)
-    shutil.rmtree(staging, ignore_errors=True)
 
 
 def prepare_dataset(
@@ -376,15 +314,8 @@ def prepare_dataset(
     progress: bool = True,
     layout: Layout = FOLDERS,
 ) -> Path:
-    """Make sure ``data_dir`` holds an extracted image folder and return it.
-
-    Nothing is downloaded when ``data_dir`` already holds the photos as ``layout`` says
-    (:func:`layouts.find_image_root`: in ``PetImages/``, in the one folder there, or in
-    ``data_dir`` itself). ``url`` may be an ``http(s)://`` address, a ``file://`` address or
-    a local path to a zip file. Processes preparing the same ``data_dir`` at once take turns
-    (a lock file, ``.download.lock``): the first downloads and extracts, the others wait and
-    then find its result.
-    """
+    """The image folder in ``data_dir``, downloaded from ``url`` (``http(s)://``, ``file://``
+    or a local zip) and extracted when it is not there, by one process at a time."""
     data_dir = Path(data_dir)
     found = find_image_root(data_dir, layout)
     if found is not None:
@@ -395,7 +326,13 @@ def prepare_dataset(
         if found is not None:
             log.info("found %s, made by another process meanwhile", found)
             return found
-        _check_archive_fits(data_dir, url, layout)
+        if layout.source != "folders" and url == DEFAULT_DATASET_URL:
+            raise DownloadError(  # the user's photos are missing, not Microsoft's
+                f"found no photos in {data_dir} as LABELS={layout.source!r} says "
+                f"({describe(layout)}), and Microsoft's archive (the default DATASET_URL) "
+                "holds class folders: put your photos in DATA_DIR, or set DATASET_URL to a zip "
+                "of them."
+            )
         archive = _fetch_archive(data_dir, url, sha256=sha256, progress=progress)
         extract_zip(archive, data_dir, progress=progress)
     found = find_image_root(data_dir, layout)
@@ -406,20 +343,8 @@ def prepare_dataset(
     return found
 
 
-def _check_archive_fits(data_dir: Path, url: str, layout: Layout) -> None:
-    """Raise :class:`DownloadError` rather than download Microsoft's archive (class folders)
-    for photos labelled another way: the user's photos are missing, not Microsoft's."""
-    if layout.source != "folders" and url == DEFAULT_DATASET_URL:
-        raise DownloadError(
-            f"found no photos in {data_dir} as LABELS={layout.source!r} says "
-            f"({describe(layout)}), and Microsoft's archive (the default DATASET_URL) holds "
-            "class folders: put your photos in DATA_DIR, or set DATASET_URL to a zip of them."
-        )
-
-
 def _fetch_archive(data_dir: Path, url: str, *, sha256: str, progress: bool) -> Path:
-    """The archive ``url`` names: a local zip (checked against ``sha256`` when given), or
-    downloaded into ``data_dir``."""
+    """The local zip ``url`` names, or the one it downloads into ``data_dir``."""
     if url.startswith("file://"):
         url = urllib.request.url2pathname(url[len("file://") :])
     if "://" not in url:

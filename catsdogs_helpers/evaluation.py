@@ -1,13 +1,9 @@
-"""Evaluation: predictions over a whole split, metrics over all samples, and the mistakes.
-
-Metrics are computed from every prediction at once (scikit-learn), never averaged per
-batch, so a short last batch weighs what its images weigh.
-"""
+"""Evaluation: a split's predictions, metrics over all of them at once (never averaged per
+batch, so a short last batch weighs what its images weigh), and the mistakes."""
 
 from __future__ import annotations
 
 import copy
-import logging
 import time
 from collections.abc import Iterable, Sequence
 
@@ -22,20 +18,13 @@ from torchvision.transforms.v2 import functional as TF
 from .config import TTA_VIEWS, TTAS
 from .datasets import make_loader
 from .devices import autocast, to_model_input
-from .progress import progress_bar
+from .plumbing import progress_bar
 from .transforms import Preprocessing
-
-log = logging.getLogger(__name__)
 
 
 def tta_views(x: torch.Tensor, size: int, mode: str) -> list[torch.Tensor]:
-    """The views of a normalised batch whose predictions are averaged (test-time augmentation).
-
-    - ``none``: the centre ``size`` crop (the batch itself when it is that size already);
-    - ``flip``: that crop and its mirror image;
-    - ``flip_crops``: the centre and four corner crops, each also mirrored: ten views (what
-      torchvision's ``TenCrop`` gives), ten times the compute.
-    """
+    """The test-time augmentation views of a normalised batch: the centre crop (``none``), and
+    its mirror (``flip``), or the centre and corner crops and their mirrors (``flip_crops``)."""
     if mode == "flip_crops":
         crops = list(TF.five_crop(x, [size, size]))
         crops = [crops[4], *crops[:4]]  # the centre first
@@ -67,15 +56,9 @@ def predict(
     progress: bool = False,
     desc: str = "predicting",
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Class probabilities for every image the loader yields (prepared by
-    ``preprocessing.pipeline()``), by :func:`probabilities`.
-
-    Returns ``(probs, labels, positions)``: ``probs`` is ``(N, classes)``; ``positions`` are
-    the items' indices in the dataset, so skipped files are accounted for.
-    """
+    """``(probs, labels, positions)`` of every image the loader yields (skipped files: none)."""
     model.eval()
-    all_probs, all_labels, all_positions = [], [], []
-    seen = 0
+    batches, seen = [], 0
     for batch in progress_bar(loader, desc=desc, leave=False, disable=not progress):
         images, labels = batch[0], batch[1]
         positions = batch[2] if len(batch) > 2 else torch.arange(seen, seen + len(labels))
@@ -83,16 +66,11 @@ def predict(
         if len(labels) == 0:
             continue
         with autocast(device, amp_dtype):
-            all_probs.append(probabilities(model, images, device, preprocessing).cpu())
-        all_labels.append(labels.cpu())
-        all_positions.append(torch.as_tensor(positions).cpu())
-    if not all_probs:
+            probs = probabilities(model, images, device, preprocessing).cpu()
+        batches.append((probs, labels.cpu(), torch.as_tensor(positions).cpu()))
+    if not batches:
         return np.zeros((0, 0)), np.zeros(0, dtype=int), np.zeros(0, dtype=int)
-    return (
-        torch.cat(all_probs).numpy(),
-        torch.cat(all_labels).numpy(),
-        torch.cat(all_positions).numpy(),
-    )
+    return tuple(torch.cat(parts).numpy() for parts in zip(*batches, strict=True))
 
 
 def predict_dataset(
@@ -106,10 +84,7 @@ def predict_dataset(
     progress: bool = False,
     limit: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """:func:`predict` over a cached dataset (a split) prepared by ``preprocessing``, whatever
-    transform the dataset was made with (the caller's dataset keeps it): the validation
-    split, made with a plain centre crop for training, then gets the very preprocessing the
-    test split and your own photos get. ``limit``: only the first ``limit`` items."""
+    """:func:`predict` over (the first ``limit`` items of) a split prepared by ``preprocessing``."""
     view = copy.copy(dataset)
     view.transform = preprocessing.pipeline()
     if limit is not None:
@@ -128,71 +103,54 @@ def compare_tta(
     batch_size: int = 64,
     modes: Sequence[str] = TTAS,
 ) -> pd.DataFrame:
-    """Accuracy and cost of each test-time augmentation on a labelled cached ``dataset``
-    (the test split), side by side: one row per mode with its views, accuracy, log loss and
-    milliseconds per image (each mode reads the same cached images; one untimed pass over
-    a batch first, so the first mode does not pay for the start)."""
+    """Views, accuracy, log loss and ms per image of each TTA mode on a labelled ``dataset``."""
+    # One untimed batch first, so the first mode does not pay for the start.
     predict_dataset(model, dataset, preprocessing, device, amp_dtype=amp_dtype, limit=batch_size)
     rows = []
     for mode in modes:
         start = time.perf_counter()
+        tta = preprocessing.with_tta(mode)
         probs, labels, _ = predict_dataset(
-            model, dataset, preprocessing.with_tta(mode), device, amp_dtype=amp_dtype,
-            batch_size=batch_size,
-        )  # fmt: skip
+            model, dataset, tta, device, amp_dtype=amp_dtype, batch_size=batch_size
+        )
         seconds = time.perf_counter() - start
-        rows.append({
-            "tta": mode, "views": TTA_VIEWS[mode],
-            "accuracy": float(skm.accuracy_score(labels, probs.argmax(1))),
-            "log_loss": float(skm.log_loss(labels, probs, labels=range(probs.shape[1]))),
-            "ms_per_image": 1000 * seconds / max(1, len(labels)),
-        })  # fmt: skip
-    return pd.DataFrame(rows)
+        accuracy = float(skm.accuracy_score(labels, probs.argmax(1)))
+        log_loss = float(skm.log_loss(labels, probs, labels=range(probs.shape[1])))
+        ms_per_image = 1000 * seconds / max(1, len(labels))
+        rows.append((mode, TTA_VIEWS[mode], accuracy, log_loss, ms_per_image))
+    return pd.DataFrame(rows, columns=["tta", "views", "accuracy", "log_loss", "ms_per_image"])
 
 
 def classification_metrics(
     labels: np.ndarray, probs: np.ndarray, class_names: list[str]
 ) -> dict[str, float | int | list]:
-    """Accuracy, precision, recall, F1, ROC AUC and the confusion matrix over all samples.
-
-    With two classes, precision/recall/F1 are for the second class (``class_names[1]``,
-    "Dog" here) and ROC AUC uses its probability; with more, they are macro averages and
-    ROC AUC is one-vs-rest.
-    """
+    """Accuracy, precision, recall, F1, ROC AUC, count and confusion matrix of all samples:
+    for ``class_names[1]`` with two classes, else macro averages and one-vs-rest ROC AUC."""
     labels = np.asarray(labels)
     predicted = probs.argmax(1)
-    n_classes = len(class_names)
-    binary = n_classes == 2
-    average = "binary" if binary else "macro"
-    present = len(np.unique(labels)) == n_classes
-    if not present:
-        roc_auc = float("nan")
-    elif binary:
-        roc_auc = float(skm.roc_auc_score(labels, probs[:, 1]))
-    else:
-        roc_auc = float(skm.roc_auc_score(labels, probs, multi_class="ovr"))
-    kwargs = {"average": average, "zero_division": 0}
-    if not binary:
-        kwargs["labels"] = list(range(n_classes))
+    classes = list(range(len(class_names)))
+    binary = len(classes) == 2
+    roc_auc = float("nan")
+    if len(np.unique(labels)) == len(classes):
+        scores = probs[:, 1] if binary else probs
+        roc_auc = float(skm.roc_auc_score(labels, scores, multi_class="ovr"))
+    average = {"average": "binary"} if binary else {"average": "macro", "labels": classes}
+    precision, recall, f1, _ = skm.precision_recall_fscore_support(
+        labels, predicted, zero_division=0, **average
+    )
     return {
         "accuracy": float(skm.accuracy_score(labels, predicted)),
-        "precision": float(skm.precision_score(labels, predicted, **kwargs)),
-        "recall": float(skm.recall_score(labels, predicted, **kwargs)),
-        "f1": float(skm.f1_score(labels, predicted, **kwargs)),
+        "precision": float(precision),
+        "recall": float(recall),
+        "f1": float(f1),
         "roc_auc": roc_auc,
         "n": int(len(labels)),
-        "confusion_matrix": skm.confusion_matrix(
-            labels, predicted, labels=list(range(n_classes))
-        ).tolist(),
+        "confusion_matrix": skm.confusion_matrix(labels, predicted, labels=classes).tolist(),
     }
 
 
 def accuracy_interval(accuracy: float, n: int, confidence: float = 0.95) -> tuple[float, float]:
-    """The Wilson interval for an accuracy measured on ``n`` images.
-
-    It shows how little a small test set says: 9 right out of 10 is compatible with anything
-    from about 60 % to 98 %.
-    """
+    """The Wilson interval of an accuracy on ``n`` images (9 of 10 right: about 60 % to 98 %)."""
     from scipy.stats import norm
 
     if n <= 0:
@@ -207,15 +165,10 @@ def predictions_table(
     paths: list[str], labels: np.ndarray, probs: np.ndarray, class_names: list[str]
 ) -> pd.DataFrame:
     """One row per image: true and predicted class, confidence, and whether it is right."""
-    predicted = probs.argmax(1)
-    table = pd.DataFrame(
-        {
-            "path": paths,
-            "label": [class_names[i] if i >= 0 else "" for i in labels],
-            "predicted": [class_names[i] for i in predicted],
-            "confidence": probs.max(1),
-        }
-    )
+    label = [class_names[i] if i >= 0 else "" for i in labels]
+    predicted = [class_names[i] for i in probs.argmax(1)]
+    table = pd.DataFrame({"path": paths, "label": label, "predicted": predicted})
+    table["confidence"] = probs.max(1)
     for i, name in enumerate(class_names):
         table[f"p_{name}"] = probs[:, i]
     table["correct"] = table["label"] == table["predicted"]

@@ -1,21 +1,7 @@
-"""How labels are read: class folders, file names, or a CSV (the ``LABELS`` parameter).
-
-Each layout yields the same table, one row per photo: ``path`` (relative to the image root,
-with ``/``) and ``label``. Validation, the duplicate-aware split and everything after them
-read only that table, so every layout gets the same verdicts and the same split.
-
-=============  ===============================================  ============================
-``LABELS``     the photos                                       the label
-=============  ===============================================  ============================
-``""``         ``<root>/<class>/<photo>``                       the folder's name
-``filenames``  ``<root>/cat.123.jpg``, ``<root>/dog.45.jpg``    group 1 of ``LABEL_PATTERN``
-``csv``        anywhere under the CSV's folder                  its ``label`` column
-=============  ===============================================  ============================
-
-The image root is found inside ``DATA_DIR``: ``PetImages/`` when it is there, else the one
-folder an archive extracted (when there is exactly one), else ``DATA_DIR`` itself; with
-``LABELS_CSV`` set, the CSV's folder. Class names and their number come from the data; a
-classifier needs at least two, and fewer raise :class:`LayoutError` saying what was found.
+"""How labels are read (``LABELS``): ``<root>/<class>/<photo>`` folders, loose photos named by
+group 1 of ``LABEL_PATTERN`` (``cat.123.jpg``), or a CSV of ``path,label`` relative to its
+folder. Each yields the same table of ``path`` and ``label``, all that validation and the
+split read, so every layout gets the same verdicts and the same split.
 """
 
 from __future__ import annotations
@@ -32,20 +18,14 @@ from .config import Layout
 log = logging.getLogger(__name__)
 
 IMAGE_ROOT_NAME = "PetImages"
-#: The CSV looked for beside the photos when ``LABELS="csv"`` and ``LABELS_CSV`` is empty.
-LABELS_CSV_NAME = "labels.csv"
-#: The folder the series keeps its decoded cache in, inside ``DATA_DIR``: never a class.
-DATA_FOLDER_NAMES = ("cache",)
-#: What a photo's name ends with, when file names carry the labels: anything else beside
-#: the photos (a README, the manifest, the archive) is not one of them. Your own photos to
-#: predict are found by the same suffixes (:func:`predicting.find_images`).
+LABELS_CSV_NAME = "labels.csv"  # looked for beside the photos when LABELS_CSV is empty
+DATA_FOLDER_NAMES = ("cache",)  # the series' decoded cache inside DATA_DIR: never a class
+#: What a photo's name ends with (also for your own photos to predict): anything else beside
+#: the photos (a README, the manifest, the archive) is not one of them.
 PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 CSV_COLUMNS = ("path", "label")
 EXAMPLES = 3  # file names quoted in a message
-
-
-#: Class folders, the series' own layout (``LABELS=""``).
-FOLDERS = Layout()
+FOLDERS = Layout()  # class folders, the series' own layout (LABELS="")
 
 
 class LayoutError(ValueError):
@@ -67,98 +47,69 @@ def _visible(entry: os.DirEntry | Path) -> bool:
 
 
 def class_folders(image_root: str | os.PathLike[str]) -> list[Path]:
-    """The class sub-folders of ``image_root``, sorted by name (hidden ones and the decoded
-    cache skipped)."""
-    root = Path(image_root)
-    return sorted(p for p in root.iterdir() if p.is_dir() and _visible(p))
+    """The class sub-folders of ``image_root``, sorted by name."""
+    return sorted(p for p in Path(image_root).iterdir() if p.is_dir() and _visible(p))
 
 
 def _loose_files(folder: Path) -> list[str]:
-    """The names of the photos directly in ``folder`` (by their suffix), sorted: not hidden,
-    nor a folder."""
+    """The sorted names of the visible photos (by suffix) directly in ``folder``."""
     with os.scandir(folder) as entries:
-        return sorted(
-            e.name for e in entries
-            if _visible(e) and e.name.lower().endswith(PHOTO_SUFFIXES) and not e.is_dir()
-        )  # fmt: skip
-
-
-def labels_csv(folder: Path, layout: Layout) -> Path:
-    """The CSV that labels the photos: ``LABELS_CSV``, or ``labels.csv`` in ``folder``."""
-    return layout.csv_path or folder / LABELS_CSV_NAME
+        photos = [e for e in entries if _visible(e) and e.name.lower().endswith(PHOTO_SUFFIXES)]
+        return sorted(e.name for e in photos if not e.is_dir())
 
 
 def holds_layout(folder: Path, layout: Layout) -> bool:
-    """Whether ``folder`` looks like an image root of ``layout``: it has class folders, loose
-    photos, or the labels CSV. Reading its labels can still fail, with a specific message."""
+    """Whether ``folder`` looks like an image root of ``layout`` (its labels may still fail)."""
     if not folder.is_dir():
         return False
     if layout.source == "filenames":
         return bool(_loose_files(folder))
     if layout.source == "csv":
-        return labels_csv(folder, layout).is_file()
+        return (layout.csv_path or folder / LABELS_CSV_NAME).is_file()
     return bool(class_folders(folder))
 
 
 def find_image_root(data_dir: str | os.PathLike[str], layout: Layout = FOLDERS) -> Path | None:
-    """The image root inside ``data_dir`` for ``layout``, or None when there is none yet.
-
-    Tried in order: ``PetImages/``, the only folder at the top of ``data_dir`` (an extracted
-    archive's), ``data_dir`` itself. With ``LABELS_CSV`` set, its folder (wherever it is).
-    """
+    """The image root inside ``data_dir`` for ``layout``, or None when there is none yet:
+    ``PetImages/``, the only folder there (an extracted archive's), or ``data_dir`` itself;
+    with ``LABELS_CSV`` set, its folder (wherever it is)."""
     if layout.source == "csv" and layout.csv_path is not None:
         return layout.csv_path.parent if layout.csv_path.is_file() else None
     data_dir = Path(data_dir)
-    candidates = [data_dir / IMAGE_ROOT_NAME]
-    if data_dir.is_dir():
-        top = [p for p in data_dir.iterdir() if p.is_dir() and _visible(p)]
-        candidates += top if len(top) == 1 else []
-    for candidate in [*candidates, data_dir]:
-        if holds_layout(candidate, layout):
-            return candidate
-    return None
+    top = class_folders(data_dir) if data_dir.is_dir() else []
+    candidates = [data_dir / IMAGE_ROOT_NAME, *(top if len(top) == 1 else []), data_dir]
+    return next((c for c in candidates if holds_layout(c, layout)), None)
 
 
 def read_labels(image_root: str | os.PathLike[str], layout: Layout = FOLDERS) -> pd.DataFrame:
     """Every photo under ``image_root`` with its label, as ``layout`` says: columns ``path``
-    (relative to ``image_root``) and ``label``, sorted by path.
-
-    Raises :class:`LayoutError` when the layout finds nothing to label, or fewer than two
-    classes.
-    """
+    (relative to ``image_root``) and ``label``, sorted by path. Raises :class:`LayoutError`
+    when the layout finds nothing to label, or fewer than two classes."""
     root = Path(image_root)
     if layout.source == "filenames":
         table = _from_file_names(root, layout.pattern)
     elif layout.source == "csv":
-        table = _from_csv(root, labels_csv(root, layout))
-    else:
-        table = _from_folders(root)
-    _check_classes(table, root, layout)
+        table = _from_csv(root, layout.csv_path or root / LABELS_CSV_NAME)
+    else:  # every entry of each class folder, broken ones too: validation gives them a verdict
+        rows = [(f"{d.name}/{e.name}", d.name) for d in class_folders(root) for e in os.scandir(d)]
+        table = pd.DataFrame(rows, columns=list(CSV_COLUMNS))
+    counts = table["label"].value_counts().sort_index()
+    if len(counts) < 2:
+        found = f"one class, {counts.index[0]!r} ({counts.iloc[0]} files)" if len(counts) else ""
+        raise LayoutError(
+            f"found {found or 'no photos'} in {root}, read as {describe(layout)}. A classifier "
+            "needs at least two classes, each with photos: add the other class(es), or set "
+            "LABELS (and LABEL_PATTERN or LABELS_CSV) to how your photos are labelled."
+        )
     return table.sort_values("path", kind="stable").reset_index(drop=True)
 
 
-def _from_folders(root: Path) -> pd.DataFrame:
-    """Every entry of each class folder (broken ones too: validation gives them a verdict)."""
-    rows = []
-    for folder in class_folders(root):
-        with os.scandir(folder) as entries:
-            rows += [(f"{folder.name}/{e.name}", folder.name) for e in entries]
-    return pd.DataFrame(rows, columns=list(CSV_COLUMNS))
-
-
 def _from_file_names(root: Path, pattern: str) -> pd.DataFrame:
-    """The loose photos whose names ``pattern`` matches, labelled by its first group; the
-    others are left out, and counted in a log message. Files of other kinds (by suffix)
-    are not photos: a README or the manifest beside the photos is no class."""
-    regex = re.compile(pattern)
+    """The loose photos whose names ``pattern`` matches, labelled by its first group."""
     names = _loose_files(root)
-    rows, unmatched = [], []
-    for name in names:
-        found = regex.search(name)
-        if found and found.group(1):
-            rows.append((name, found.group(1)))
-        else:
-            unmatched.append(name)
+    found = [(name, re.search(pattern, name)) for name in names]
+    rows = [(name, match.group(1)) for name, match in found if match and match.group(1)]
+    unmatched = [name for name, match in found if not (match and match.group(1))]
     if names and not rows:
         raise LayoutError(
             f"LABEL_PATTERN={pattern!r} matches none of the {len(names)} photos in {root} (such "
@@ -166,8 +117,8 @@ def _from_file_names(root: Path, pattern: str) -> pd.DataFrame:
             "'^([A-Za-z]+)[._-]' captures 'cat' in cat.123.jpg."
         )
     if unmatched:
-        log.warning("left out %d photos whose names LABEL_PATTERN=%r does not match: %s",
-                    len(unmatched), pattern, _examples(unmatched))  # fmt: skip
+        message = "left out %d photos whose names LABEL_PATTERN=%r does not match: %s"
+        log.warning(message, len(unmatched), pattern, _examples(unmatched))
     return pd.DataFrame(rows, columns=list(CSV_COLUMNS))
 
 
@@ -177,9 +128,8 @@ def _examples(names: list[str]) -> str:
 
 
 def _from_csv(root: Path, path: Path) -> pd.DataFrame:
-    """The CSV's rows, with paths made relative to its folder's ``root``. Rows without a path
-    or a label are left out (and counted in a log message); rows naming files that are not
-    there stay, so that validation lists them as ``unreadable``, with a warning here."""
+    """The CSV's rows, paths relative to its folder ``root``: rows naming files that are not
+    there stay, for validation to list them as ``unreadable``."""
     table = _read_csv(path)
     blank = (table["path"] == "") | (table["label"] == "")
     if blank.any():
@@ -189,8 +139,8 @@ def _from_csv(root: Path, path: Path) -> pd.DataFrame:
     twice = table[table["path"].duplicated(keep=False)].sort_values("path")
     if len(twice):
         shown = "; ".join(f"{p}: {', '.join(g['label'])}" for p, g in twice.groupby("path"))
-        raise LayoutError(f"{path} gives some files more than one label ({shown[:300]}): "
-                          "give each file one label.")  # fmt: skip
+        message = f"{path} gives some files more than one label ({shown[:300]})"
+        raise LayoutError(f"{message}: give each file one label.")
     missing = [p for p in table["path"] if not (root / p).exists()]
     if missing and len(missing) == len(table):
         raise LayoutError(
@@ -198,8 +148,8 @@ def _from_csv(root: Path, path: Path) -> pd.DataFrame:
             f"{_examples(missing)}): write each path relative to the CSV's folder."
         )
     if missing:
-        log.warning("%s names %d files that are not there (validation lists them as "
-                    "unreadable): %s", path.name, len(missing), _examples(missing))  # fmt: skip
+        message = "%s names %d files that are not there (validation lists them as unreadable): %s"
+        log.warning(message, path.name, len(missing), _examples(missing))
     return table
 
 
@@ -235,19 +185,3 @@ def _inside(text: str, csv_path: Path) -> str:
             f"({csv_path.parent}), without '..'."
         )
     return path.as_posix()
-
-
-def _check_classes(table: pd.DataFrame, root: Path, layout: Layout) -> None:
-    """Raise :class:`LayoutError` unless ``table`` holds at least two classes."""
-    counts = table["label"].value_counts().sort_index()
-    if len(counts) >= 2:
-        return
-    found = (
-        f"one class, {counts.index[0]!r} ({counts.iloc[0]} files)" if len(counts)
-        else "no photos"
-    )  # fmt: skip
-    raise LayoutError(
-        f"found {found} in {root}, read as {describe(layout)}. A classifier needs at least "
-        "two classes, each with photos: add the other class(es), or set LABELS (and "
-        "LABEL_PATTERN or LABELS_CSV) to how your photos are labelled."
-    )

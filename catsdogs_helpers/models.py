@@ -1,11 +1,4 @@
-"""Models: a small ResNet-9 for fast training from scratch, and torchvision architectures.
-
-Every model gets an output layer sized to the classes. Trained from scratch by default (no
-download). ``pretrained=True`` loads torchvision's ImageNet weights (torchvision models only),
-which gives much higher accuracy quickly: from ``weights_path`` (``WEIGHTS_PATH``) when given,
-else from the torch hub cache (``torch.hub.get_dir()/checkpoints``), downloading them there
-the first time. The new output layer (:func:`head_of`) replaces ImageNet's 1000 classes.
-"""
+"""Models: a small ResNet-9 to train from scratch fast, and torchvision architectures."""
 
 from __future__ import annotations
 
@@ -19,20 +12,12 @@ from torch import nn
 
 from .config import MODEL_NAMES
 
-_WEIGHTS = {
-    "resnet18": "ResNet18_Weights",
-    "resnet34": "ResNet34_Weights",
-    "resnet50": "ResNet50_Weights",
-    "efficientnet_b0": "EfficientNet_B0_Weights",
-}
+PathArg = str | os.PathLike[str]
 
 
 def _conv_bn(c_in: int, c_out: int, stride: int = 1) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False),
-        nn.BatchNorm2d(c_out),
-        nn.ReLU(inplace=True),
-    )
+    conv = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
+    return nn.Sequential(conv, nn.BatchNorm2d(c_out), nn.ReLU(inplace=True))
 
 
 class _Residual(nn.Module):
@@ -45,30 +30,16 @@ class _Residual(nn.Module):
 
 
 class ResNet9(nn.Module):
-    """The ResNet-9 of the DAWNBench speed runs, sized for 64-128 px photos.
-
-    A strided first convolution, three stages (convolution, max-pool, a residual block after
-    the first and last), global max-pooling, and a scaled linear output. With widths
-    32-64-128-256 it has 1.6 M parameters and trains about twice as fast as a
-    ResNet-18 per image on a CPU, which buys the epochs that accuracy needs.
-    """
+    """The ResNet-9 of the DAWNBench speed runs, sized for 64-128 px photos: 1.6 M parameters,
+    about twice as fast per image as a ResNet-18 on a CPU, which buys the epochs it needs."""
 
     def __init__(self, num_classes: int, width: int = 32) -> None:
         super().__init__()
         w = width
-        self.features = nn.Sequential(
-            _conv_bn(3, w, stride=2),
-            _conv_bn(w, 2 * w),
-            nn.MaxPool2d(2),
-            _Residual(2 * w),
-            _conv_bn(2 * w, 4 * w),
-            nn.MaxPool2d(2),
-            _conv_bn(4 * w, 8 * w),
-            nn.MaxPool2d(2),
-            _Residual(8 * w),
-            nn.AdaptiveMaxPool2d(1),
-            nn.Flatten(),
-        )
+        stem = [_conv_bn(3, w, stride=2), _conv_bn(w, 2 * w), nn.MaxPool2d(2), _Residual(2 * w)]
+        body = [_conv_bn(2 * w, 4 * w), nn.MaxPool2d(2), _conv_bn(4 * w, 8 * w), nn.MaxPool2d(2)]
+        head = [_Residual(8 * w), nn.AdaptiveMaxPool2d(1), nn.Flatten()]
+        self.features = nn.Sequential(*stem, *body, *head)
         self.fc = nn.Linear(8 * w, num_classes, bias=False)
         self.scale = 0.125  # keeps the initial logits small
 
@@ -81,21 +52,19 @@ class WeightsError(RuntimeError):
 
 
 def imagenet_weights(name: str) -> torchvision.models.WeightsEnum:
-    """torchvision's ImageNet weights for ``name`` (their ``DEFAULT``): URL, file name,
-    ``transforms()`` (the crop size and normalisation they were trained with)."""
-    return getattr(torchvision.models, _WEIGHTS[name]).DEFAULT
+    """torchvision's ImageNet weights for ``name``: URL, ``transforms()`` and more."""
+    return torchvision.models.get_model_weights(name).DEFAULT
 
 
 def hub_weights_file(name: str) -> Path:
-    """Where torchvision keeps (and first looks for) ``name``'s ImageNet weights: the torch hub
-    cache, ``torch.hub.get_dir()/checkpoints/`` (set by ``TORCH_HOME``)."""
+    """Where torchvision keeps ``name``'s ImageNet weights: ``torch.hub.get_dir()/checkpoints``."""
     filename = Path(urlparse(imagenet_weights(name).url).path).name
     return Path(torch.hub.get_dir()) / "checkpoints" / filename
 
 
 def _hub_state_dict(name: str) -> dict:
     weights = imagenet_weights(name)
-    try:  # torchvision's own loader: the cached file, or a download into the cache
+    try:  # the cached file, or a download into the cache
         return weights.get_state_dict(
             progress=True, check_hash=True, map_location="cpu", weights_only=True
         )
@@ -110,82 +79,62 @@ def _hub_state_dict(name: str) -> dict:
 
 
 def _file_state_dict(path: Path) -> dict:
+    where = f"WEIGHTS_PATH={str(path)!r}"
     if not path.is_file():
-        raise WeightsError(
-            f"WEIGHTS_PATH={str(path)!r} is not a file: give the absolute path of a .pth"
-        )
+        raise WeightsError(f"{where} is not a file: give the absolute path of a .pth")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
-        raise WeightsError(
-            f"WEIGHTS_PATH={str(path)!r} is not a readable state dict: {err}"
-        ) from err
+        raise WeightsError(f"{where} is not a readable state dict: {err}") from err
     if not isinstance(state, dict):
-        raise WeightsError(f"WEIGHTS_PATH={str(path)!r} holds a {type(state).__name__}, not a "
-                           "state dict")  # fmt: skip
+        raise WeightsError(f"{where} holds a {type(state).__name__}, not a state dict")
     return state
 
 
-def load_imagenet_weights(
-    model: nn.Module, name: str, weights_path: str | os.PathLike[str] = ""
-) -> None:
-    """Load ``name``'s ImageNet weights into ``model`` (a torchvision ``name`` with its 1000
-    ImageNet outputs): from ``weights_path`` when given, else from the torch hub cache
-    (downloaded there when missing). Raises :class:`WeightsError` naming what to do."""
+def load_imagenet_weights(model: nn.Module, name: str, weights_path: PathArg = "") -> None:
+    """Load ``name``'s ImageNet weights into ``model`` (1000 outputs); or a WeightsError."""
     path = Path(weights_path).expanduser() if weights_path else hub_weights_file(name)
     state = _file_state_dict(path) if weights_path else _hub_state_dict(name)
     try:
         model.load_state_dict(state)
     except RuntimeError as err:
-        summary = str(err).splitlines()[0:3]
+        summary = " ".join(str(err).splitlines()[0:3])[:400]
         raise WeightsError(
-            f"{path} does not fit {name}: {' '.join(summary)[:400]}. It must hold torchvision's "
+            f"{path} does not fit {name}: {summary}. It must hold torchvision's "
             f"ImageNet state dict for {name} ({imagenet_weights(name).url})."
         ) from err
 
 
 def head_of(model: nn.Module) -> nn.Module:
-    """The output layer :func:`create_model` makes (``fc``, or EfficientNet's last classifier
-    layer): new and random in a pretrained model, so it is trained first, on its own."""
+    """The output layer :func:`create_model` makes: new in a pretrained model, so trained first."""
     fc = getattr(model, "fc", None)
     return fc if isinstance(fc, nn.Linear) else model.classifier[-1]
 
 
 def create_model(
-    name: str,
-    num_classes: int,
-    *,
-    pretrained: bool = False,
-    weights_path: str | os.PathLike[str] = "",
+    name: str, num_classes: int, *, pretrained: bool = False, weights_path: PathArg = ""
 ) -> nn.Module:
-    """Build ``name`` (one of :data:`config.MODEL_NAMES`) with ``num_classes`` outputs.
-
-    ``pretrained``: start from ImageNet weights (:func:`load_imagenet_weights`; ``weights_path``
-    is a local copy of them). From scratch, torchvision ResNets start with the last
-    batch-norm of each residual block at zero, so each block begins as the identity: a known
-    help without pretrained weights.
-    """
+    """``name`` (one of :data:`config.MODEL_NAMES`) with ``num_classes`` outputs. From
+    scratch, ResNet blocks start as the identity (a zero last batch-norm), a known help."""
     if name not in MODEL_NAMES:
         raise ValueError(f"model {name!r} is unknown: use one of {', '.join(MODEL_NAMES)}")
     if num_classes < 2:
         raise ValueError(f"num_classes={num_classes}: a classifier needs at least two classes")
+    if name == "resnet9" and pretrained:
+        advice = 'use PRETRAINED=False, or a torchvision model such as MODEL_NAME="resnet18"'
+        raise ValueError(f"resnet9 has no pretrained weights: {advice}")
     if name == "resnet9":
-        if pretrained:
-            raise ValueError("resnet9 has no pretrained weights: use PRETRAINED=False, or a "
-                             'torchvision model such as MODEL_NAME="resnet18"')  # fmt: skip
         return ResNet9(num_classes)
     if weights_path and not pretrained:
         raise ValueError(f"weights_path={str(weights_path)!r} is given without pretrained=True")
-    builder = getattr(torchvision.models, name)
     scratch = {"zero_init_residual": True} if name.startswith("resnet") and not pretrained else {}
-    model = builder(weights=None, **scratch)
+    model = getattr(torchvision.models, name)(weights=None, **scratch)
     if pretrained:
         load_imagenet_weights(model, name, weights_path)
     if name.startswith("resnet"):
         model.fc = nn.Linear(model.fc.in_features, num_classes)
     else:
-        last = model.classifier[-1]
-        model.classifier[-1] = nn.Linear(last.in_features, num_classes)
+        model.classifier[-1] = nn.Linear(model.classifier[-1].in_features, num_classes)
     return model
 
 

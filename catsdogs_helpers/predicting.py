@@ -1,11 +1,4 @@
-"""Predicting photos with a trained run: files, folders and globs, one answer everywhere.
-
-A :class:`Classifier` bundles what a prediction needs: the model, its class names, the one
-evaluation preprocessing saved with it (:class:`~catsdogs_helpers.transforms.Preprocessing`)
-and the run's decision (temperature and threshold, :mod:`catsdogs_helpers.calibration`).
-:func:`predict_files` prepares each photo exactly as the test split is prepared, so a photo
-gets the same probabilities here as in the test results.
-"""
+"""Predicting photos (files, folders, globs) with a run, each prepared as its test split was."""
 
 from __future__ import annotations
 
@@ -23,20 +16,20 @@ import torch
 from torch import nn
 
 from .calibration import Decision, read_decision
-from .config import RECIPE_DEFAULTS
 from .datasets import ImageFileDataset, make_loader
 from .devices import amp_dtype, pick_device
 from .evaluation import predict
 from .explaining import grad_cam_images
-from .files import atomic_path
 from .layouts import PHOTO_SUFFIXES
+from .plumbing import atomic_path
 from .training import CheckpointError, load_model
 from .transforms import Preprocessing
 from .validating import check_files
 
 log = logging.getLogger(__name__)
 
-Sources = str | os.PathLike[str] | Sequence[str | os.PathLike[str]]
+PathArg = str | os.PathLike[str]
+Sources = PathArg | Sequence[PathArg]
 
 
 @dataclass(frozen=True)
@@ -50,48 +43,38 @@ class Classifier:
     device: torch.device
     amp_dtype: torch.dtype | None = None
     name: str = ""  # where it came from (the run's name), shown in every prediction
-    #: An exported model (:func:`exporting.load_exported`): a uint8 ``(N, S, S, 3)`` batch
-    #: in, probabilities out, normalisation and TTA inside; used instead of ``model``.
-    runtime: Callable[[np.ndarray], np.ndarray] | None = None
+    runtime: Callable[[np.ndarray], np.ndarray] | None = None  # uint8 NHWC in, probabilities out
 
 
 def preprocessing_of(checkpoint: dict) -> Preprocessing:
-    """The evaluation preprocessing saved in a checkpoint. Older checkpoints, which did not
-    save it, get the one their settings imply (sizes, the run's or its recipe's TTA)."""
+    """The evaluation preprocessing a checkpoint saved, or for older ones its settings imply."""
     if "preprocessing" in checkpoint:
         return Preprocessing.from_dict(checkpoint["preprocessing"])
     settings = checkpoint.get("settings", {})
     if "cache_size" not in settings or "image_size" not in settings:
         raise CheckpointError("the checkpoint records neither its preprocessing nor its sizes")
-    recipe = RECIPE_DEFAULTS.get(settings.get("recipe", ""))
-    tta = settings.get("tta") or (recipe.tta if recipe else "none")
+    # Of the former recipes, only "fast" averaged over flips by default.
+    tta = settings.get("tta") or ("flip" if settings.get("recipe") == "fast" else "none")
     return Preprocessing(settings["cache_size"], settings["image_size"], tta=tta)
 
 
 def load_classifier(
-    run_dir: str | os.PathLike[str], *, device: str | torch.device = "auto", tta: str = ""
+    run_dir: PathArg, *, device: str | torch.device = "auto", tta: str = ""
 ) -> Classifier:
-    """The best model of a run (``best.pt``) with its preprocessing and saved decision
-    (``decision.json``; without one, the most likely class at temperature 1). ``tta``
-    replaces the test-time augmentation saved with the run ("" keeps it)."""
+    """A run's ``best.pt`` with its preprocessing (``tta`` replaces its TTA) and decision."""
     run_dir = Path(run_dir)
     device = pick_device(device) if isinstance(device, str) else device
     model, checkpoint = load_model(run_dir / "best.pt", device)
     preprocessing = preprocessing_of(checkpoint)
-    if tta:
-        preprocessing = preprocessing.with_tta(tta)
-    return Classifier(
-        model=model, class_names=tuple(checkpoint["class_names"]), preprocessing=preprocessing,
-        decision=read_decision(run_dir) or Decision(), device=device,
-        amp_dtype=amp_dtype(device), name=run_dir.name,
-    )  # fmt: skip
+    preprocessing = preprocessing.with_tta(tta) if tta else preprocessing
+    names, decision = tuple(checkpoint["class_names"]), read_decision(run_dir) or Decision()
+    # On a CPU in float32, even where bf16 is supported: a few photos gain little from it,
+    # and the answers are then those of the exported files, to the last digits.
+    dtype = amp_dtype(device) if device.type == "cuda" else None
+    return Classifier(model, names, preprocessing, decision, device, dtype, run_dir.name)
 
 
-def _is_image(path: Path) -> bool:
-    return path.suffix.lower() in PHOTO_SUFFIXES and path.is_file()
-
-
-def _expand(source: str | os.PathLike[str], name_from_folder: bool) -> list[tuple[Path, str]]:
+def _expand(source: PathArg, name_from_folder: bool) -> list[tuple[Path, str]]:
     """The image files of one source with the name each is shown under."""
     path = Path(source).expanduser()
     if path.is_file():
@@ -105,57 +88,44 @@ def _expand(source: str | os.PathLike[str], name_from_folder: bool) -> list[tupl
     return [(Path(m), m) for m in matches if _is_image(Path(m))]
 
 
+def _is_image(path: Path) -> bool:
+    return path.suffix.lower() in PHOTO_SUFFIXES and path.is_file()
+
+
 def find_images(sources: Sources) -> list[tuple[Path, str]]:
-    """Every image file of ``sources`` (files, folders searched recursively, globs such as
-    ``photos/*.jpg`` or ``**/*.png``), with the name it is shown under: relative to the
-    folder when one folder is given, the path otherwise. Duplicates are listed once."""
-    many = not isinstance(sources, str | os.PathLike)
-    items = list(sources) if many else [sources]
+    """The image files of files, folders (recursively) and globs, each once, with its name:
+    relative to the folder when one folder is given, the path otherwise."""
+    items = [sources] if isinstance(sources, str | os.PathLike) else list(sources)
     out: dict[Path, str] = {}
     for source in items:
         for path, name in _expand(source, name_from_folder=len(items) == 1):
             out.setdefault(path.resolve(), name)
-    return [(path, name) for path, name in out.items()]
+    return list(out.items())
 
 
-def predictions_path(run_dir: str | os.PathLike[str], source: str | os.PathLike[str]) -> Path:
-    """``predictions-<name>.csv`` in the run folder, named after the photo, folder or pattern
-    predicted (characters a file name cannot hold become ``_``)."""
+def predictions_path(run_dir: PathArg, source: PathArg) -> Path:
+    """``predictions-<name>.csv`` in the run folder, named after the photos predicted."""
     name = re.sub(r"[^\w.-]+", "_", Path(source).name).strip("_.") or "photos"
     return Path(run_dir) / f"predictions-{name}.csv"
 
 
 def predict_files(
-    classifier: Classifier,
-    sources: Sources,
-    *,
-    batch_size: int = 64,
-    csv_path: str | os.PathLike[str] | None = None,
+    classifier: Classifier, sources: Sources, *, batch_size=64, csv_path: PathArg | None = None
 ) -> pd.DataFrame:
-    """Predict photos (see :func:`find_images`); optionally write the table as CSV.
-
-    Each file first gets the validate step's check (:func:`validating.check_files`): a file
-    it would reject is not classified, and its ``error`` is the validate step's reason
-    (``truncated``, ``too_small``, ...); a file that passes but still fails to decode gets
-    ``could not decode``. Columns: ``path`` (as shown), ``predicted`` (by the run's decision:
-    its threshold where it has one), ``confidence`` and ``p_<class>`` (after temperature
-    scaling), ``error``, ``note`` (the check's note), ``model`` (the classifier's name) and
-    ``file`` (the full path).
-    """
+    """Predict photos (:func:`find_images`) by the run's decision, rows with the validate
+    step's reason (or ``could not decode``) in ``error``; optionally write a CSV."""
     found = find_images(sources)
     checks = pd.DataFrame(
         check_files([str(p) for p, _ in found], progress=len(found) > batch_size),
         columns=["ok", "reason", "note"],
     )
-    accepted = np.flatnonzero(checks["ok"].to_numpy(dtype=bool))
+    ok = checks["ok"].to_numpy(dtype=bool)
+    accepted = np.flatnonzero(ok)
     probs, positions = _probabilities(classifier, [found[i][0] for i in accepted], batch_size)
     table = pd.DataFrame({"path": [name for _, name in found]})
     _fill_predictions(table, accepted[positions], probs, classifier)
-    table["error"] = np.where(
-        ~checks["ok"].to_numpy(dtype=bool),
-        checks["reason"],
-        np.where(table["predicted"] == "", "could not decode", ""),
-    )
+    undecoded = np.where(table["predicted"] == "", "could not decode", "")
+    table["error"] = np.where(~ok, checks["reason"], undecoded)
     table["note"] = checks["note"].fillna("")
     table["model"] = classifier.name
     table["file"] = [str(path) for path, _ in found]
@@ -166,50 +136,33 @@ def predict_files(
     return table
 
 
-def _probabilities(
-    classifier: Classifier, paths: list[Path], batch_size: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Probabilities of the files ``paths``, prepared as the test split is, and the position
-    in ``paths`` of each row (files that fail to decode have none)."""
-    p = classifier.preprocessing
+def _probabilities(c: Classifier, paths: list[Path], batch_size: int) -> tuple[np.ndarray, ...]:
+    """Probabilities of ``paths`` and each row's position in ``paths`` (undecodable: none)."""
+    p = c.preprocessing
     dataset = ImageFileDataset(paths, size=p.cache_size, transform=p.pipeline())
     loader = make_loader(dataset, batch_size=batch_size, shuffle=False)
-    if classifier.runtime is not None:
-        return _run_exported(classifier.runtime, loader)
-    probs, _, positions = predict(
-        classifier.model, loader, classifier.device, p, amp_dtype=classifier.amp_dtype,
-        progress=len(paths) > batch_size,
-    )  # fmt: skip
-    return probs, positions.astype(int)
-
-
-def _run_exported(
-    runtime: Callable[[np.ndarray], np.ndarray], loader
-) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`_probabilities` with an exported model: the same batches, the same positions."""
-    probs, positions = [], []
-    for batch in loader:
-        if len(batch[0]):  # a batch whose files all failed to decode has no positions
-            probs.append(runtime(batch[0].numpy()))
-            positions.append(batch[2].numpy())
-    if not probs:
+    if c.runtime is None:
+        progress = len(paths) > batch_size
+        probs, _, positions = predict(
+            c.model, loader, c.device, p, amp_dtype=c.amp_dtype, progress=progress
+        )
+        return probs, positions.astype(int)
+    batches = [(c.runtime(b[0].numpy()), b[2].numpy()) for b in loader if len(b[0])]
+    if not batches:
         return np.zeros((0, 0)), np.zeros(0, dtype=int)
+    probs, positions = zip(*batches, strict=True)
     return np.concatenate(probs), np.concatenate(positions).astype(int)
 
 
 def _fill_predictions(
-    table: pd.DataFrame, rows: np.ndarray, probs: np.ndarray, classifier: Classifier
+    table: pd.DataFrame, rows: np.ndarray, probs: np.ndarray, c: Classifier
 ) -> None:
-    """Add ``predicted``, ``confidence`` and ``p_<class>`` to ``table`` (a table this module
-    just made): the decision's answers at ``rows``, empty (NaN) elsewhere."""
-    names = list(classifier.class_names)
-    table["predicted"] = ""
-    table["confidence"] = np.nan
-    for name in names:
-        table[f"p_{name}"] = np.nan
+    """The decision's answers at ``rows``, empty (NaN) elsewhere."""
+    names = list(c.class_names)
+    table["predicted"], table["confidence"] = "", np.nan
+    table[[f"p_{name}" for name in names]] = np.nan
     if len(rows):
-        calibrated = classifier.decision.calibrate(probs)
-        chosen = classifier.decision.decide(probs, names)
+        calibrated, chosen = c.decision.calibrate(probs), c.decision.decide(probs, names)
         table.loc[rows, "predicted"] = [names[i] for i in chosen]
         table.loc[rows, "confidence"] = calibrated[np.arange(len(chosen)), chosen]
         for i, name in enumerate(names):
@@ -218,20 +171,17 @@ def _fill_predictions(
 
 @dataclass(frozen=True)
 class Explanation:
-    """One photo's prediction (a one-row :func:`predict_files` table), the photo as the model
-    saw it (uint8) and its Grad-CAM map for the predicted class."""
+    """A one-row :func:`predict_files` table, the photo as the model saw it (uint8) and its
+    Grad-CAM map for the predicted class."""
 
     table: pd.DataFrame
     image: np.ndarray
     heat_map: np.ndarray
 
 
-def explain_photo(classifier: Classifier, path: str | os.PathLike[str]) -> Explanation:
-    """Predict one photo and show where the evidence for the answer was (Grad-CAM).
-
-    A photo the validate step rejects raises ``ValueError`` with its reason. Needs the
-    PyTorch model (an exported one has no gradients to explain with).
-    """
+def explain_photo(classifier: Classifier, path: PathArg) -> Explanation:
+    """Predict one photo and show where the evidence for the answer was (Grad-CAM); a photo
+    the validate step rejects raises ``ValueError``. Needs the PyTorch model, not an export."""
     if classifier.model is None:
         raise ValueError("explaining needs the PyTorch model: load_classifier(), not an export")
     table = predict_files(classifier, path)

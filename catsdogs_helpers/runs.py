@@ -25,13 +25,17 @@ import pandas as pd
 from filelock import Timeout
 
 from .config import runs_dir
-from .files import atomic_path
-from .locks import held
+from .plumbing import atomic_path, held
 
-#: The settings that must match for a run's work to be reused or resumed. ``plan`` is the
-#: resolved training plan (model, epochs, batch, learning rate, augmentation, sizes...);
-#: ``step`` names the epoch function that trained it.
-IDENTITY = ("recipe", "seed", "limit_per_class", "image_size", "cache_size", "plan", "step")
+#: The settings that must match for a run's work to be reused or resumed: the parameters
+#: that decide the result (resolved for the data set), the training pipeline as
+#: ``A.to_dict`` writes it, the step (the epoch function) and the optimiser, schedule and
+#: loss (``training.describe_parts``).
+IDENTITY = (
+    *("seed", "limit_per_class", "model_name", "pretrained", "epochs", "batch_size"),
+    *("image_size", "cache_size", "sizes", "optimizer", "lr", "schedule", "weight_decay"),
+    *("label_smoothing", "early_stopping", "train_pipeline", "step", "parts"),
+)
 
 
 class RunConflict(RuntimeError):
@@ -44,11 +48,11 @@ def identity(settings: dict[str, Any]) -> dict[str, Any]:
 
 
 def differences(before: dict[str, Any], now: dict[str, Any]) -> dict[str, tuple]:
-    """``{name: (then, now)}`` for every identity setting that differs (plan fields by name)."""
+    """``{name: (then, now)}`` for every identity setting that differs (``parts`` by name)."""
     then, new = identity(before), identity(now)
     out = {}
     for key in IDENTITY:
-        if isinstance(then[key], dict) and isinstance(new[key], dict):
+        if key == "parts" and isinstance(then[key], dict) and isinstance(new[key], dict):
             for name in sorted(set(then[key]) | set(new[key])):
                 if then[key].get(name) != new[key].get(name):
                     out[name] = (then[key].get(name), new[key].get(name))
@@ -57,11 +61,21 @@ def differences(before: dict[str, Any], now: dict[str, Any]) -> dict[str, tuple]
     return out
 
 
+def _short(value: Any) -> str:
+    """A setting as a message shows it: a pipeline by its transforms' names."""
+    if isinstance(value, dict) and "transforms" in value:
+        return f"[{pipeline_summary(value)}]"
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
 def check_same_settings(run_dir: Path, before: dict, now: dict, what: str) -> None:
     """Raise :class:`RunConflict` when ``what`` in ``run_dir`` was made with other settings."""
     changed = differences(before, now)
     if changed:
-        shown = ", ".join(f"{k}: {a!r} then, {b!r} now" for k, (a, b) in changed.items())
+        shown = ", ".join(
+            f"{k}: {_short(a)} then, {_short(b)} now" for k, (a, b) in changed.items()
+        )
         raise RunConflict(
             f"{run_dir} holds {what} made with other settings ({shown}). Use a new RUN_NAME, "
             "or OVERWRITE=True to replace it."
@@ -158,21 +172,30 @@ def _same(a: Any, b: Any) -> bool:
     return a == b or both_nan
 
 
+def pipeline_summary(description: dict[str, Any]) -> str:
+    """The transforms' names in a :func:`describe_pipeline` record, comma-separated."""
+    return ", ".join(
+        t["__class_fullname__"].rsplit(".", 1)[-1] for t in description.get("transforms", [])
+    )
+
+
 def runs_table(folder: str | os.PathLike[str] | None = None) -> pd.DataFrame:
-    """One row per run folder: recipe, model, epochs, best validation and test accuracy, time."""
+    """One row per run folder: model, training pipeline, schedule, epochs, best validation
+    and test accuracy, time."""
     rows = []
     for summary_path in sorted(Path(folder or runs_dir()).glob("*/summary.json")):
         summary = json.loads(summary_path.read_text())
         settings = summary.get("settings", {})
         metrics = read_json(summary_path.with_name("metrics.json")) or {}
-        plan = settings.get("plan") or {}
         rows.append(
             {
                 "run": summary_path.parent.name,
-                "recipe": settings.get("recipe"),
-                "model": plan.get("model_name"),
-                "augment": plan.get("augment"),
+                "model": settings.get("model_name"),
+                "augment": settings.get("augment"),
+                "pipeline": pipeline_summary(settings.get("train_pipeline") or {}),
                 "image_size": settings.get("image_size"),
+                "lr": settings.get("lr"),
+                "schedule": settings.get("schedule"),
                 "epochs_run": summary.get("epochs_run"),
                 "finished": summary.get("finished"),
                 "best_val_acc": summary.get("best_val_acc"),

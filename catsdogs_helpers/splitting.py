@@ -1,25 +1,22 @@
 """Splitting: seeded, stratified, and with every duplicate group on one side.
 
-Files that are the same photo (same bytes, or the same difference hash: re-encoded or
-resized copies) form a group. A group filed under more than one class is label noise and is
-left out; of any other group only one file is used, so no photo can sit in both train and
-test (leakage) or count twice.
+Files that are the same photo (same bytes, or close difference hashes) form a group. A group
+filed under more than one class is label noise and is left out; of any other group only one
+file is used, so no photo can sit in both train and test (leakage) or count twice.
 """
 
 from __future__ import annotations
 
-import logging
 import os
+from functools import partial
 from pathlib import Path
 
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
 from .duplicates import LEAKAGE_REPORT_BITS, duplicate_groups, near_duplicates
-from .files import atomic_path
+from .plumbing import atomic_path
 from .runs import RunConflict
-
-log = logging.getLogger(__name__)
 
 SPLIT_COLUMNS = ["path", "label", "split", "reason", "group", "sha256"]
 SPLITS = ("train", "val", "test")
@@ -33,32 +30,25 @@ def split_dataset(
     seed: int = 42,
     limit_per_class: int = 0,
 ) -> pd.DataFrame:
-    """Assign each valid file to ``train``, ``val``, ``test`` or ``excluded`` (with a reason).
-
-    Stratified by class and seeded. ``limit_per_class`` (0 = all) keeps a seeded random
-    subset of each class, for quick runs. Raises ``ValueError`` when a class has too few
-    usable images to split.
-    """
+    """Assign each valid file to ``train``, ``val``, ``test`` or ``excluded`` (with a reason),
+    stratified by class and seeded; ``limit_per_class`` (0 = all) keeps a seeded subset of
+    each class, for quick runs. A class with too few usable images raises ``ValueError``."""
     if not 0 < val_fraction < 1 or not 0 < test_fraction < 1 or val_fraction + test_fraction >= 1:
         raise ValueError("val_fraction and test_fraction must be in (0, 1) and sum to under 1")
     labels = sorted(manifest["label"].unique())
     valid = manifest[manifest["ok"]].reset_index(drop=True)
-    empty = [c for c in labels if (valid["label"] == c).sum() == 0]
+    empty = sorted(set(labels) - set(valid["label"]))
     if empty or len(labels) < 2:
         raise ValueError(
             f"need at least two classes with valid images; empty: {empty or 'none'}, found: "
             f"{labels}. Each class needs a folder of images under the image root."
         )
-    out = valid[["path", "label", "sha256"]].copy()
+    out = valid[["path", "label", "sha256"]].assign(split="", reason="")
     out["group"] = duplicate_groups(valid)
-    out["split"] = ""
-    out["reason"] = ""
-    n_labels = out.groupby("group")["label"].transform("nunique")
-    out.loc[n_labels > 1, ["split", "reason"]] = ["excluded", "label_conflict"]
-    ordered = out.sort_values("path")
-    extra = ordered[ordered["split"] == ""].duplicated("group", keep="first")
+    conflict = out.groupby("group")["label"].transform("nunique") > 1
+    extra = out[~conflict].sort_values("path").duplicated("group", keep="first")
+    out.loc[conflict, ["split", "reason"]] = ["excluded", "label_conflict"]
     out.loc[extra[extra].index, ["split", "reason"]] = ["excluded", "duplicate"]
-
     pool = out[out["split"] == ""]
     if limit_per_class:
         kept = pd.concat(
@@ -68,21 +58,15 @@ def split_dataset(
         out.loc[pool.index.difference(kept.index), ["split", "reason"]] = ["excluded", "over_limit"]
         pool = kept
     counts = pool["label"].value_counts()
-    too_few = counts[counts < 10]
-    if len(too_few) or len(counts) < 2:
+    if (counts < 10).any() or len(counts) < 2:
         raise ValueError(
             f"too few usable images to split: {counts.to_dict()}; every class needs at least "
             "10 (raise LIMIT_PER_CLASS or add images)"
         )
-    rest, test = train_test_split(
-        pool.index, test_size=test_fraction, stratify=pool["label"], random_state=seed
-    )
-    train, val = train_test_split(
-        rest,
-        test_size=val_fraction / (1 - test_fraction),
-        stratify=pool.loc[rest, "label"],
-        random_state=seed,
-    )
+    cut = partial(train_test_split, random_state=seed)
+    rest, test = cut(pool.index, test_size=test_fraction, stratify=pool["label"])
+    val_size = val_fraction / (1 - test_fraction)
+    train, val = cut(rest, test_size=val_size, stratify=pool.loc[rest, "label"])
     out.loc[train, "split"], out.loc[val, "split"], out.loc[test, "split"] = SPLITS
     return out.sort_values("path").reset_index(drop=True)[SPLIT_COLUMNS]
 
@@ -96,15 +80,13 @@ def split_summary(split: pd.DataFrame) -> pd.DataFrame:
 def save_split(
     split: pd.DataFrame, path: str | os.PathLike[str], *, overwrite: bool = False
 ) -> Path:
-    """Write ``split`` to ``path``; an existing, different split is kept unless ``overwrite``.
-
-    Splitting is deterministic, so a re-run with the same data and settings writes the same
-    file; a different one means settings changed, and silently replacing it would mix runs.
-    """
+    """Write ``split`` to ``path``, keeping an existing, different split unless ``overwrite``:
+    splitting is deterministic, so a different one means the settings changed, and silently
+    replacing it would mix runs."""
     path = Path(path)
     if path.is_file() and not overwrite:
-        existing = read_split(path)
-        if existing[["path", "label", "split"]].equals(split[["path", "label", "split"]]):
+        columns = ["path", "label", "split"]
+        if read_split(path)[columns].equals(split[columns]):
             return path
         raise RunConflict(
             f"{path} holds a different split (the data, SEED or LIMIT_PER_CLASS changed). "
@@ -118,7 +100,7 @@ def save_split(
 def read_split(path: str | os.PathLike[str]) -> pd.DataFrame:
     """Read a split written by :func:`save_split`."""
     split = pd.read_csv(
-        path, keep_default_na=False, dtype={"path": str, "label": str, "sha256": str}
+        path, keep_default_na=False, dtype=dict.fromkeys(["path", "label", "sha256"], str)
     )
     missing = {"path", "label", "split"} - set(split.columns)
     if missing:
@@ -134,14 +116,10 @@ def class_names(split: pd.DataFrame) -> list[str]:
 def leakage_report(
     split: pd.DataFrame, manifest: pd.DataFrame, max_distance: int = LEAKAGE_REPORT_BITS
 ) -> pd.DataFrame:
-    """Pairs of similar photos (difference hashes up to ``max_distance`` bits apart) that sit
-    in different splits: candidates for leakage between training and test, to look at.
-
-    Exact and very close copies never straddle a split made by :func:`split_dataset`; this
-    also checks a looser threshold, and any split file you bring.
-    """
+    """Pairs of similar photos (difference hashes up to ``max_distance`` bits apart) in
+    different splits, to look at: :func:`split_dataset` keeps close copies together, and this
+    checks a looser threshold, and any split file you bring."""
     used = split[split["split"].isin(SPLITS)].set_index("path")["split"]
     report = near_duplicates(manifest[manifest["path"].isin(used.index)], max_distance)
-    report["split_a"] = report["path_a"].map(used)
-    report["split_b"] = report["path_b"].map(used)
+    report = report.assign(split_a=report["path_a"].map(used), split_b=report["path_b"].map(used))
     return report[report["split_a"] != report["split_b"]].sort_values("distance")

@@ -1,20 +1,13 @@
-"""Training: one epoch, one evaluation, and ``fit``, which repeats them with checkpoints.
+"""Training: one epoch, one evaluation, the optimiser and schedule, and ``fit``.
 
-Notebook 04 shows :func:`train_one_epoch` and :func:`evaluate` as they are here, runs one
-epoch by hand, then calls :func:`fit`, which calls the same two functions every epoch and
-adds what a real run needs:
-
-- ``last.pt`` after every epoch (everything needed to resume: model, optimiser, scheduler,
-  gradient scaler, random states, history) and ``best.pt`` when validation accuracy
-  improves, both written to a temporary name and renamed, so a killed run never leaves a
-  half-written checkpoint behind; ``history.csv`` and ``summary.json`` (see :mod:`runs`);
-- resuming (``resume=True``), reuse of a finished run with the same settings, and
-  :class:`~catsdogs_helpers.runs.RunConflict` for one with other settings;
-- progressive resizing (each epoch's image size comes from the plan) and early stopping;
-- fine-tuning of pretrained weights (``plan.fine_tuning``): the new output layer alone
-  first, then all layers, the pretrained ones at a lower rate (:func:`set_trainable`,
-  :func:`parameter_groups`). Which layers train follows from the epoch number alone, so a
-  resumed run continues in the right phase.
+Notebook 04 shows :func:`train_one_epoch`, :func:`evaluate` and :func:`make_scheduler` as
+they are here, runs one epoch by hand, builds the optimiser and schedule, and hands them to
+:func:`fit`, which calls the same two functions every epoch and adds what a real run needs:
+checkpoints (``last.pt`` every epoch, ``best.pt`` when validation improves, written
+atomically), resuming, reuse of a finished run and ``RunConflict`` for one with other
+settings, progressive resizing, early stopping, and fine-tuning of pretrained weights (the
+new head alone first; which layers train follows from the epoch number, so a resumed run
+continues in the right phase).
 """
 
 from __future__ import annotations
@@ -24,7 +17,7 @@ import math
 import os
 import random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,13 +28,13 @@ import pandas as pd
 import torch
 from torch import nn
 
-from . import distributed, runs
-from .config import TrainingPlan, seed_for
+from . import runs
+from .config import FineTuning, RunConfig, seed_for
 from .devices import autocast, to_model_input
-from .files import atomic_path
 from .models import create_model, head_of
-from .progress import progress_bar
-from .transforms import Preprocessing
+from .plumbing import atomic_path, progress_bar
+from .tools import distributed
+from .transforms import Preprocessing, describe_pipeline, save_pipeline
 
 log = logging.getLogger(__name__)
 
@@ -144,112 +137,114 @@ def _decay_groups(params: list, lr: float, weight_decay: float) -> list[dict]:
 
 
 def parameter_groups(
-    model: nn.Module, lr: float, weight_decay: float, backbone_lr_scale: float | None = None
+    model: nn.Module, lr: float, weight_decay: float, fine_tuning: FineTuning | None = None
 ) -> list[dict]:
-    """The optimiser's parameter groups. From scratch: the trainable parameters, with and
-    without weight decay. Fine-tuning (``backbone_lr_scale`` given): the new output layer at
-    ``lr``, every other parameter at ``lr * backbone_lr_scale``, frozen now or not (which ones
-    train changes by epoch, :func:`set_trainable`; a frozen one gets no gradient, and the
-    optimiser skips it)."""
-    if backbone_lr_scale is None:
+    """The optimiser's parameter groups, with and without weight decay. Fine-tuning: the new
+    output layer at ``lr``, every other parameter at ``lr * fine_tuning.backbone_lr_scale``
+    (frozen or not: a frozen one gets no gradient, and the optimiser skips it)."""
+    if fine_tuning is None:
         params = [p for p in model.parameters() if p.requires_grad]
         return _decay_groups(params, lr, weight_decay)
     head = {id(p) for p in head_of(model).parameters()}
     head_params = [p for p in model.parameters() if id(p) in head]
     backbone = [p for p in model.parameters() if id(p) not in head]
+    backbone_lr = lr * fine_tuning.backbone_lr_scale
     return _decay_groups(head_params, lr, weight_decay) + _decay_groups(
-        backbone, lr * backbone_lr_scale, weight_decay
+        backbone, backbone_lr, weight_decay
     )
 
 
-def trains_backbone(plan: TrainingPlan, epoch: int) -> bool:
-    """Whether epoch ``epoch`` (counted from 0) trains all layers: always from scratch; with
-    pretrained weights, not in the first ``plan.fine_tuning.head_epochs``."""
-    return plan.fine_tuning is None or epoch >= plan.fine_tuning.head_epochs
+def trains_backbone(fine_tuning: FineTuning | None, epoch: int) -> bool:
+    """Whether epoch ``epoch`` (from 0) trains all layers: always from scratch; with
+    pretrained weights, not in the first ``fine_tuning.head_epochs``."""
+    return fine_tuning is None or epoch >= fine_tuning.head_epochs
 
 
-def set_trainable(model: nn.Module, plan: TrainingPlan, epoch: int) -> None:
+def set_trainable(model: nn.Module, fine_tuning: FineTuning | None, epoch: int) -> None:
     """Freeze the pretrained layers in a head-only epoch, unfreeze them after (no change from
-    scratch). Frozen layers get no gradient: the optimiser leaves them as they are and the
-    backward pass stops at the head, so a head epoch costs little more than a forward pass.
-    Their batch-norm statistics still adapt to the new photos (the model is in train mode)."""
-    if plan.fine_tuning is None:
+    scratch). The backward pass then stops at the head, so a head epoch costs little more
+    than a forward pass; batch-norm statistics still adapt (the model is in train mode)."""
+    if fine_tuning is None:
         return
-    everything = trains_backbone(plan, epoch)
+    everything = trains_backbone(fine_tuning, epoch)
     head = {id(p) for p in head_of(model).parameters()}
     for param in model.parameters():
         param.requires_grad_(everything or id(param) in head)
 
 
-def make_optimizer(
-    model: nn.Module,
-    name: str,
-    lr: float,
-    weight_decay: float,
-    *,
-    backbone_lr_scale: float | None = None,
-) -> torch.optim.Optimizer:
-    """``sgd`` (Nesterov momentum 0.9) or ``adam``, over :func:`parameter_groups` (no decay on
-    biases and norms; with ``backbone_lr_scale``, a lower rate for pretrained layers)."""
-    groups = parameter_groups(model, lr, weight_decay, backbone_lr_scale)
-    if name == "sgd":
-        return torch.optim.SGD(groups, lr=lr, momentum=0.9, nesterov=True)
-    if name == "adam":
-        return torch.optim.Adam(groups, lr=lr)
-    raise ValueError(f"optimizer {name!r} is unknown: use 'sgd' or 'adam'")
+def make_optimizer(model: nn.Module, cfg: RunConfig) -> torch.optim.Optimizer:
+    """``OPTIMIZER`` at ``LR``: SGD with Nesterov momentum 0.9, or Adam, over
+    :func:`parameter_groups` (no decay on biases and norms; pretrained layers slower)."""
+    groups = parameter_groups(model, cfg.lr, cfg.weight_decay, cfg.fine_tuning)
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=0.9, nesterov=True)
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(groups, lr=cfg.lr)
+    raise ValueError(f"OPTIMIZER={cfg.optimizer!r} is unknown: use 'sgd' or 'adam'")
 
 
-def make_scheduler(
-    optimizer: torch.optim.Optimizer, schedule: str, *, epochs: int, steps_per_epoch: int
-):
-    """``onecycle`` (warm up for a quarter of training, then cosine down, stepped per batch)
-    or ``plateau`` (halve the rate after 3 epochs without a better validation accuracy)."""
-    if schedule == "onecycle":
-        max_lr = [group["lr"] for group in optimizer.param_groups]
+def make_scheduler(optimizer: torch.optim.Optimizer, cfg: RunConfig, steps_per_epoch: int):
+    """The learning-rate schedule ``SCHEDULE`` names. :func:`fit` steps it after every batch,
+    except ``ReduceLROnPlateau``, which it steps after each validation with its accuracy.
+
+    - ``onecycle``: warm up from LR/20 to LR over the first quarter of training, then
+      anneal (cosine) to LR/4000;
+    - ``plateau``: LR until 3 epochs bring no better validation accuracy, then half of it;
+    - ``constant``: LR throughout (None: no scheduler).
+    """
+    if cfg.schedule == "onecycle":
         return torch.optim.lr_scheduler.OneCycleLR(
             optimizer,
-            max_lr=max_lr,
-            total_steps=max(10, epochs * steps_per_epoch),  # tiny runs need a few steps
+            max_lr=[group["lr"] for group in optimizer.param_groups],
+            total_steps=max(10, cfg.epochs * steps_per_epoch),  # tiny runs need a few steps
             pct_start=0.25,
             div_factor=20.0,
             final_div_factor=200.0,
         )
-    if schedule == "plateau":
+    if cfg.schedule == "plateau":
         return torch.optim.lr_scheduler.ReduceLROnPlateau(
             optimizer, mode="max", factor=0.5, patience=3
         )
-    raise ValueError(f"schedule {schedule!r} is unknown: use 'onecycle' or 'plateau'")
+    if cfg.schedule == "constant":
+        return None
+    raise ValueError(f"SCHEDULE={cfg.schedule!r} is unknown: use onecycle, plateau or constant")
+
+
+def per_epoch(scheduler) -> bool:
+    """True for a scheduler that steps on the validation accuracy, after each epoch."""
+    return isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
+
+
+_VOLATILE = ("last_epoch", "best", "num_bad_epochs", "cooldown_counter")
+
+
+def _plain(values: dict) -> dict:
+    """The settings among an optimiser group's or a scheduler's values: plain, not state."""
+    plain = (int, float, str, bool, type(None))
+    return {k: v for k, v in values.items() if isinstance(v, plain) and k[0] != "_"
+            and k not in _VOLATILE}  # fmt: skip
+
+
+def describe_parts(optimizer, scheduler, loss_fn: nn.Module) -> dict[str, Any]:
+    """What the optimiser, the schedule and the loss are, in plain values: part of a run's
+    identity, so a run trained with other parts is never taken for this one."""
+    return {
+        "optimizer_class": type(optimizer).__qualname__,
+        "optimizer_groups": [_plain(g) for g in optimizer.param_groups],
+        "scheduler_class": type(scheduler).__qualname__ if scheduler is not None else None,
+        "scheduler_args": _plain(scheduler.state_dict()) if scheduler is not None else {},
+        "loss": repr(loss_fn),
+    }
 
 
 @dataclass
 class TrainingParts:
-    """What a plan trains with: optimiser, learning-rate schedule, gradient scaler, loss."""
+    """What :func:`fit` trains with: optimiser, schedule (or None), gradient scaler, loss."""
 
     optimizer: torch.optim.Optimizer
     scheduler: Any
     scaler: torch.amp.GradScaler
     loss_fn: nn.Module
-    per_batch: bool  # the scheduler steps after every batch (else after each evaluation)
-
-
-def make_training_parts(
-    model: nn.Module, plan: TrainingPlan, steps_per_epoch: int, device: torch.device,
-    amp_dtype: torch.dtype | None = None,
-) -> TrainingParts:  # fmt: skip
-    """The optimiser, schedule, scaler (float16 only) and loss of ``plan`` for ``model``."""
-    scale = plan.fine_tuning.backbone_lr_scale if plan.fine_tuning else None
-    optimizer = make_optimizer(
-        model, plan.optimizer, plan.lr, plan.weight_decay, backbone_lr_scale=scale
-    )
-    return TrainingParts(
-        optimizer=optimizer,
-        scheduler=make_scheduler(
-            optimizer, plan.schedule, epochs=plan.epochs, steps_per_epoch=max(1, steps_per_epoch)
-        ),
-        scaler=torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16),
-        loss_fn=nn.CrossEntropyLoss(label_smoothing=plan.label_smoothing),
-        per_batch=plan.schedule == "onecycle",
-    )
 
 
 def reseed_epoch(loader, seed: int) -> None:
@@ -345,10 +340,11 @@ def step_name(train_epoch: Callable) -> str:
 
 
 def _checkpoint(model, parts: TrainingParts, state: FitState, meta: dict, finished: bool):
+    scheduler = parts.scheduler
     return {
         "model": model.state_dict(),
         "optimizer": parts.optimizer.state_dict(),
-        "scheduler": parts.scheduler.state_dict(),
+        "scheduler": scheduler.state_dict() if scheduler is not None else None,
         "scaler": parts.scaler.state_dict(),
         "rng": _rng_state(),
         "finished": finished,
@@ -360,19 +356,18 @@ def _checkpoint(model, parts: TrainingParts, state: FitState, meta: dict, finish
 def _restore(model, parts: TrainingParts, previous: dict) -> FitState:
     model.load_state_dict(previous["model"])
     parts.optimizer.load_state_dict(previous["optimizer"])
-    parts.scheduler.load_state_dict(previous["scheduler"])
+    if parts.scheduler is not None:
+        parts.scheduler.load_state_dict(previous["scheduler"])
     parts.scaler.load_state_dict(previous["scaler"])
     _set_rng_state(previous["rng"])
     return FitState(**{k: previous[k] for k in vars(FitState())})
 
 
-def _start(
-    run_dir: Path, model, parts, settings: dict, *, resume: bool, overwrite: bool
-) -> tuple[FitState, bool]:
+def _start(run_dir: Path, model, parts, settings: dict, cfg: RunConfig) -> tuple[FitState, bool]:
     """``(state, finished)``: the state of a finished run with the same settings (reused,
-    even with ``overwrite``: it would only repeat itself), the restored state of an
-    interrupted run (``resume``), or a fresh state."""
-    last = run_dir / "last.pt"
+    even with ``OVERWRITE``: it would only repeat itself), the restored state of an
+    interrupted run (``RESUME``), or a fresh state."""
+    last, overwrite = run_dir / "last.pt", cfg.overwrite and distributed.is_main()
     previous = load_checkpoint(last) if last.is_file() else None
     before = previous.get("settings", {}) if previous else {}
     if previous and previous["finished"] and not runs.differences(before, settings):
@@ -384,10 +379,10 @@ def _start(
     if overwrite or previous is None:
         return FitState(), False
     runs.check_same_settings(run_dir, before, settings, "a training run")
-    if not resume:
+    if not cfg.resume:
         raise runs.RunConflict(
             f"{run_dir} holds an unfinished run (epoch {previous['epoch']} of "
-            f"{settings['plan']['epochs']}). Set RESUME=True to continue it, OVERWRITE=True "
+            f"{settings['epochs']}). Set RESUME=True to continue it, OVERWRITE=True "
             "to start again, or use a new RUN_NAME."
         )
     log.info("resuming %s after epoch %d", run_dir.name, previous["epoch"])
@@ -395,18 +390,15 @@ def _start(
 
 
 @contextmanager
-def _begin(
-    run_dir: Path, model, parts, settings: dict, *, resume: bool, overwrite: bool
-) -> Iterator[tuple[FitState, bool]]:
+def _begin(run_dir: Path, model, parts, settings: dict, cfg: RunConfig):
     """:func:`_start` while the run folder is claimed. With several processes, process 0
-    claims the folder and starts (replacing files with ``overwrite``) first; the others then
+    claims the folder and starts (replacing files with ``OVERWRITE``) first; the others then
     read the same checkpoint, and never change the folder."""
     with ExitStack() as stack:
         with distributed.main_first():
             if distributed.is_main():
                 stack.enter_context(runs.claim(run_dir))
-            started = _start(run_dir, model, parts, settings, resume=resume,
-                             overwrite=overwrite and distributed.is_main())  # fmt: skip
+            started = _start(run_dir, model, parts, settings, cfg)
         yield started
 
 
@@ -433,117 +425,148 @@ def _epoch_row(epoch: int, train: EpochResult, val: EpochResult, lr: float, size
     }
 
 
-def _record(run_dir: Path, model, parts, state: FitState, meta: dict, plan: TrainingPlan) -> bool:
+def _record(run_dir: Path, model, parts, state: FitState, meta: dict, cfg: RunConfig) -> bool:
     """Update the state after an epoch, write checkpoints, history and summary; True when
-    training is done (the last epoch, or no better validation accuracy for
-    ``plan.early_stopping`` epochs). Every process updates its state; only process 0 writes,
-    the others wait for it."""
+    training is done (the last epoch, or ``EARLY_STOPPING`` epochs without a better
+    validation accuracy). Every process updates its state; only process 0 writes."""
     row = state.history[-1]
     improved = row["val_acc"] > state.best_acc
     state.best_acc = max(state.best_acc, row["val_acc"])
     state.since_best = 0 if improved else state.since_best + 1
-    stop = plan.early_stopping > 0 and state.since_best >= plan.early_stopping
-    done = stop or state.epoch >= plan.epochs
+    stop = cfg.early_stopping > 0 and state.since_best >= cfg.early_stopping
+    done = stop or state.epoch >= cfg.epochs
     if distributed.is_main():
-        _write_epoch(run_dir, model, parts, state, meta, plan, improved=improved, done=done)
+        if improved:
+            _atomic_save(_checkpoint(model, parts, state, meta, False), run_dir / "best.pt")
+        _atomic_save(_checkpoint(model, parts, state, meta, done), run_dir / "last.pt")
+        runs.write_history(run_dir, state.history)
+        runs.write_summary(run_dir, meta["settings"], vars(state), finished=done)
+        _log_epoch(state, cfg.epochs, improved)
     distributed.barrier()
     if stop:
-        log.info("no better validation accuracy for %d epochs: stopping", plan.early_stopping)
+        log.info("no better validation accuracy for %d epochs: stopping", cfg.early_stopping)
     return done
 
 
-def _write_epoch(run_dir: Path, model, parts, state: FitState, meta: dict, plan: TrainingPlan,
-                 *, improved: bool, done: bool) -> None:  # fmt: skip
-    """Checkpoints (``best.pt`` when ``improved``), history and summary after an epoch."""
-    row = state.history[-1]
-    if improved:
-        _atomic_save(_checkpoint(model, parts, state, meta, False), run_dir / "best.pt")
-    _atomic_save(_checkpoint(model, parts, state, meta, done), run_dir / "last.pt")
-    runs.write_history(run_dir, state.history)
-    runs.write_summary(run_dir, meta["settings"], vars(state), finished=done)
+def _log_epoch(state: FitState, epochs: int, improved: bool) -> None:
+    row = {**state.history[-1], "of": epochs, "best": " (best so far, saved)" if improved else ""}
     log.info(
-        "epoch %d/%d: train loss %.3f (plain %.3f) acc %.3f | val loss %.3f acc %.4f%s | %.0fs",
-        state.epoch, plan.epochs, row["train_loss"], row["train_nll"],
-        row["train_acc"], row["val_loss"], row["val_acc"],
-        " (best so far, saved)" if improved else "", row["seconds"],
-    )  # fmt: skip
+        "epoch %(epoch)d/%(of)d: train loss %(train_loss).3f (plain %(train_nll).3f) acc "
+        "%(train_acc).3f | val loss %(val_loss).3f acc %(val_acc).4f%(best)s | %(seconds).0fs",
+        row,
+    )
 
 
-def _run_epoch(
-    trained: nn.Module, loaders: tuple, parts: TrainingParts, plan: TrainingPlan,
-    state: FitState, *, device: torch.device, amp_dtype: torch.dtype | None, progress: bool,
-    train_epoch: Callable[..., EpochResult],
-) -> None:  # fmt: skip
-    """One epoch of :func:`fit`: train at the plan's size for it (while fine-tuning starts,
-    the new head alone), validate, step a per-epoch scheduler, and add the row to ``state``."""
-    (train_loader, val_loader), model = loaders, distributed.unwrap(trained)
-    size = plan.sizes[state.epoch]
-    set_trainable(model, plan, state.epoch)  # fine-tuning: the head alone first
-    train = distributed.reduce_result(train_epoch(
-        trained, train_loader, parts.optimizer, parts.loss_fn, device,
-        scheduler=parts.scheduler if parts.per_batch else None, scaler=parts.scaler,
-        amp_dtype=amp_dtype, image_size=size, progress=progress and distributed.is_main(),
-    ))  # fmt: skip
-    val = _validate(model, val_loader, device, amp_dtype)
-    if not parts.per_batch:
+@dataclass(frozen=True)
+class _Loop:
+    """What stays the same from epoch to epoch of one :func:`fit`."""
+
+    model: nn.Module  # what trains: the model, or its DistributedDataParallel wrapper
+    loaders: tuple  # (train, val)
+    parts: TrainingParts
+    cfg: RunConfig
+    device: torch.device
+    amp_dtype: torch.dtype | None
+    progress: bool
+    train_epoch: Callable[..., EpochResult]
+
+
+def _run_epoch(loop: _Loop, state: FitState) -> None:
+    """One epoch of :func:`fit`: train at this epoch's size (while fine-tuning starts, the
+    new head alone), validate, step a per-epoch scheduler, and add the row to ``state``."""
+    (train_loader, val_loader), parts = loop.loaders, loop.parts
+    model = distributed.unwrap(loop.model)
+    size = loop.cfg.sizes()[state.epoch]
+    set_trainable(model, loop.cfg.fine_tuning, state.epoch)  # fine-tuning: the head alone first
+    batch_scheduler = None if per_epoch(parts.scheduler) else parts.scheduler
+    train = loop.train_epoch(
+        loop.model,
+        train_loader,
+        parts.optimizer,
+        parts.loss_fn,
+        loop.device,
+        scheduler=batch_scheduler,
+        scaler=parts.scaler,
+        amp_dtype=loop.amp_dtype,
+        image_size=size,
+        progress=loop.progress and distributed.is_main(),
+    )
+    train = distributed.reduce_result(train)
+    val = _validate(model, val_loader, loop.device, loop.amp_dtype)
+    if per_epoch(parts.scheduler):
         parts.scheduler.step(val.accuracy)
     state.epoch += 1
-    state.history.append(
-        _epoch_row(state.epoch, train, val, parts.optimizer.param_groups[0]["lr"], size)
-    )
+    lr = parts.optimizer.param_groups[0]["lr"]
+    state.history.append(_epoch_row(state.epoch, train, val, lr, size))
     state.train_seconds += state.history[-1]["seconds"]
     if math.isnan(train.loss):
         raise FloatingPointError("the training loss became NaN: lower the learning rate")
+
+
+def run_settings(
+    cfg: RunConfig, train_loader, parts: TrainingParts, train_epoch: Callable
+) -> dict[str, Any]:
+    """The settings a run records and is compared by: the configuration, the training
+    pipeline (``A.to_dict``), the step, the optimiser, the schedule and the loss."""
+    pipeline = getattr(train_loader.dataset, "transform", None)
+    return {
+        **cfg.to_dict(),
+        "train_pipeline": describe_pipeline(pipeline) if pipeline is not None else None,
+        "step": step_name(train_epoch),
+        "parts": describe_parts(parts.optimizer, parts.scheduler, parts.loss_fn),
+    }
 
 
 def fit(
     model: nn.Module,
     train_loader,
     val_loader,
-    plan: TrainingPlan,
+    cfg: RunConfig,
     *,
-    run_dir: str | os.PathLike[str],
+    optimizer: torch.optim.Optimizer,
+    scheduler=None,
+    loss_fn: nn.Module | None = None,
     class_names: list[str],
-    settings: dict,
     device: torch.device,
     amp_dtype: torch.dtype | None = None,
-    resume: bool = False,
-    overwrite: bool = False,
     progress: bool = True,
     train_epoch: Callable[..., EpochResult] = train_one_epoch,
     preprocessing: Preprocessing | None = None,
 ) -> pd.DataFrame:
-    """Train ``model`` by ``plan``; returns the per-epoch history (also ``history.csv``).
+    """Train ``model`` for ``cfg.epochs`` epochs with the parts it is given; returns the
+    per-epoch history (also ``history.csv`` in ``cfg.run_dir``).
 
     Each epoch: ``train_epoch`` (by default :func:`train_one_epoch`; pass your own to change
-    the step) at the plan's image size for that epoch, then :func:`evaluate` on the
-    validation set. ``settings`` (plain values, e.g. ``cfg.to_dict()``) are saved with the
-    run; with the plan and the step they decide whether an existing run is reused (finished),
-    continued (``resume=True``), replaced (``overwrite=True``) or refused (``RunConflict``).
-    ``preprocessing`` (how photos are prepared at evaluation) is saved in the checkpoints, so
-    every later prediction prepares photos the same way.
+    the step) at that epoch's image size (``cfg.sizes()``), then :func:`evaluate`.
+    ``scheduler`` is stepped after every batch (a ``ReduceLROnPlateau``: after each epoch,
+    with the validation accuracy); ``loss_fn`` defaults to cross-entropy with
+    ``LABEL_SMOOTHING``. The configuration, the training pipeline, the step and the parts
+    decide whether an existing run is reused (finished), continued (``RESUME``), replaced
+    (``OVERWRITE``) or refused (``RunConflict``). ``preprocessing`` is saved with the model.
     The model ends with the weights of its best validation epoch. While it trains, the run
-    folder is held (:func:`runs.claim`): a second process training the same run gets
-    :class:`~catsdogs_helpers.runs.RunConflict` at once.
-    Under ``torchrun`` every process calls it with its share of the loaders, and process 0
-    alone writes the run (see :mod:`~catsdogs_helpers.distributed`).
+    folder is held (:func:`runs.claim`). Under ``torchrun`` every process calls it with its
+    share of the loaders, and process 0 alone writes the run.
     """
-    run_dir = Path(run_dir)
+    run_dir = cfg.run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
-    settings = {**settings, "plan": plan.to_dict(), "step": step_name(train_epoch)}
-    meta = {"settings": settings, "class_names": list(class_names), "model_name": plan.model_name}
+    loss_fn = loss_fn or nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+    parts = TrainingParts(optimizer, scheduler, scaler, loss_fn)
+    settings = run_settings(cfg, train_loader, parts, train_epoch)
+    meta = {"settings": settings, "class_names": list(class_names), "model_name": cfg.model_name}
     if preprocessing is not None:
         meta["preprocessing"] = preprocessing.to_dict()
     model.to(device, memory_format=torch.channels_last)
-    parts = make_training_parts(model, plan, len(train_loader), device, amp_dtype)
-    with _begin(run_dir, model, parts, settings, resume=resume, overwrite=overwrite) as started:
-        state, done = started
-        trained = model if done else distributed.wrap(model, device, plan.fine_tuning is not None)
+    with _begin(run_dir, model, parts, settings, cfg) as (state, done):
+        if distributed.is_main() and settings["train_pipeline"] is not None:
+            save_pipeline(train_loader.dataset.transform, run_dir / "train_pipeline.json")
+        trained = model if done else distributed.wrap(model, device, cfg.pretrained)
+        loaders = (train_loader, val_loader)
+        loop = _Loop(trained, loaders, parts, cfg, device, amp_dtype, progress, train_epoch)
         while not done:
-            reseed_epoch(train_loader, seed_for(settings.get("seed", 0), "epoch", state.epoch))
-            _run_epoch(trained, (train_loader, val_loader), parts, plan, state, device=device,
-                       amp_dtype=amp_dtype, progress=progress, train_epoch=train_epoch)  # fmt: skip
-            done = _record(run_dir, model, parts, state, meta, plan)
+            reseed_epoch(train_loader, seed_for(cfg.seed, "epoch", state.epoch))
+            _run_epoch(loop, state)
+            done = _record(run_dir, model, parts, state, meta, cfg)
         model.load_state_dict(load_checkpoint(run_dir / "best.pt")["model"])
     return pd.DataFrame(state.history)
 

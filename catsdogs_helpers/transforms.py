@@ -8,64 +8,116 @@ four times fewer bytes to a GPU.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import albumentations as A
 import numpy as np
 
-from .config import AUGMENTS, TTAS, RunConfig
+from .config import TTAS, RunConfig, runs_dir, seed_for
 from .images import PathOrBytes, load_square
+from .plumbing import atomic_path
 
 #: ImageNet channel statistics, the usual choice for torchvision models.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-def train_transforms(
-    image_size: int = 96,
-    cache_size: int = 110,
-    augment: str = "light",
-    seed: int | None = 42,
-) -> A.Compose:
-    """The training pipeline for images (or cache entries) with shorter side ``cache_size``.
+def light_pipeline(image_size: int = 96, resize: int = 110, seed: int | None = 42) -> A.Compose:
+    """Ours: a random crop and a horizontal flip. Cheap, and on a few thousand photos
+    trained for a few epochs it is what pays."""
+    return A.Compose(
+        [
+            A.SmallestMaxSize(max_size=resize),
+            A.RandomCrop(height=image_size, width=image_size),
+            A.HorizontalFlip(p=0.5),
+        ],
+        seed=seed,
+    )
 
-    (Progressive resizing happens later, on whole batches on the device: see
-    :func:`catsdogs_helpers.devices.to_model_input`. The pipeline you pick stays as it is.)
 
-    - ``light``: a random ``image_size`` crop and a horizontal flip. Cheap, and on a few
-      thousand photos trained for a few epochs it is what pays.
-    - ``tutorial``: the tutorial's pipeline with its bug fixed: a real affine (shift 5 %,
-      scale 5 %, rotate 15 degrees, p=0.5), a random crop, colour jitter and
-      brightness/contrast.
-    - ``heavy``: deliberately too much (large rotations and zoom, strong colour changes,
-      blur): an example of over-augmentation, to compare against.
-    - ``none``: a centre crop only (to see what augmentation buys).
-    """
-    resize = [A.SmallestMaxSize(max_size=cache_size)]
-    if augment == "light":
-        steps = [A.RandomCrop(image_size, image_size), A.HorizontalFlip(p=0.5)]
-    elif augment == "tutorial":
-        steps = [
+def tutorial_pipeline(image_size: int = 128, resize: int = 160, seed: int | None = 42) -> A.Compose:
+    """The tutorial's pipeline with its bug fixed: a real affine (shift 5 %, scale 5 %,
+    rotate 15 degrees), a random crop, colour jitter and brightness/contrast."""
+    return A.Compose(
+        [
+            A.SmallestMaxSize(max_size=resize),
             A.Affine(translate_percent=(-0.05, 0.05), scale=(0.95, 1.05), rotate=(-15, 15), p=0.5),
-            A.RandomCrop(image_size, image_size),
+            A.RandomCrop(height=image_size, width=image_size),
             A.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2, hue=0.1, p=0.5),
             A.RandomBrightnessContrast(p=0.5),
-        ]
-    elif augment == "heavy":
-        steps = [
+        ],
+        seed=seed,
+    )
+
+
+def heavy_pipeline(image_size: int = 96, resize: int = 110, seed: int | None = 42) -> A.Compose:
+    """Deliberately too much (large rotations and zoom, strong colours, blur): an example of
+    over-augmentation to compare against."""
+    return A.Compose(
+        [
+            A.SmallestMaxSize(max_size=resize),
             A.Affine(translate_percent=(-0.2, 0.2), scale=(0.6, 1.4), rotate=(-60, 60), p=1.0),
-            A.RandomCrop(image_size, image_size),
+            A.RandomCrop(height=image_size, width=image_size),
             A.HorizontalFlip(p=0.5),
             A.ColorJitter(brightness=0.6, contrast=0.6, saturation=0.8, hue=0.4, p=1.0),
             A.GaussianBlur(blur_limit=(3, 9), p=0.5),
             A.ToGray(p=0.3),
-        ]
-    elif augment == "none":
-        steps = [A.CenterCrop(image_size, image_size)]
-    else:
-        raise ValueError(f"augment={augment!r} is unknown: use one of {', '.join(AUGMENTS)}")
-    return A.Compose(resize + steps, seed=seed)
+        ],
+        seed=seed,
+    )
+
+
+def no_augmentation(image_size: int = 96, resize: int = 110, seed: int | None = 42) -> A.Compose:
+    """A centre crop only: to see what augmentation buys."""
+    return A.Compose(
+        [A.SmallestMaxSize(max_size=resize), A.CenterCrop(height=image_size, width=image_size)],
+        seed=seed,
+    )
+
+
+#: The named training pipelines (the ``AUGMENT`` parameter).
+PIPELINES: dict[str, Callable[..., A.Compose]] = {
+    "light": light_pipeline,
+    "tutorial": tutorial_pipeline,
+    "heavy": heavy_pipeline,
+    "none": no_augmentation,
+}
+
+
+def train_pipeline(cfg: RunConfig) -> A.Compose:
+    """The run's training pipeline: ``AUGMENT``'s at the run's sizes, or the pipeline saved
+    in the file ``AUGMENT`` names (``A.save``; a relative path is in ``runs/``), seeded from
+    ``SEED`` either way."""
+    seed = seed_for(cfg.seed, "augment")
+    if cfg.augment in PIPELINES:
+        return PIPELINES[cfg.augment](cfg.image_size, cfg.cache_size, seed=seed)
+    path = runs_dir() / Path(cfg.augment).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"AUGMENT={cfg.augment!r}: there is no pipeline file {path}")
+    pipeline = A.load(path, data_format="yaml" if path.suffix != ".json" else "json")
+    if not isinstance(pipeline, A.Compose):
+        pipeline = A.Compose([pipeline])
+    pipeline.set_random_seed(seed)
+    return pipeline
+
+
+def describe_pipeline(pipeline: A.Compose) -> dict[str, Any]:
+    """The pipeline as Albumentations serialises it (``A.to_dict``), without the version: what
+    a run records as its training pipeline, and compares."""
+    return A.to_dict(pipeline)["transform"]
+
+
+def save_pipeline(pipeline: A.Compose, path: str | Path) -> Path:
+    """Write ``pipeline`` with ``A.save`` (JSON), atomically, for ``AUGMENT`` to name (a
+    relative path is in ``runs/``, where ``AUGMENT`` looks)."""
+    path = runs_dir() / Path(path).expanduser()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        A.save(pipeline, str(tmp))
+    return path
 
 
 def eval_transforms(eval_size: int = 96, cache_size: int = 110) -> A.Compose:
@@ -134,14 +186,9 @@ def preprocessing_for(cfg: RunConfig) -> Preprocessing:
     return Preprocessing(cache_size=cfg.cache_size, eval_size=cfg.eval_size, tta=cfg.tta)
 
 
-def explain_steps(
-    augment: str = "tutorial", image_size: int = 128, cache_size: int = 160
-) -> list[tuple[str, A.Compose]]:
-    """Each step of a training pipeline on its own, always applied (p=1), after the resize.
-
-    For showing what every transform does to the same photo.
-    """
-    pipeline = train_transforms(image_size, cache_size, augment, seed=0)
+def explain_steps(pipeline: A.Compose) -> list[tuple[str, A.Compose]]:
+    """Each transform of a training pipeline on its own, always applied (p=1), after its
+    first (the resize): for showing what every transform does to the same photo."""
     resize, *steps = pipeline.transforms
     out = [(type(resize).__name__, A.Compose([resize], seed=0))]
     for step in steps:

@@ -1,8 +1,4 @@
-"""Widgets: try the model on a photo of yours, right in the notebook.
-
-Only for a notebook with a front end (Jupyter, VS Code, Colab). Under papermill or nbval
-nobody can press a button, so notebooks call the same function on a given path as well.
-"""
+"""Widgets: try the model on a photo of yours (needs a front end; papermill passes a path)."""
 
 from __future__ import annotations
 
@@ -11,9 +7,17 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .config import is_colab
-from .files import atomic_path
+from .plumbing import atomic_path
 
 log = logging.getLogger(__name__)
+
+
+def uploaded_files(value: object) -> list[dict]:
+    """A ``FileUpload`` value as ``[{"name": ..., "content": ...}]``: ipywidgets 8 gives a
+    tuple of such dicts, ipywidgets 7 (still on Colab) a dict of name to ``{"content": ...}``."""
+    if isinstance(value, dict):
+        return [{"name": name, "content": item["content"]} for name, item in value.items()]
+    return list(value)
 
 
 def _save_upload(item: dict, folder: Path) -> Path:
@@ -25,20 +29,9 @@ def _save_upload(item: dict, folder: Path) -> Path:
     return path
 
 
-def uploaded_files(value: object) -> list[dict]:
-    """A ``FileUpload`` value as ``[{"name": ..., "content": ...}]``: ipywidgets 8 gives a
-    tuple of such dicts, ipywidgets 7 (still found on Colab) a dict of name to
-    ``{"metadata": ..., "content": ...}``."""
-    if isinstance(value, dict):
-        return [{"name": name, "content": item["content"]} for name, item in value.items()]
-    return list(value)
-
-
 def photo_upload(on_photo: Callable[[Path], object], folder: str | Path) -> object | None:
-    """An upload button: each photo chosen is saved into ``folder`` and ``on_photo(path)``
-    runs, its figures and messages shown under the button. A photo ``on_photo`` rejects
-    with ``ValueError`` (not an image, cut short, ...) gets the message, not a traceback.
-    Returns the widget to display, or None (with a log line) without ``ipywidgets``."""
+    """An upload button running ``on_photo(path)`` on each photo saved into ``folder`` (its
+    ``ValueError`` shown as a message); None without ``ipywidgets``."""
     try:
         import ipywidgets
     except ImportError:

@@ -14,19 +14,19 @@ import pytest
 from filelock import Timeout
 
 import fakedata
-from catsdogs_helpers import config, downloading, locks, runs, splitting, validating
+from catsdogs_helpers import config, downloading, plumbing, runs, splitting, validating
 
 PREPARE = """
 import sys, time
 from pathlib import Path
-from catsdogs_helpers import config, steps
+from catsdogs_helpers import config, workflow
 run, url, ready, go = sys.argv[1:5]
 cfg = config.make_config(RUN_NAME=run, DATASET_URL=url, IMAGE_SIZE=48, NUM_WORKERS=0)
 Path(ready).touch()
 while not Path(go).exists():  # start together with the other process
     time.sleep(0.01)
-split = steps.ensure_split(cfg, progress=False)
-cache = steps.ensure_cache(cfg, split, progress=False)
+split = workflow.ensure_split(cfg, progress=False)
+cache = workflow.ensure_cache(cfg, split, progress=False)
 print(cache.path.name)
 """
 
@@ -88,10 +88,10 @@ def test_a_second_holder_waits_for_the_first(tmp_path):
     entered = threading.Event()
 
     def second() -> None:
-        with locks.held(lock, "validating the photos"):
+        with plumbing.held(lock, "validating the photos"):
             entered.set()
 
-    with locks.held(lock, "validating the photos"):
+    with plumbing.held(lock, "validating the photos"):
         thread = threading.Thread(target=second)
         thread.start()
         time.sleep(0.5)
@@ -102,7 +102,7 @@ def test_a_second_holder_waits_for_the_first(tmp_path):
 
 def test_a_holder_that_will_not_wait_is_told_at_once(tmp_path):
     lock = tmp_path / ".download.lock"
-    with locks.held(lock, "downloading"):
+    with plumbing.held(lock, "downloading"):
         result: list[BaseException] = []
         thread = threading.Thread(target=lambda: _try(lock, result))
         thread.start()
@@ -112,7 +112,7 @@ def test_a_holder_that_will_not_wait_is_told_at_once(tmp_path):
 
 def _try(lock, result: list) -> None:
     try:
-        with locks.held(lock, "downloading", wait=False):
+        with plumbing.held(lock, "downloading", wait=False):
             pass
     except Timeout as err:
         result.append(err)
@@ -126,10 +126,10 @@ def test_a_run_being_trained_elsewhere_stops_with_its_name(tmp_path, petimages, 
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)  # fmt: skip
     try:
         assert holder.stdout.readline().strip() == "held"
-        from catsdogs_helpers import steps
+        from catsdogs_helpers import workflow
 
         with pytest.raises(runs.RunConflict, match="run 'busy' .* trained by another process"):
-            steps.train_run(cfg, progress=False)
+            workflow.train_run(cfg, progress=False)
         assert not (cfg.run_dir / "last.pt").exists(), "nothing was trained into it"
     finally:
         holder.kill()
@@ -144,7 +144,7 @@ def test_prepare_dataset_reuses_what_another_process_made_meanwhile(tmp_path, pe
     made = threading.Event()
 
     def other_process() -> None:
-        with locks.held(data / ".download.lock", "downloading and extracting the data set"):
+        with plumbing.held(data / ".download.lock", "downloading and extracting the data set"):
             made.set()
             time.sleep(0.3)
             downloading.extract_zip(archive, data, progress=False)

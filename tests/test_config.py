@@ -7,6 +7,9 @@ from pathlib import Path
 import pytest
 
 from catsdogs_helpers import config
+from catsdogs_helpers.tools import series
+
+RECIPES = Path(__file__).resolve().parent.parent / "recipes"
 
 
 def test_paths_come_from_environment_not_current_folder(tmp_path, monkeypatch):
@@ -22,14 +25,15 @@ def test_paths_come_from_environment_not_current_folder(tmp_path, monkeypatch):
 
 
 def test_cell_values_win_then_environment_then_defaults():
-    environ = {"CATSDOGS_EPOCHS": "7", "CATSDOGS_RESUME": "yes", "CATSDOGS_RUN_NAME": "env"}
-    cell = {"EPOCHS": 0, "RESUME": False, "RUN_NAME": "mine", "SEED": 42, "other": object()}
+    environ = {"CATSDOGS_EPOCHS": "7", "CATSDOGS_RESUME": "yes", "CATSDOGS_LR": "0.05"}
+    cell = {"EPOCHS": 22, "RESUME": False, "RUN_NAME": "mine", "SEED": 42, "other": object()}
     values = config.read_parameters(cell, environ=environ)
     assert values["EPOCHS"] == 7 and values["RESUME"] is True, "defaults left: environment"
+    assert values["LR"] == 0.05 and isinstance(values["LR"], float)
     assert values["RUN_NAME"] == "mine", "a value set in the cell wins"
     assert values["SEED"] == 42 and values["DEVICE"] == "auto"
-    runner = config.read_parameters({"EPOCHS": 0}, explicit=True, environ=environ)
-    assert runner["EPOCHS"] == 0, "an explicit -p value wins even when it is the default"
+    runner = config.read_parameters({"EPOCHS": 22}, explicit=True, environ=environ)
+    assert runner["EPOCHS"] == 22, "an explicit -p value wins even when it is the default"
 
 
 @pytest.mark.parametrize(
@@ -48,15 +52,18 @@ def test_booleans_parse_one_way_everywhere(text, expected, monkeypatch):
     ("given", "environ", "message"),
     [
         ({"BATCH_SIZE": "abc"}, {}, "BATCH_SIZE='abc' (set in the notebook) is not valid: use a "
-         "whole number of at least 0"),
+         "whole number of at least 1"),
+        ({"LR": "fast"}, {}, "LR='fast' (set in the notebook) is not valid: use a number of at "
+         "least 0"),
+        ({}, {"CATSDOGS_LR": "nan"}, "LR='nan' (from CATSDOGS_LR) is not valid"),
         ({}, {"CATSDOGS_BATCH_SIZE": "abc"}, "BATCH_SIZE='abc' (from CATSDOGS_BATCH_SIZE)"),
         ({}, {"CATSDOGS_RESUME": "maybe"}, "RESUME='maybe' (from CATSDOGS_RESUME) is not valid: "
          "use True or False"),
         ({"EPOCHS": 2.5}, {}, "EPOCHS=2.5"),
         ({"EPOCHS": True}, {}, "EPOCHS=True"),
         ({"RUN_NAME": ["a"]}, {}, "RUN_NAME=['a'] (set in the notebook) is not valid: use text"),
-        ({"AUGMENT": "wild"}, {}, "AUGMENT='wild' (set in the notebook) is not valid: use one of "
-         "'', 'light', 'tutorial', 'heavy', 'none'"),
+        ({"SCHEDULE": "cosine"}, {}, "SCHEDULE='cosine' (set in the notebook) is not valid: use "
+         "one of 'onecycle', 'plateau', 'constant'"),
     ],
 )  # fmt: skip
 def test_a_wrong_value_names_the_parameter_its_source_and_what_it_takes(given, environ, message):
@@ -73,31 +80,39 @@ def test_unknown_names_suggest_the_closest_parameter():
 
 def test_from_parameters_reads_a_notebook_namespace(monkeypatch):
     monkeypatch.setenv("CATSDOGS_LIMIT_PER_CLASS", "100")
-    cfg = config.from_parameters({"RUN_NAME": "nb", "AUGMENT": "heavy", "EPOCHS": 0})
+    cfg = config.from_parameters({"RUN_NAME": "nb", "AUGMENT": "heavy", "EPOCHS": 22})
     assert (cfg.run_name, cfg.augment, cfg.limit_per_class, cfg.epochs) == ("nb", "heavy", 100, 22)
 
 
-def test_blanks_take_the_recipe_defaults():
+def test_the_defaults_are_our_recipe_and_the_other_recipes_are_parameter_files():
     fast = config.make_config()
-    assert (fast.model_name, fast.epochs, fast.image_size) == ("resnet9", 22, 96)
-    assert fast.cache_size == 110 and fast.plan(10_000).batch_size == 128
-    tutorial = config.make_config(RECIPE="tutorial")
+    assert (fast.model_name, fast.epochs, fast.image_size, fast.lr) == ("resnet9", 22, 96, 0.2)
+    assert fast.cache_size == 110 and fast.for_data(10_000).batch_size == 128
+    recipes = {path.stem: series.read_recipe(path) for path in RECIPES.glob("*.yaml")}
+    assert set(recipes) == {"fast", "quick", "tutorial", "pretrained"}
+    for name, value in recipes["fast"].items():
+        if name != "RUN_NAME":
+            assert value == config.PARAMETERS[name].default, f"fast.yaml's {name} is the default"
+    tutorial = config.make_config(**recipes["tutorial"])
     assert (tutorial.model_name, tutorial.epochs, tutorial.image_size) == ("resnet50", 10, 128)
-    assert tutorial.cache_size == 160
-    custom = config.make_config(RECIPE="tutorial", MODEL_NAME="resnet18", IMAGE_SIZE=64, EPOCHS=2)
-    assert (custom.model_name, custom.image_size, custom.cache_size, custom.epochs) == (
-        "resnet18", 64, 80, 2,
-    )  # fmt: skip
+    assert (tutorial.cache_size, tutorial.optimizer, tutorial.schedule) == (160, "adam", "plateau")
+    assert (tutorial.early_stopping, tutorial.augment, tutorial.tta) == (5, "tutorial", "none")
+    pretrained = config.make_config(**recipes["pretrained"])
+    assert pretrained.cache_size == 256 and pretrained.sizes() == (224, 224)
+    assert pretrained.fine_tuning == config.FineTuning(1, config.BACKBONE_LR_SCALE)
+    assert series.read_recipe("quick.yaml") == recipes["quick"], "found in recipes/ by name"
 
 
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
         ({"MODEL_NAME": "resnet9000"}, "MODEL_NAME='resnet9000' (given) is not valid: use one of"),
-        ({"EPOCHS": -1}, "EPOCHS=-1 (given) is not valid: use a whole number of at least 0"),
-        ({"RECIPE": "magic"}, "RECIPE='magic' (given) is not valid: use one of 'fast', 'tutorial'"),
+        ({"EPOCHS": 0}, "EPOCHS=0 (given) is not valid: use a whole number of at least 1"),
+        ({"RECIPE": "tutorial"}, "RECIPE is not a parameter of this series"),
         ({"DEVICE": "tpu"}, "DEVICE='tpu' (given) is not valid"),
-        ({"IMAGE_SIZE": 8}, "IMAGE_SIZE=8 is too small"),
+        ({"IMAGE_SIZE": 8}, "IMAGE_SIZE=8 (given) is not valid: use a whole number of at least 32"),
+        ({"AUGMENT": "wild"}, "AUGMENT='wild' is not valid: use one of 'light', 'tutorial', "
+         "'heavy', 'none', or a pipeline file saved with A.save (.json)"),
         ({"RUN_NAME": "../escape"}, "is not a usable folder name"),
         ({"LIMIT_PER_CLASS": -5}, "LIMIT_PER_CLASS=-5"),
         ({"NUM_WORKERS": -2}, "NUM_WORKERS=-2 (given) is not valid: use a whole number of "
@@ -111,20 +126,22 @@ def test_bad_parameters_say_what_to_change(kwargs, message):
 
 def test_small_data_sets_get_smaller_batches_and_scaled_learning_rates():
     cfg = config.make_config()
-    assert cfg.plan(8000).batch_size == 128 and cfg.plan(8000).lr == pytest.approx(0.2)
-    small = cfg.plan(640)
+    assert cfg.for_data(8000).batch_size == 128 and cfg.for_data(8000).lr == pytest.approx(0.2)
+    small = cfg.for_data(640)
     assert small.batch_size == 16 and small.lr == pytest.approx(0.2 * 16 / 128)
     assert 640 / small.batch_size >= config.MIN_STEPS_PER_EPOCH
-    assert cfg.plan(10).batch_size == 16, "never below 16"
-    assert config.make_config(BATCH_SIZE=128).plan(640).batch_size == 128, "a set value stays"
-    tutorial = config.make_config(RECIPE="tutorial")
-    assert tutorial.plan(640).lr == pytest.approx(1e-3), "Adam's rate does not scale"
+    assert cfg.for_data(10).batch_size == 16, "never below 16"
+    assert config.make_config(BATCH_SIZE=8).for_data(10).batch_size == 8, "a smaller one stays"
+    assert config.make_config(BATCH_SIZE=16).for_data(8000).lr == pytest.approx(0.2 * 16 / 128)
+    adam = config.make_config(OPTIMIZER="adam", LR=1e-3)
+    assert adam.for_data(640).lr == pytest.approx(1e-3), "Adam's rate does not scale"
 
 
 def test_progressive_sizes_grow_over_the_epochs():
     cfg = config.make_config(EPOCHS=10)
-    assert cfg.plan(8000).sizes == (64, 64, 72, 72, 80, 80, 88, 88, 96, 96)
-    assert config.make_config(RECIPE="tutorial", EPOCHS=3).plan(8000).sizes == (128,) * 3
+    assert cfg.sizes() == (64, 64, 72, 72, 80, 80, 88, 88, 96, 96)
+    fixed = config.make_config(IMAGE_SIZE=128, EPOCHS=3, PROGRESSIVE=False)
+    assert fixed.sizes() == (128,) * 3
 
 
 def test_seeds_come_from_one_place():
@@ -136,8 +153,8 @@ def test_seeds_come_from_one_place():
 
 def test_to_dict_is_plain():
     values = config.make_config(RUN_NAME="x").to_dict()
-    assert values["recipe"] == "fast" and isinstance(values["data_dir"], str)
-    assert values["run_name"] == "x"
+    assert values["lr"] == 0.2 and isinstance(values["data_dir"], str)
+    assert values["run_name"] == "x" and values["cache_size"] == 110
     json.dumps(values)
 
 

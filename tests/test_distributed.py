@@ -19,7 +19,8 @@ import torch
 import torchvision
 
 import fakedata
-from catsdogs_helpers import config, distributed, steps, train, training
+from catsdogs_helpers import config, training, workflow
+from catsdogs_helpers.tools import distributed, trainer
 
 SETTINGS = {"EPOCHS": 3, "IMAGE_SIZE": 48, "BATCH_SIZE": 16, "NUM_WORKERS": 0}
 
@@ -49,8 +50,8 @@ def hook(event, args):
         os.write(log, (event + " " + path + "\\n").encode())
 
 sys.addaudithook(hook)
-from catsdogs_helpers import train
-train.main(sys.argv[1:])
+from catsdogs_helpers.tools import trainer
+trainer.main(sys.argv[1:])
 """
 
 
@@ -108,7 +109,7 @@ def _kill_after_first_epoch(proc: subprocess.Popen, logs: Path, run: str) -> Non
 
 
 def test_two_processes_train_like_one_write_once_and_resume(data_dir, tmp_path):
-    _, one = steps.train_run(config.make_config(RUN_NAME="one", **SETTINGS), progress=False)
+    _, one = workflow.train_run(config.make_config(RUN_NAME="one", **SETTINGS), progress=False)
 
     killed = _torchrun(tmp_path, tmp_path / "killed", "two")
     _kill_after_first_epoch(killed, tmp_path / "killed", "two")
@@ -182,7 +183,7 @@ def test_a_batch_that_does_not_split_over_the_processes_is_refused(monkeypatch):
 
 def test_the_command_refuses_a_wrong_parameter(capsys):
     with pytest.raises(SystemExit) as exit_info:
-        train.main(["-p", "EPOCHZ", "3"])
+        trainer.main(["-p", "EPOCHZ", "3"])
     assert exit_info.value.code == 2
     assert "did you mean EPOCHS" in capsys.readouterr().err
 
@@ -200,5 +201,5 @@ def test_fine_tuning_a_pretrained_start_runs_on_two_processes(data_dir, tmp_path
     assert proc.returncode == 0, output[-3000:]
     history = pd.read_csv(config.run_dir("tuned") / "history.csv")
     assert history["epoch"].tolist() == [1, 2]
-    plan = json.loads((config.run_dir("tuned") / "summary.json").read_text())["settings"]["plan"]
+    plan = json.loads((config.run_dir("tuned") / "summary.json").read_text())["settings"]
     assert plan["fine_tuning"] is not None

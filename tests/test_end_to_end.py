@@ -11,7 +11,8 @@ import papermill
 import pytest
 
 import fakedata
-from catsdogs_helpers import config, evaluation, runs, series, steps, training
+from catsdogs_helpers import config, evaluation, runs, training, workflow
+from catsdogs_helpers.tools import series
 
 REQUIRED_METRICS = {"test_accuracy", "test_f1", "test_roc_auc", "n_test", "epochs_run",
                     "train_seconds", "settings"}  # fmt: skip
@@ -41,7 +42,7 @@ def test_notebook_05_stops_on_a_run_trained_with_other_settings(petimages, monke
     monkeypatch.setenv("CATSDOGS_DATA_DIR", str(petimages.parent))
     tiny = {"RUN_NAME": "kept", "IMAGE_SIZE": 48, "NUM_WORKERS": 0}
     cfg = config.make_config(EPOCHS=1, **tiny)
-    _, history = steps.train_run(cfg, progress=False)
+    _, history = workflow.train_run(cfg, progress=False)
     settings = training.load_checkpoint(cfg.run_dir / "best.pt")["settings"]
     runs.write_metrics(cfg.run_dir, {"accuracy": 0.5, "n": 10}, settings)
     before = {p.name: p.read_bytes() for p in cfg.run_dir.iterdir() if p.is_file()}
@@ -94,3 +95,25 @@ def test_series_command_prints_the_problem_without_a_traceback(capsys):
     assert stop.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith("error: BATCH_SIZE='abc' (given with -p)") and "Traceback" not in err
+
+
+def test_the_runner_takes_a_recipe_file_and_p_values_win(petimages, monkeypatch, capsys):
+    """``-f recipes/tutorial.yaml``: the tutorial's recipe through the series runner (notebook
+    04 at a tiny size: 48 px, one epoch); a ``-p`` value wins over the file."""
+    monkeypatch.setenv("CATSDOGS_DATA_DIR", str(petimages.parent))
+    tiny = ["-p", "IMAGE_SIZE", "48", "-p", "EPOCHS", "1", "-p", "NUM_WORKERS", "0"]
+    series.main(["-f", "recipes/tutorial.yaml", *tiny, "--only", "04"])
+    settings = runs.read_json(config.run_dir("tutorial") / "summary.json")["settings"]
+    assert (settings["model_name"], settings["optimizer"], settings["schedule"]) == (
+        "resnet50",
+        "adam",
+        "plateau",
+    )
+    assert settings["cache_size"] == 60 and settings["epochs"] == 1, "RESIZE_RATIO 1.25; -p wins"
+    assert settings["parts"]["scheduler_class"] == "ReduceLROnPlateau"
+    assert (
+        "RandomBrightnessContrast" in runs.runs_table().set_index("run").loc["tutorial", "pipeline"]
+    )
+    with pytest.raises(SystemExit):
+        series.main(["-f", "recipes/nonesuch.yaml", "--only", "04"])
+    assert "nonesuch.yaml cannot be read" in capsys.readouterr().err

@@ -1,7 +1,7 @@
 """The notebooks' exercises that are a parameter change, done as written at a tiny size.
 
 Each test names the exercise it runs. The parameters go through the same path as a
-notebook's (``config.from_parameters``), and the run goes through ``steps.train_run``, the
+notebook's (``config.from_parameters``), and the run goes through ``workflow.train_run``, the
 calls notebooks 04 and 05 make.
 """
 
@@ -11,9 +11,11 @@ import json
 from pathlib import Path
 
 import albumentations as A
+import pandas as pd
 import pytest
 
-from catsdogs_helpers import config, runs, series, splitting, steps, validating
+from catsdogs_helpers import config, runs, splitting, validating, workflow
+from catsdogs_helpers.tools import series
 
 TINY = {"IMAGE_SIZE": 48, "NUM_WORKERS": 0}
 
@@ -26,7 +28,7 @@ def data(petimages, monkeypatch):
 
 def _run(**cell):
     cfg = config.from_parameters({**TINY, **cell})
-    model, history = steps.train_run(cfg, progress=False)
+    model, history = workflow.train_run(cfg, progress=False)
     return cfg, history
 
 
@@ -49,13 +51,25 @@ def test_04_exercise_2_half_the_epochs(data):
 
 def test_03_exercise_2_train_with_the_heavy_pipeline(data):
     cfg = config.from_parameters({**TINY, "AUGMENT": "heavy", "RUN_NAME": "heavy", "EPOCHS": 2})
-    loaders, plan = steps.prepare_training(cfg, progress=False)
+    loaders, _ = workflow.prepare_training(cfg, progress=False)
     transform = loaders["train"].dataset.transform
     assert any(isinstance(t, A.ToGray) for t in transform.transforms), "the heavy pipeline"
-    _, history = steps.train_run(cfg, progress=False)
+    _, history = workflow.train_run(cfg, progress=False)
     settings = runs.read_json(cfg.run_dir / "summary.json")["settings"]
-    assert settings["plan"]["augment"] == "heavy" and len(history) == 2
-    assert runs.runs_table().set_index("run").loc["heavy", "augment"] == "heavy"
+    assert settings["augment"] == "heavy" and len(history) == 2
+    row = runs.runs_table().set_index("run").loc["heavy"]
+    assert row["augment"] == "heavy" and row["pipeline"].endswith("GaussianBlur, ToGray")
+
+
+def test_04_exercise_3_the_learning_rate_and_the_schedule(data):
+    cfg, history = _run(LR=0.05, SCHEDULE="plateau", RUN_NAME="plateau", EPOCHS=2)
+    settings = runs.read_json(cfg.run_dir / "summary.json")["settings"]
+    assert settings["lr"] == pytest.approx(0.05 * settings["batch_size"] / 128), "LR per 128"
+    assert history["lr"].tolist() == [settings["lr"]] * 2, "no warm-up: the rate itself"
+    _, default = _run(EPOCHS=2, RUN_NAME="default")
+    table = runs.runs_table().set_index("run")
+    assert table.loc["plateau", "schedule"] == "plateau"
+    assert table.loc["default", "schedule"] == "onecycle"
 
 
 def test_02_exercise_3_another_seed_keeps_the_split_sizes(data):
@@ -83,6 +97,43 @@ def _notebook_with_cells(source: Path, folder: Path, after: dict[str, str]) -> P
     folder.mkdir(parents=True, exist_ok=True)
     (folder / source.name).write_text(json.dumps(notebook))
     return folder
+
+
+def _edited(notebook: Path, folder: Path, start: str, after: str, added: str) -> None:
+    """Notebook 03's exercise 1 as written: in the cell that starts with ``start``, add the
+    line ``added`` after the line that holds ``after``."""
+    nb = json.loads((folder / notebook.name).read_text())
+    cell = next(c for c in nb["cells"] if "".join(c["source"]).startswith(start))
+    lines = "".join(cell["source"]).split("\n")
+    at = next(i for i, line in enumerate(lines) if after in line)
+    cell["source"] = "\n".join([*lines[: at + 1], added, *lines[at + 1 :]])
+    (folder / notebook.name).write_text(json.dumps(nb))
+
+
+def test_03_exercise_1_your_pipeline_trains_in_04_and_shows_in_the_runs_table(data, tmp_path):
+    """Notebook 03: a vertical flip added to ``ours``, saved; notebook 04 trains with it
+    (``AUGMENT``) and exercise 3's own schedule, in a new cell after the optimiser's."""
+    notebooks = config.project_root() / "notebooks"
+    folder = _notebook_with_cells(notebooks / "03_augment.ipynb", tmp_path / "nb", {
+        "ours = A.Compose(": 'transforms.save_pipeline(ours, "vflip.json")',
+    })  # fmt: skip
+    _edited(notebooks / "03_augment.ipynb", folder, "ours = A.Compose(", "A.HorizontalFlip",
+            "        A.VerticalFlip(p=0.5),")  # fmt: skip
+    cosine = (
+        "scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, "
+        'T_max=cfg.epochs * len(loaders["train"]))'
+    )
+    _notebook_with_cells(notebooks / "04_train.ipynb", folder, {"scheduler = training.": cosine})
+    cell = {**TINY, "EPOCHS": 2, "AUGMENT": "vflip.json", "RUN_NAME": "vflip"}
+    series.run_series(cell, notebooks_dir=folder, only=["03", "04"])
+    saved = A.load(str(config.run_dir("vflip") / "train_pipeline.json"))
+    assert [type(t).__name__ for t in saved.transforms][-2:] == ["HorizontalFlip", "VerticalFlip"]
+    row = runs.runs_table().set_index("run").loc["vflip"]
+    assert row["pipeline"] == "SmallestMaxSize, RandomCrop, HorizontalFlip, VerticalFlip"
+    history = pd.read_csv(config.run_dir("vflip") / "history.csv")
+    assert history["lr"].iloc[-1] == pytest.approx(0.0, abs=1e-9), "the cosine schedule ran"
+    settings = runs.read_json(config.run_dir("vflip") / "summary.json")["settings"]
+    assert settings["parts"]["scheduler_class"] == "CosineAnnealingLR"
 
 
 def test_05_exercises_3_and_4_in_new_cells(data, tmp_path):

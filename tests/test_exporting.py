@@ -24,14 +24,13 @@ import torch
 import fakedata
 from catsdogs_helpers import (
     calibration,
-    cli,
     evaluation,
-    exporting,
     models,
     predicting,
     runs,
     transforms,
 )
+from catsdogs_helpers.tools import export, predict
 
 REPO = Path(__file__).resolve().parent.parent
 CLASSES = ("Cat", "Dog")
@@ -60,7 +59,7 @@ def exported(tmp_path_factory) -> Path:
     """A ResNet-9 run (48 px, flip averaging) and its export, made once for this module."""
     run_dir = tmp_path_factory.mktemp("runs") / "tiny"
     save_run(run_dir)
-    exporting.export_run(run_dir)
+    export.export_run(run_dir)
     return run_dir
 
 
@@ -90,8 +89,8 @@ def check_parity(run_dir: Path, size: int) -> None:
         expected = reference(run_dir, images)
         assert expected.shape == (n, 2)
         assert n == 1 or expected[:, 0].std() > 0.01, "outputs that vary, or this says little"
-        for runtime in exporting.RUNTIMES:
-            got = exporting.load_exported(run_dir, runtime=runtime).runtime(images.numpy())
+        for runtime in export.RUNTIMES:
+            got = export.load_exported(run_dir, runtime=runtime).runtime(images.numpy())
             np.testing.assert_allclose(got, expected, atol=1e-4, rtol=0, err_msg=runtime)
 
 
@@ -107,7 +106,7 @@ def test_model_json_says_how_to_prepare_photos_and_decide(exported, tmp_path):
     assert info["input"] == {"name": "images", "shape": ["N", 48, 48, 3], "dtype": "uint8",
                              "layout": "NHWC, RGB, 0-255"}  # fmt: skip
     copy = shutil.copytree(exported / "export", tmp_path / "elsewhere")
-    moved = exporting.load_exported(copy, runtime="onnx")
+    moved = export.load_exported(copy, runtime="onnx")
     assert moved.preprocessing == transforms.Preprocessing.from_dict(info["preprocessing"])
     images = batch(3, 48)
     np.testing.assert_allclose(moved.runtime(images.numpy()), reference(exported, images),
@@ -118,8 +117,8 @@ def test_predicting_with_the_exports_gives_the_runs_table(exported, photos):
     """predict_files with each exported file: the same rows, answers and errors."""
     expected = predicting.predict_files(predicting.load_classifier(exported, device="cpu"), photos)
     assert (expected["error"] != "").any() and (expected["error"] == "").sum() >= 6
-    for runtime in exporting.RUNTIMES:
-        table = predicting.predict_files(exporting.load_exported(exported, runtime=runtime), photos)
+    for runtime in export.RUNTIMES:
+        table = predicting.predict_files(export.load_exported(exported, runtime=runtime), photos)
         assert table["model"].eq(f"tiny (model.{'onnx' if runtime == 'onnx' else 'pt'})").all()
         pd.testing.assert_frame_equal(
             table.drop(columns="model"), expected.drop(columns="model"), atol=1e-4, rtol=0
@@ -128,19 +127,19 @@ def test_predicting_with_the_exports_gives_the_runs_table(exported, photos):
 
 def test_exporting_again_reuses_the_files_and_never_replaces_another_model(exported, tmp_path):
     run_dir = shutil.copytree(exported, tmp_path / "copy")
-    files = exporting.export_files(run_dir)
+    files = export.export_files(run_dir)
     before = {p: p.stat().st_mtime_ns for p in (files.onnx, files.torchscript)}
     decision = calibration.Decision(1.5, "Cat", 0.7, "precision >= 99.0% for Cat", 0.99, 0.4)
     calibration.save_decision(run_dir, decision)
-    exporting.export_run(run_dir)
+    export.export_run(run_dir)
     assert {p: p.stat().st_mtime_ns for p in before} == before, "same model: not exported again"
-    assert exporting.load_exported(run_dir).decision == decision, "the new decision is saved"
+    assert export.load_exported(run_dir).decision == decision, "the new decision is saved"
 
     save_run(run_dir, seed=1)
     with pytest.raises(runs.RunConflict, match="export of another model"):
-        exporting.export_run(run_dir)
+        export.export_run(run_dir)
     with pytest.raises(runs.RunConflict, match="export of another model"):
-        exporting.export_run(run_dir, tta="none")
+        export.export_run(run_dir, tta="none")
     assert {p: p.stat().st_mtime_ns for p in before} == before, "nothing was touched"
 
 
@@ -149,8 +148,8 @@ def test_overwrite_replaces_the_export_with_a_torchvision_model(exported, tmp_pa
     new model's probabilities."""
     run_dir = shutil.copytree(exported, tmp_path / "copy")
     save_run(run_dir, model_name="resnet18", size=64, tta="none", gain=20.0)
-    exporting.export_run(run_dir, overwrite=True)
-    info = json.loads(exporting.export_files(run_dir).info.read_text())
+    export.export_run(run_dir, overwrite=True)
+    info = json.loads(export.export_files(run_dir).info.read_text())
     assert info["input"]["shape"] == ["N", 64, 64, 3] and info["preprocessing"]["tta"] == "none"
     check_parity(run_dir, size=64)
 
@@ -168,9 +167,9 @@ def test_the_ten_views_are_averaged_inside_the_exported_graph(tmp_path):
     classifier = predicting.Classifier(
         model, CLASSES, preprocessing, calibration.Decision(), torch.device("cpu")
     )
-    program = exporting.capture(classifier)
-    onnx_file = exporting.save_onnx(program, tmp_path / "model.onnx")
-    script_file = exporting.save_torchscript(program, tmp_path / "model.pt")
+    program = export.capture(classifier)
+    onnx_file = export.save_onnx(program, tmp_path / "model.onnx")
+    script_file = export.save_torchscript(program, tmp_path / "model.pt")
     images = batch(3, 40)
     with torch.no_grad():
         expected = evaluation.probabilities(model, images, torch.device("cpu"), preprocessing)
@@ -178,14 +177,14 @@ def test_the_ten_views_are_averaged_inside_the_exported_graph(tmp_path):
             model, images, torch.device("cpu"), preprocessing.with_tta("none")
         )
     assert not torch.allclose(expected, centre_only, atol=1e-3), "the views change the answer"
-    for run in (exporting.onnx_runtime(onnx_file), exporting.torchscript_runtime(script_file)):
+    for run in (export.onnx_runtime(onnx_file), export.torchscript_runtime(script_file)):
         np.testing.assert_allclose(run(images.numpy()), expected.numpy(), atol=1e-4, rtol=0)
 
 
-def test_the_readmes_onnx_example_gives_the_packages_probabilities(exported, tmp_path, capsys):
-    """The README's ONNX Runtime code, run as printed on a PNG (no reduced-scale JPEG
-    decoding), gets the probabilities predict_files gets."""
-    readme = (REPO / "README.md").read_text()
+def test_the_docs_onnx_example_gives_the_packages_probabilities(exported, tmp_path, capsys):
+    """docs/outside-notebooks.md's ONNX Runtime code, run as printed on a PNG (no
+    reduced-scale JPEG decoding), gets the probabilities predict_files gets."""
+    readme = (REPO / "docs" / "outside-notebooks.md").read_text()
     code = re.search(r"```python\n(import json, numpy.*?)```", readme, re.DOTALL).group(1)
     photo = tmp_path / "photo.png"
     fakedata.photo(1, np.random.default_rng(0), size=(203, 150)).save(photo)
@@ -206,7 +205,7 @@ def test_the_command_predicts_files_folders_and_globs(exported, photos, monkeypa
     monkeypatch.setenv("CATSDOGS_RUNS_DIR", str(exported.parent))
     cats, dogs = photos / "Cat", photos / "Dog"
     out = photos.parent / "out" / "predictions.json"
-    code = cli.main([str(cats), str(dogs / "*.jpg"), str(dogs / "0.jpg"), "--run", "tiny",
+    code = predict.main([str(cats), str(dogs / "*.jpg"), str(dogs / "0.jpg"), "--run", "tiny",
                      "--format", "json", "--output", str(out)])  # fmt: skip
     assert code == 0
     rows = pd.DataFrame(json.loads(out.read_text()))
@@ -227,7 +226,9 @@ def test_the_command_applies_the_runs_threshold(exported, photos, tmp_path, caps
     threshold = float(p_cat.dropna().median())
     decision = calibration.Decision(1.0, "Cat", threshold, "precision >= 99.0% for Cat")
     calibration.save_decision(run_dir, decision)
-    assert cli.main([str(photos), "--run", str(run_dir), "--format", "csv", "--tta", "flip"]) == 0
+    assert (
+        predict.main([str(photos), "--run", str(run_dir), "--format", "csv", "--tta", "flip"]) == 0
+    )
     out, err = capsys.readouterr()
     table = pd.read_csv(io.StringIO(out), keep_default_na=False)
     ok = table[table["error"] == ""]
@@ -238,9 +239,9 @@ def test_the_command_applies_the_runs_threshold(exported, photos, tmp_path, caps
 
 
 def test_the_command_with_onnx_gives_the_same_answers(exported, photos, capsys):
-    assert cli.main([str(photos), "--run", str(exported), "--format", "csv"]) == 0
+    assert predict.main([str(photos), "--run", str(exported), "--format", "csv"]) == 0
     torch_table = pd.read_csv(io.StringIO(capsys.readouterr().out))
-    assert cli.main([str(photos), "--run", str(exported), "--format", "csv", "--onnx"]) == 0
+    assert predict.main([str(photos), "--run", str(exported), "--format", "csv", "--onnx"]) == 0
     out, err = capsys.readouterr()
     onnx_table = pd.read_csv(io.StringIO(out))
     assert "model tiny (model.onnx)" in err and onnx_table["model"].eq("tiny (model.onnx)").all()
@@ -261,30 +262,33 @@ def test_usage_errors_exit_2_with_one_line(exported, photos, tmp_path, capsys, a
     (tmp_path / "empty").mkdir()
     args = [a.format(run=exported, empty=tmp_path / "empty") for a in args]
     with pytest.raises(SystemExit) as exit_:
-        cli.main([str(photos / "Cat" / "0.jpg"), *args])
+        predict.main([str(photos / "Cat" / "0.jpg"), *args])
     err = capsys.readouterr().err
     assert exit_.value.code == 2 and message in err and "Traceback" not in err
 
 
 def test_nothing_readable_exits_1_and_says_why(exported, photos, tmp_path, capsys):
     broken = [str(photos / "Cat" / name) for name in ("empty.jpg", "truncated.jpg")]
-    assert cli.main([*broken, "--run", str(exported)]) == 1
+    assert predict.main([*broken, "--run", str(exported)]) == 1
     out, err = capsys.readouterr()
     assert "empty" in out and "truncated" in out and "0 of 2 photos classified" in err
     (tmp_path / "nothing").mkdir()
     (tmp_path / "nothing" / "notes.txt").write_text("not a photo")
-    assert cli.main([str(tmp_path / "nothing"), "--run", str(exported)]) == 1
+    assert predict.main([str(tmp_path / "nothing"), "--run", str(exported)]) == 1
     out, err = capsys.readouterr()
     assert out == "" and "no photos (.bmp .gif" in err
 
 
 def test_the_module_runs_as_a_command(exported, photos):
-    """The console script (``catsdogs-predict``, declared in pyproject.toml) runs ``cli.main``;
+    """The console script (``catsdogs-predict``, declared in pyproject.toml) runs ``predict.main``;
     here it runs as ``python -m`` so that this checkout's package is the one tested."""
-    assert 'catsdogs-predict = "catsdogs_helpers.cli:main"' in (REPO / "pyproject.toml").read_text()
+    assert (
+        'catsdogs-predict = "catsdogs_helpers.tools.predict:main"'
+        in (REPO / "pyproject.toml").read_text()
+    )
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     done = subprocess.run(
-        [sys.executable, "-m", "catsdogs_helpers.cli", str(photos / "Dog"), "--run",
+        [sys.executable, "-m", "catsdogs_helpers.tools.predict", str(photos / "Dog"), "--run",
          str(exported), "--format", "csv"],
         capture_output=True, text=True, env=env, timeout=300,
     )  # fmt: skip

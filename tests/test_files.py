@@ -14,11 +14,11 @@ import pandas as pd
 import pytest
 
 import fakedata
-from catsdogs_helpers import datasets, files
+from catsdogs_helpers import datasets, plumbing
 
 WRITER = """
 import sys
-from catsdogs_helpers.files import atomic_path
+from catsdogs_helpers.plumbing import atomic_path
 target, mark, times = sys.argv[1], sys.argv[2].encode(), int(sys.argv[3])
 for _ in range(times):
     with atomic_path(target) as tmp:
@@ -41,7 +41,7 @@ def test_threads_writing_one_file_at_once_all_succeed_and_it_stays_whole(tmp_pat
     def write(mark: bytes) -> None:
         try:
             for _ in range(10):
-                with files.atomic_path(target) as tmp:
+                with plumbing.atomic_path(target) as tmp:
                     with open(tmp, "wb") as f:
                         barrier.wait(timeout=10)  # every writer has its file open now
                         f.write(mark * 100_000)
@@ -93,7 +93,7 @@ def fsyncs(monkeypatch) -> list[tuple[int, bool]]:
 
 def test_a_write_is_on_the_disk_before_it_is_renamed_and_the_folder_after(tmp_path, fsyncs):
     target = tmp_path / "metrics.json"
-    with files.atomic_path(target) as tmp:
+    with plumbing.atomic_path(target) as tmp:
         tmp.write_text('{"test_accuracy": 0.9}')
         assert not fsyncs, "nothing is flushed while the block still writes"
     written = target.stat().st_ino
@@ -102,7 +102,7 @@ def test_a_write_is_on_the_disk_before_it_is_renamed_and_the_folder_after(tmp_pa
 
 def test_a_write_that_fails_is_not_flushed_nor_renamed(tmp_path, fsyncs):
     target = tmp_path / "history.csv"
-    with pytest.raises(ValueError), files.atomic_path(target) as tmp:
+    with pytest.raises(ValueError), plumbing.atomic_path(target) as tmp:
         tmp.write_text("epoch\n1\n")
         raise ValueError("the writer failed")
     assert fsyncs == [] and list(tmp_path.iterdir()) == []
@@ -111,7 +111,7 @@ def test_a_write_that_fails_is_not_flushed_nor_renamed(tmp_path, fsyncs):
 def test_temporary_files_have_the_usual_permissions(tmp_path):
     old = os.umask(0o022)
     try:
-        with files.atomic_path(tmp_path / "summary.json") as tmp:
+        with plumbing.atomic_path(tmp_path / "summary.json") as tmp:
             tmp.write_text("{}")
     finally:
         os.umask(old)

@@ -15,15 +15,15 @@ import numpy as np
 import pytest
 
 import fakedata
-from catsdogs_helpers import config, datasets, downloading, steps, training
+from catsdogs_helpers import config, datasets, downloading, training, workflow
 
 SETTINGS = {"EPOCHS": 6, "IMAGE_SIZE": 48, "BATCH_SIZE": 16, "NUM_WORKERS": 0}
 TRAIN = """
 import sys
-from catsdogs_helpers import config, steps
+from catsdogs_helpers import config, workflow
 cfg = config.make_config(RUN_NAME=sys.argv[1], EPOCHS=6, IMAGE_SIZE=48, BATCH_SIZE=16,
                          NUM_WORKERS=0, RESUME=sys.argv[2] == "1")
-steps.train_run(cfg, progress=False)
+workflow.train_run(cfg, progress=False)
 """
 
 
@@ -40,7 +40,7 @@ def _summary(run: str) -> dict:
 
 
 def test_killed_mid_epoch_then_resumed_matches_an_uninterrupted_run(data_dir):
-    _, reference = steps.train_run(config.make_config(RUN_NAME="ref", **SETTINGS),
+    _, reference = workflow.train_run(config.make_config(RUN_NAME="ref", **SETTINGS),
                                       progress=False)  # fmt: skip
     config.run_dir("killed").mkdir(parents=True)
     (config.run_dir("killed") / "split.csv").write_bytes(
@@ -63,8 +63,8 @@ def test_killed_mid_epoch_then_resumed_matches_an_uninterrupted_run(data_dir):
     assert not list(config.run_dir("killed").glob("*.tmp"))
 
     with pytest.raises(RuntimeError, match="RESUME=True"):
-        steps.train_run(config.make_config(RUN_NAME="killed", **SETTINGS), progress=False)
-    _, resumed = steps.train_run(
+        workflow.train_run(config.make_config(RUN_NAME="killed", **SETTINGS), progress=False)
+    _, resumed = workflow.train_run(
         config.make_config(RUN_NAME="killed", RESUME=True, **SETTINGS), progress=False
     )
     assert resumed["epoch"].tolist() == [1, 2, 3, 4, 5, 6]
@@ -89,7 +89,7 @@ def test_full_disk_while_downloading_names_the_folder(tmp_path, monkeypatch):
 
 def test_full_disk_while_caching_names_the_folder_and_trusts_nothing(data_dir, monkeypatch):
     cfg = config.make_config(RUN_NAME="disk", **SETTINGS)
-    split = steps.ensure_split(cfg, progress=False)
+    split = workflow.ensure_split(cfg, progress=False)
     real = np.lib.format.open_memmap
 
     def full_disk(*args, **kwargs):
@@ -97,10 +97,10 @@ def test_full_disk_while_caching_names_the_folder_and_trusts_nothing(data_dir, m
 
     monkeypatch.setattr(np.lib.format, "open_memmap", full_disk)
     with pytest.raises(OSError, match="cache"):
-        steps.ensure_cache(cfg, split, progress=False)
+        workflow.ensure_cache(cfg, split, progress=False)
     monkeypatch.setattr(np.lib.format, "open_memmap", real)
     assert not list((data_dir / "cache").glob("*.npy"))
-    cache = steps.ensure_cache(cfg, split, progress=False)
+    cache = workflow.ensure_cache(cfg, split, progress=False)
     assert cache.array().shape[1:] == (cfg.cache_size, cfg.cache_size, 3)
 
 
@@ -127,7 +127,7 @@ def test_checkpoint_of_another_architecture_is_a_clear_error(tmp_path):
 
 
 def test_a_write_that_fails_keeps_the_previous_file(tmp_path):
-    from catsdogs_helpers.files import atomic_path
+    from catsdogs_helpers.plumbing import atomic_path
 
     path = tmp_path / "history.csv"
     path.write_text("epoch\n1\n")

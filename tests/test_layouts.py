@@ -15,18 +15,18 @@ from catsdogs_helpers import (
     downloading,
     evaluation,
     layouts,
-    series,
     splitting,
-    steps,
     validating,
+    workflow,
 )
 from catsdogs_helpers.config import Layout, ParameterError
+from catsdogs_helpers.tools import series
 
 
 def _split(data, **cell):
     """The run's split as notebook 02 makes it, from a parameters cell."""
     cfg = config.make_config(DATA_DIR=str(data), **cell)
-    return cfg, steps.ensure_split(cfg, progress=False)
+    return cfg, workflow.ensure_split(cfg, progress=False)
 
 
 def _labels(split):
@@ -76,7 +76,7 @@ def test_file_names_label_a_flat_folder(tmp_path, caplog):
         cfg, split = _split(tmp_path / "data", LABELS="filenames")
     assert "left out 1 photos whose names LABEL_PATTERN" in caplog.text
     assert "'0001.jpg'" in caplog.text
-    manifest = validating.read_manifest(steps.manifest_path(cfg)).set_index("path")
+    manifest = validating.read_manifest(workflow.manifest_path(cfg)).set_index("path")
     assert sorted(manifest["label"].unique()) == ["cat", "dog"] and len(manifest) == 41
     assert manifest.loc["cat.999.jpg", "reason"] == "empty"
     assert _labels(split).to_dict("index") == {
@@ -103,7 +103,7 @@ def test_named_photos_in_a_zip_through_notebooks_01_and_02(tmp_path, monkeypatch
 def test_no_named_photos_and_the_default_archive_is_an_error_not_a_download(tmp_path):
     cfg = config.make_config(DATA_DIR=str(tmp_path), LABELS="filenames")
     with pytest.raises(downloading.DownloadError, match="found no photos in .* as LABELS="):
-        steps.ensure_images(cfg, progress=False)
+        workflow.ensure_images(cfg, progress=False)
     assert not list(tmp_path.glob("*.zip*")), "nothing was downloaded"
 
 
@@ -122,7 +122,7 @@ def test_a_pattern_that_matches_nothing_says_so(tmp_path):
                              LABEL_PATTERN=r"^(\d+)_")  # fmt: skip
     message = "LABEL_PATTERN='^(\\\\d+)_' matches none of the 8 photos in"
     with pytest.raises(layouts.LayoutError, match=re.escape(message)):
-        steps.ensure_manifest(cfg, progress=False)
+        workflow.ensure_manifest(cfg, progress=False)
 
 
 # ----------------------------------------------------------------------------------- CSV
@@ -138,7 +138,7 @@ def test_a_csv_labels_photos_anywhere_under_its_folder(tmp_path, caplog):
         cfg, split = _split(tmp_path / "data", LABELS="csv")
     assert "names 1 files that are not there" in caplog.text
     assert "left out 1 rows without a path or a label" in caplog.text
-    manifest = validating.read_manifest(steps.manifest_path(cfg)).set_index("path")
+    manifest = validating.read_manifest(workflow.manifest_path(cfg)).set_index("path")
     assert len(manifest) == 41 and manifest.loc["img/gone.jpg", "reason"] == "unreadable"
     assert manifest.loc["img/1/0001.jpg", "label"] == "cat", "the first, labelled row"
     assert sorted(split.loc[split["split"] == "test", "label"]) == ["cat"] * 2 + ["dog"] * 2
@@ -150,7 +150,7 @@ def test_labels_csv_can_be_anywhere_and_named_as_you_like(tmp_path):
     (folder / "labels.csv").unlink()
     (folder / "mine.csv").write_bytes(text.encode("utf-8-sig"))  # as Excel saves it
     cfg, split = _split(tmp_path / "data", LABELS="csv", LABELS_CSV=str(folder / "mine.csv"))
-    assert steps.ensure_images(cfg, progress=False) == folder, "nothing is downloaded"
+    assert workflow.ensure_images(cfg, progress=False) == folder, "nothing is downloaded"
     assert len(split) == 24 and set(split["label"]) == {"cat", "dog"}
 
 
@@ -169,7 +169,7 @@ def test_a_csv_that_cannot_label_the_photos_says_why(tmp_path, content, message)
     (tmp_path / "data" / "labels.csv").write_text(content)
     cfg = config.make_config(DATA_DIR=str(tmp_path / "data"), LABELS="csv")
     with pytest.raises(layouts.LayoutError, match=re.escape(message)):
-        steps.ensure_manifest(cfg, progress=False)
+        workflow.ensure_manifest(cfg, progress=False)
 
 
 def test_a_missing_labels_csv_says_where_it_looked(tmp_path):
@@ -195,7 +195,7 @@ def test_no_class_is_a_clear_error(tmp_path):
     (tmp_path / "PetImages" / "Dog").mkdir()
     cfg = config.make_config(DATA_DIR=str(tmp_path))
     with pytest.raises(layouts.LayoutError, match="found no photos in .*one folder of photos"):
-        steps.ensure_split(cfg, progress=False)
+        workflow.ensure_split(cfg, progress=False)
 
 
 def test_one_name_in_a_flat_folder_is_one_class(tmp_path):
@@ -236,7 +236,10 @@ def test_photos_named_as_labels_beside_the_series_own_files(tmp_path):
 @pytest.mark.parametrize(
     ("cell", "message"),
     [
-        ({"LABELS": "xml"}, "LABELS='xml' (given) is not valid: use one of '', 'folders'"),
+        (
+            {"LABELS": "xml"},
+            "LABELS='xml' (given) is not valid: use one of 'folders', 'filenames', 'csv'",
+        ),
         ({"LABELS": "filenames", "LABEL_PATTERN": "(cat"}, "LABEL_PATTERN='(cat' is not a regular"),
         ({"LABELS": "filenames", "LABEL_PATTERN": "cat"}, "LABEL_PATTERN='cat' has no group"),
         ({"LABEL_PATTERN": "^(x)"}, "LABEL_PATTERN='^(x)' is only read with LABELS='filenames'"),

@@ -73,8 +73,9 @@ def test_parameters_cell_holds_plain_defaults_read_by_one_call(path):
         assert name in config.PARAMETERS, name
         value = ast.literal_eval(node.value)  # a plain literal, as papermill expects
         assert value == config.PARAMETERS[name].default, f"{name}: the default, as in config"
+        assert type(value) is type(config.PARAMETERS[name].default), f"{name}: its type"
     after = next(_source(c) for c in cells[tagged[0] + 1 :] if c["cell_type"] == "code")
-    assert "cfg = config.from_parameters(globals())" in after
+    assert "cfg = workflow.start(globals())" in after
     assert all("os.environ" not in _source(c) for c in cells), "one way to read parameters"
 
 
@@ -102,6 +103,35 @@ def test_train_notebook_shows_and_runs_the_step_that_fit_uses():
     )
     assert shown < by_hand < full, "shown, then one epoch by hand, then the full fit"
     assert "train_epoch=training.train_one_epoch" in code
+    assert "plotting.show_code(training.make_scheduler)" in code
+    assert "optimizer=optimizer," in code and "scheduler=scheduler," in code, "fit gets its parts"
+
+
+def _pipelines_of_notebook_03(cfg):
+    """The ``A.Compose`` literals notebook 03 writes, built as its cells build them."""
+    import albumentations as A
+
+    cells = [_source(c) for c in _cells(REPO / "notebooks" / "03_augment.ipynb")]
+    namespace = {"A": A, "cfg": cfg}
+    for name in ("tutorial", "ours"):
+        cell = next(c for c in cells if c.startswith(f"{name} = A.Compose("))
+        exec(cell.split("\nplotting.")[0], namespace)
+    return namespace["tutorial"], namespace["ours"]
+
+
+def test_notebook_03_shows_the_pipelines_the_package_trains_with():
+    from catsdogs_helpers import transforms
+
+    for size in (96, 64):
+        cfg = config.make_config(IMAGE_SIZE=size, SEED=3)
+        tutorial, ours = _pipelines_of_notebook_03(cfg)
+        wanted = transforms.tutorial_pipeline(128, 160, seed=3)
+        assert transforms.describe_pipeline(tutorial) == transforms.describe_pipeline(wanted)
+        trained = transforms.train_pipeline(cfg)  # AUGMENT's, what notebook 04 trains with
+        assert transforms.describe_pipeline(ours) == transforms.describe_pipeline(trained)
+    tutorial_cfg = config.make_config(AUGMENT="tutorial", IMAGE_SIZE=128, RESIZE_RATIO=1.25)
+    trained = transforms.describe_pipeline(transforms.train_pipeline(tutorial_cfg))
+    assert transforms.describe_pipeline(tutorial) == trained, "recipes/tutorial.yaml's pipeline"
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
@@ -162,7 +192,7 @@ def test_every_package_the_code_imports_is_declared():
     from importlib.metadata import packages_distributions
 
     names = set()
-    for path in (REPO / "catsdogs_helpers").glob("*.py"):
+    for path in (REPO / "catsdogs_helpers").rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Import):
                 names |= {alias.name for alias in node.names}

@@ -13,9 +13,9 @@ from catsdogs_helpers import (
     evaluation,
     models,
     predicting,
-    steps,
     training,
     transforms,
+    workflow,
 )
 
 
@@ -29,14 +29,14 @@ def test_own_photos_get_the_test_splits_probabilities(petimages, monkeypatch, tt
     """The same photos through the test loader and through predict_files: same numbers."""
     monkeypatch.setenv("CATSDOGS_DATA_DIR", str(petimages.parent))
     cfg = config.make_config(RUN_NAME="parity", IMAGE_SIZE=48, TTA=tta, NUM_WORKERS=0)
-    split = steps.ensure_split(cfg, progress=False)
-    cache = steps.ensure_cache(cfg, split, progress=False)
-    test_set = steps.make_datasets(cfg, split, cache)["test"]
-    loader = steps.make_loaders(cfg, {"test": test_set}, batch_size=8)["test"]
+    split = workflow.ensure_split(cfg, progress=False)
+    cache = workflow.ensure_cache(cfg, split, progress=False)
+    test_set = workflow.make_datasets(cfg, split, cache)["test"]
+    loader = workflow.make_loaders(cfg, {"test": test_set}, batch_size=8)["test"]
     model, device = _random_model(), torch.device("cpu")
     preprocessing = transforms.preprocessing_for(cfg)
     probs, _, positions = evaluation.predict(model, loader, device, preprocessing)
-    files = [str(petimages / p) for p in steps.dataset_paths(cache, test_set)[positions]]
+    files = [str(petimages / p) for p in workflow.dataset_paths(cache, test_set)[positions]]
 
     classifier = predicting.Classifier(
         model, ("Cat", "Dog"), preprocessing, calibration.Decision(), device
@@ -50,7 +50,7 @@ def test_own_photos_get_the_test_splits_probabilities(petimages, monkeypatch, tt
 def test_preprocessing_is_saved_with_the_model_and_loaded_with_the_decision(petimages, monkeypatch):
     monkeypatch.setenv("CATSDOGS_DATA_DIR", str(petimages.parent))
     cfg = config.make_config(RUN_NAME="saved", IMAGE_SIZE=40, EPOCHS=1, NUM_WORKERS=0)
-    steps.train_run(cfg, progress=False)
+    workflow.train_run(cfg, progress=False)
     checkpoint = training.load_checkpoint(cfg.run_dir / "best.pt")
     assert predicting.preprocessing_of(checkpoint) == transforms.preprocessing_for(cfg)
     assert checkpoint["preprocessing"]["cache_size"] == cfg.cache_size == 46
@@ -95,8 +95,8 @@ def test_tta_views_and_their_count():
 def test_tta_table_compares_every_mode_on_the_same_images(petimages, monkeypatch):
     monkeypatch.setenv("CATSDOGS_DATA_DIR", str(petimages.parent))
     cfg = config.make_config(RUN_NAME="tta", IMAGE_SIZE=40, NUM_WORKERS=0)
-    split = steps.ensure_split(cfg, progress=False)
-    test_set = steps.make_datasets(cfg, split, steps.ensure_cache(cfg, split, progress=False))
+    split = workflow.ensure_split(cfg, progress=False)
+    test_set = workflow.make_datasets(cfg, split, workflow.ensure_cache(cfg, split, progress=False))
     test_set = test_set["test"]
     before = test_set.transform
     table = evaluation.compare_tta(

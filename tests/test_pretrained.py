@@ -6,13 +6,15 @@ torchvision ResNet-18 saved to a file, and torchvision's download is made to fai
 
 from __future__ import annotations
 
+import dataclasses
 import urllib.error
 
 import pytest
 import torch
 import torchvision
 
-from catsdogs_helpers import config, models, runs, steps, training, transforms
+from catsdogs_helpers import config, models, training, transforms, workflow
+from catsdogs_helpers.tools import series
 
 
 @pytest.fixture
@@ -89,7 +91,7 @@ def test_the_weights_were_made_with_our_normalisation_and_size(name):
     preset = models.imagenet_weights(name).transforms()
     assert tuple(preset.mean) == transforms.IMAGENET_MEAN
     assert tuple(preset.std) == transforms.IMAGENET_STD
-    assert preset.crop_size == [config.PRETRAINED_IMAGE_SIZE]
+    assert preset.crop_size == [series.read_recipe("pretrained.yaml")["IMAGE_SIZE"]]
 
 
 @pytest.mark.parametrize("name", config.MODEL_NAMES)
@@ -100,23 +102,18 @@ def test_the_head_is_the_new_output_layer(name):
     assert head is list(model.modules())[-1], "the last layer, the one create_model replaced"
 
 
-def test_a_pretrained_plan_fine_tunes_and_a_scratch_plan_is_unchanged():
-    cfg = config.make_config(PRETRAINED=True, MODEL_NAME="resnet18")
-    assert (cfg.image_size, cfg.epochs) == (224, 2)
-    plan = cfg.plan(8000)
-    scratch_cfg = config.make_config(MODEL_NAME="resnet18", EPOCHS=2, IMAGE_SIZE=224)
-    scratch = scratch_cfg.plan(8000)
-    assert plan.fine_tuning == config.FineTuning(head_epochs=1, backbone_lr_scale=0.1)
-    assert plan.sizes == (224, 224), "the weights' size throughout, no progressive resizing"
-    assert plan.lr == pytest.approx(scratch.lr * 0.1), "SGD's rate from scratch would wreck them"
-    adam = config.make_config(PRETRAINED=True, RECIPE="tutorial").plan(8000)
-    assert adam.lr == pytest.approx(1e-3), "Adam's 1e-3 is already a fine-tuning rate"
-    assert [training.trains_backbone(plan, e) for e in range(2)] == [False, True]
-    assert scratch.fine_tuning is None and training.trains_backbone(scratch, 0)
-    before = {"plan": {k: v for k, v in scratch.to_dict().items() if k != "fine_tuning"}}
-    assert runs.differences(before, {"plan": scratch.to_dict()}) == {}, "old runs still match"
+def test_the_pretrained_recipe_fine_tunes_and_a_scratch_run_is_unchanged():
+    recipe = series.read_recipe("pretrained.yaml")
+    cfg = config.make_config(**recipe)
+    assert (cfg.model_name, cfg.image_size, cfg.epochs) == ("resnet18", 224, 2)
+    scratch = config.make_config(MODEL_NAME="resnet18", EPOCHS=2, IMAGE_SIZE=224)
+    assert cfg.fine_tuning == config.FineTuning(head_epochs=1, backbone_lr_scale=0.1)
+    assert cfg.sizes() == (224, 224), "the weights' size throughout, no progressive resizing"
+    assert cfg.lr == pytest.approx(scratch.lr * 0.1), "SGD's rate from scratch would wreck them"
+    assert [training.trains_backbone(cfg.fine_tuning, e) for e in range(2)] == [False, True]
+    assert scratch.fine_tuning is None and training.trains_backbone(scratch.fine_tuning, 0)
     small = config.make_config(PRETRAINED=True, MODEL_NAME="resnet18", IMAGE_SIZE=96, EPOCHS=1)
-    assert small.plan(100).fine_tuning.head_epochs == 0 and small.plan(100).sizes == (96,)
+    assert small.fine_tuning.head_epochs == 0
     with pytest.raises(config.ParameterError, match="WEIGHTS_PATH=.* PRETRAINED=False"):
         config.make_config(WEIGHTS_PATH="w.pth")
 
@@ -131,12 +128,11 @@ def test_a_weights_path_that_is_no_file_stops_before_any_work(tmp_path):
 def pretrained_run(petimages, fake_imagenet, monkeypatch):
     """A pretrained ResNet-18 run on the synthetic photos: 48 px, 2 epochs, head first."""
     monkeypatch.setenv("CATSDOGS_DATA_DIR", str(petimages.parent))
-    cfg = config.make_config(
-        RUN_NAME="p", PRETRAINED=True, MODEL_NAME="resnet18", WEIGHTS_PATH=str(fake_imagenet[0]),
-        EPOCHS=2, IMAGE_SIZE=48, BATCH_SIZE=16, NUM_WORKERS=0,
-    )  # fmt: skip
-    loaders, plan = steps.prepare_training(cfg, progress=False)
-    return cfg, loaders, plan
+    recipe = series.read_recipe("pretrained.yaml")
+    tiny = {"RUN_NAME": "p", "WEIGHTS_PATH": str(fake_imagenet[0]), "IMAGE_SIZE": 48}
+    cfg = config.make_config(**{**recipe, **tiny, "BATCH_SIZE": 16, "NUM_WORKERS": 0})
+    loaders, cfg = workflow.prepare_training(cfg, progress=False)
+    return cfg, loaders
 
 
 def _recorder(changes: list):
@@ -159,34 +155,42 @@ def _recorder(changes: list):
     return step
 
 
-def _fit(cfg, loaders, plan, step, **kwargs):
+def _fit(cfg, loaders, step):
     training.seed_everything(cfg.seed)
-    model = models.create_model(plan.model_name, 2, pretrained=True, weights_path=cfg.weights_path)
+    model = models.create_model(cfg.model_name, 2, pretrained=True, weights_path=cfg.weights_path)
+    optimizer = training.make_optimizer(model, cfg)
     training.fit(
-        model, loaders["train"], loaders["val"], plan, run_dir=cfg.run_dir,
-        class_names=["Cat", "Dog"], settings=cfg.to_dict(), device=torch.device("cpu"),
-        progress=False, train_epoch=step, **kwargs,
-    )  # fmt: skip
+        model,
+        loaders["train"],
+        loaders["val"],
+        cfg,
+        optimizer=optimizer,
+        scheduler=training.make_scheduler(optimizer, cfg, len(loaders["train"])),
+        class_names=["Cat", "Dog"],
+        device=torch.device("cpu"),
+        progress=False,
+        train_epoch=step,
+    )
     return model
 
 
 def test_the_head_trains_alone_first_then_everything_at_a_lower_rate(pretrained_run):
-    cfg, loaders, plan = pretrained_run
+    cfg, loaders = pretrained_run
     changes = []
-    model = _fit(cfg, loaders, plan, _recorder(changes))
+    model = _fit(cfg, loaders, _recorder(changes))
     head_epoch, all_epoch = changes
     assert head_epoch["backbone"] == 0 and head_epoch["head"] > 0
     assert all_epoch["backbone"] > 0 and all_epoch["head"] > 0
     assert all(p.requires_grad for p in model.parameters()), "all layers train at the end"
     assert all_epoch["groups"] == [{True}, {True}, {False}, {False}], "head, then backbone"
     head_lr, _, backbone_lr, _ = all_epoch["lrs"]
-    assert backbone_lr == pytest.approx(head_lr * plan.fine_tuning.backbone_lr_scale)
-    saved = training.load_checkpoint(cfg.run_dir / "last.pt")["settings"]["plan"]
+    assert backbone_lr == pytest.approx(head_lr * cfg.fine_tuning.backbone_lr_scale)
+    saved = training.load_checkpoint(cfg.run_dir / "last.pt")["settings"]
     assert saved["fine_tuning"] == {"head_epochs": 1, "backbone_lr_scale": 0.1}
 
 
 def test_a_run_resumed_after_the_head_epoch_trains_everything(pretrained_run, monkeypatch):
-    cfg, loaders, plan = pretrained_run
+    cfg, loaders = pretrained_run
     real_save = training._atomic_save
 
     def crash_after_first_epoch(obj, path):
@@ -197,9 +201,9 @@ def test_a_run_resumed_after_the_head_epoch_trains_everything(pretrained_run, mo
     monkeypatch.setattr(training, "_atomic_save", crash_after_first_epoch)
     first, resumed = [], []
     with pytest.raises(KeyboardInterrupt):
-        _fit(cfg, loaders, plan, _recorder(first))
+        _fit(cfg, loaders, _recorder(first))
     monkeypatch.setattr(training, "_atomic_save", real_save)
-    _fit(cfg, loaders, plan, _recorder(resumed), resume=True)
+    _fit(dataclasses.replace(cfg, resume=True), loaders, _recorder(resumed))
     assert len(first) == 1 and first[0]["backbone"] == 0, "interrupted after the head epoch"
     assert len(resumed) == 1 and resumed[0]["backbone"] > 0, "the phase follows the epoch"
     last = training.load_checkpoint(cfg.run_dir / "last.pt")

@@ -12,7 +12,8 @@ import pytest
 from tqdm.std import tqdm as text_tqdm
 
 import fakedata
-from catsdogs_helpers import progress, series
+from catsdogs_helpers import plumbing
+from catsdogs_helpers.tools import series
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -20,7 +21,7 @@ REPO = Path(__file__).resolve().parent.parent
 def test_text_mode_is_a_plain_tqdm_that_ends_at_100_percent(monkeypatch):
     monkeypatch.setenv("CATSDOGS_PROGRESS", "text")
     out = io.StringIO()
-    with progress.progress_bar(range(7), desc="work", file=out) as bar:
+    with plumbing.progress_bar(range(7), desc="work", file=out) as bar:
         assert type(bar) is text_tqdm
         for _ in bar:
             pass
@@ -30,16 +31,16 @@ def test_text_mode_is_a_plain_tqdm_that_ends_at_100_percent(monkeypatch):
 def test_off_mode_and_disable_draw_nothing(monkeypatch):
     out = io.StringIO()
     monkeypatch.setenv("CATSDOGS_PROGRESS", "off")
-    assert list(progress.progress_bar(range(3), file=out)) == [0, 1, 2]
+    assert list(plumbing.progress_bar(range(3), file=out)) == [0, 1, 2]
     monkeypatch.setenv("CATSDOGS_PROGRESS", "text")
-    assert list(progress.progress_bar(range(3), file=out, disable=True)) == [0, 1, 2]
+    assert list(plumbing.progress_bar(range(3), file=out, disable=True)) == [0, 1, 2]
     assert out.getvalue() == ""
 
 
 def test_unknown_mode_says_which_are_known(monkeypatch):
     monkeypatch.setenv("CATSDOGS_PROGRESS", "fancy")
     with pytest.raises(ValueError, match="CATSDOGS_PROGRESS='fancy': use one of auto, text, off"):
-        progress.progress_bar(range(3))
+        plumbing.progress_bar(range(3))
 
 
 def test_series_runner_saves_bars_in_their_final_state(tmp_path, monkeypatch):
@@ -47,7 +48,7 @@ def test_series_runner_saves_bars_in_their_final_state(tmp_path, monkeypatch):
     monkeypatch.setenv("PYTHONPATH", str(REPO))  # the kernel imports this checkout
     code = (
         "import time\n"
-        "from catsdogs_helpers.progress import progress_bar\n"
+        "from catsdogs_helpers.plumbing import progress_bar\n"
         "print('before')\n"
         "for _ in progress_bar(range(25), desc='work', mininterval=0.05):\n"
         "    time.sleep(0.02)\n"

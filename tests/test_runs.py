@@ -9,9 +9,12 @@ import pytest
 
 from catsdogs_helpers import runs
 
-SETTINGS = {"recipe": "fast", "seed": 42, "limit_per_class": 0, "image_size": 96,
-            "cache_size": 110, "plan": {"epochs": 22, "batch_size": 128}, "step": "s",
-            "run_name": "a"}  # fmt: skip
+SETTINGS = {
+    **{"seed": 42, "limit_per_class": 0, "image_size": 96, "cache_size": 110, "epochs": 22},
+    **{"batch_size": 128, "step": "s", "run_name": "a", "augment": "light"},
+    "parts": {"optimizer_class": "SGD", "scheduler_class": "OneCycleLR"},
+    "train_pipeline": {"transforms": [{"__class_fullname__": "RandomCrop", "height": 96}]},
+}
 METRICS = {"accuracy": 0.9, "f1": 0.9, "n": 100}
 
 
@@ -23,11 +26,26 @@ def run_dir(tmp_path):
     return tmp_path
 
 
-def test_identity_ignores_where_and_how_a_run_is_watched():
+def test_identity_ignores_where_and_how_a_run_is_watched(tmp_path):
+    run_dir = tmp_path
     moved = {**SETTINGS, "run_name": "b", "data_dir": "/elsewhere", "num_workers": 4}
     assert runs.differences(SETTINGS, moved) == {}
-    longer = {**SETTINGS, "plan": {"epochs": 30, "batch_size": 128}}
-    assert runs.differences(SETTINGS, longer) == {"epochs": (22, 30)}
+    longer = {**SETTINGS, "epochs": 30, "parts": {**SETTINGS["parts"], "scheduler_class": "X"}}
+    assert runs.differences(SETTINGS, longer) == {
+        "epochs": (22, 30),
+        "scheduler_class": ("OneCycleLR", "X"),
+    }
+    flip = {"__class_fullname__": "HorizontalFlip", "p": 0.5}
+    flipped = {"transforms": [*SETTINGS["train_pipeline"]["transforms"], flip]}
+    other = {**SETTINGS, "augment": "my.json", "train_pipeline": flipped}
+    assert set(runs.differences(SETTINGS, other)) == {"train_pipeline"}, (
+        "the pipeline, not its name"
+    )
+    with pytest.raises(
+        runs.RunConflict,
+        match=r"train_pipeline: \[RandomCrop\] then, \[RandomCrop, HorizontalFlip\] now",
+    ):
+        runs.check_same_settings(run_dir, SETTINGS, other, "a training run")
 
 
 def test_metrics_are_written_again_only_when_nothing_differs(run_dir):
@@ -36,7 +54,7 @@ def test_metrics_are_written_again_only_when_nothing_differs(run_dir):
     assert payload["test_accuracy"] == 0.9 and payload["n_test"] == 100
     assert payload["epochs_run"] == 2 and payload["train_seconds"] == 3.0
     runs.write_metrics(run_dir, METRICS, SETTINGS)  # the same again: fine
-    other = {**SETTINGS, "plan": {"epochs": 10, "batch_size": 128}}
+    other = {**SETTINGS, "epochs": 10}
     with pytest.raises(runs.RunConflict, match="epochs: 22 then, 10 now"):
         runs.write_metrics(run_dir, METRICS, other)
     with pytest.raises(runs.RunConflict, match="test_accuracy differ"):

@@ -11,8 +11,8 @@ import time
 from pathlib import Path
 
 import fakedata
-from catsdogs_helpers import series
-from catsdogs_helpers.files import atomic_path
+from catsdogs_helpers.plumbing import atomic_path
+from catsdogs_helpers.tools import series
 
 TCP_WARNING = "running over TCP without encryption"
 COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds"]

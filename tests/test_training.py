@@ -2,12 +2,13 @@ from __future__ import annotations
 
 import dataclasses
 
+import albumentations as A
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 
-from catsdogs_helpers import config, devices, models, runs, steps, training
+from catsdogs_helpers import config, devices, models, runs, training, transforms, workflow
 
 
 @pytest.fixture
@@ -15,35 +16,49 @@ def tiny_run(petimages, monkeypatch):
     """A configured run on the synthetic images: 48 px, two epochs."""
     monkeypatch.setenv("CATSDOGS_DATA_DIR", str(petimages.parent))
     cfg = config.make_config(RUN_NAME="t", EPOCHS=2, IMAGE_SIZE=48, BATCH_SIZE=16, NUM_WORKERS=0)
-    loaders, plan = steps.prepare_training(cfg, progress=False)
-    return cfg, loaders, plan
+    loaders, cfg = workflow.prepare_training(cfg, progress=False)
+    return cfg, loaders
 
 
-def _train(cfg, loaders, plan, **kwargs):
+def _train(cfg, loaders, *, scheduler=None, **kwargs):
+    """What notebook 04 does: a seeded model, the optimiser and schedule of ``cfg``, fit."""
     training.seed_everything(cfg.seed)
-    model = models.create_model(plan.model_name, 2)
+    model = models.create_model(cfg.model_name, 2)
+    optimizer = training.make_optimizer(model, cfg)
+    if scheduler is None:
+        scheduler = training.make_scheduler(optimizer, cfg, len(loaders["train"]))
+    elif callable(scheduler):
+        scheduler = scheduler(optimizer)
     history = training.fit(
-        model, loaders["train"], loaders["val"], plan, run_dir=cfg.run_dir,
-        class_names=["Cat", "Dog"], settings=cfg.to_dict(), device=torch.device("cpu"),
-        progress=False, **kwargs,
-    )  # fmt: skip
+        model,
+        loaders["train"],
+        loaders["val"],
+        cfg,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        class_names=["Cat", "Dog"],
+        device=torch.device("cpu"),
+        progress=False,
+        **kwargs,
+    )
     return model, history
 
 
 def test_training_writes_checkpoints_history_and_learns(tiny_run):
-    cfg, loaders, plan = tiny_run
-    plan = dataclasses.replace(plan, epochs=3, sizes=(40, 48, 48))
-    model, history = _train(cfg, loaders, plan)
+    cfg, loaders = tiny_run
+    cfg = dataclasses.replace(cfg, epochs=3)
+    model, history = _train(cfg, loaders)
     assert len(history) == 3
     assert {"train_loss", "train_nll", "val_loss", "val_acc", "lr", "seconds"} <= set(history)
-    assert history["image_size"].tolist() == [40, 48, 48], "each epoch at the plan's size"
+    assert history["image_size"].tolist() == [32, 40, 48] == list(cfg.sizes()), "growing sizes"
     assert (history["train_loss"] > history["train_nll"]).all(), "label smoothing costs loss"
-    for name in ("best.pt", "last.pt", "history.csv", "summary.json"):
+    for name in ("best.pt", "last.pt", "history.csv", "summary.json", "train_pipeline.json"):
         assert (cfg.run_dir / name).is_file(), name
     last = training.load_checkpoint(cfg.run_dir / "last.pt")
     assert last["finished"] and last["epoch"] == 3
     assert {"optimizer", "scheduler", "scaler", "rng", "settings", "class_names"} <= set(last)
-    assert last["settings"]["plan"]["epochs"] == 3
+    assert last["settings"]["epochs"] == 3
+    assert last["settings"]["parts"]["scheduler_class"] == "OneCycleLR"
     assert history["val_acc"].max() > 0.7, "the synthetic classes are easy to tell apart"
     loaded, checkpoint = training.load_model(cfg.run_dir / "best.pt")
     assert checkpoint["best_acc"] == pytest.approx(history["val_acc"].max())
@@ -52,22 +67,60 @@ def test_training_writes_checkpoints_history_and_learns(tiny_run):
     torch.testing.assert_close(loaded(x), model.to(memory_format=torch.contiguous_format)(x))
 
 
+def test_the_run_records_the_pipeline_it_trained_with(tiny_run):
+    cfg, loaders = tiny_run
+    _train(cfg, loaders)
+    saved = A.load(str(cfg.run_dir / "train_pipeline.json"))
+    pipeline = loaders["train"].dataset.transform
+    assert transforms.describe_pipeline(saved) == transforms.describe_pipeline(pipeline)
+    settings = runs.read_json(cfg.run_dir / "summary.json")["settings"]
+    assert settings["train_pipeline"] == transforms.describe_pipeline(pipeline)
+    flipped = A.Compose([*pipeline.transforms, A.VerticalFlip(p=0.5)], seed=cfg.seed)
+    loaders["train"].dataset.transform = flipped
+    with pytest.raises(runs.RunConflict, match="train_pipeline: "):
+        _train(cfg, loaders)
+
+
 def test_finished_run_is_loaded_not_retrained_and_other_settings_refused(tiny_run):
-    cfg, loaders, plan = tiny_run
-    _, history = _train(cfg, loaders, plan)
+    cfg, loaders = tiny_run
+    _, history = _train(cfg, loaders)
     mtime = (cfg.run_dir / "last.pt").stat().st_mtime_ns
-    _, again = _train(cfg, loaders, plan)
+    _, again = _train(cfg, loaders)
     pd.testing.assert_frame_equal(again, history)
-    _, overwritten = _train(cfg, loaders, plan, overwrite=True)
+    _, overwritten = _train(dataclasses.replace(cfg, overwrite=True), loaders)
     pd.testing.assert_frame_equal(overwritten, history)
     assert (cfg.run_dir / "last.pt").stat().st_mtime_ns == mtime, "same settings: reused"
-    other = dataclasses.replace(plan, epochs=3, sizes=(48,) * 3)
+    other = dataclasses.replace(cfg, epochs=3)
     with pytest.raises(runs.RunConflict, match="epochs: 2 then, 3 now"):
-        _train(cfg, loaders, other)
+        _train(other, loaders)
     with pytest.raises(runs.RunConflict, match="step: 'catsdogs_helpers.training.train_one"):
-        _train(cfg, loaders, plan, train_epoch=_no_smoothing)
-    _, replaced = _train(cfg, loaders, other, overwrite=True)
+        _train(cfg, loaders, train_epoch=_no_smoothing)
+    with pytest.raises(runs.RunConflict, match="scheduler_class: 'OneCycleLR' then"):
+        _train(cfg, loaders, scheduler=_cosine)
+    _, replaced = _train(dataclasses.replace(other, overwrite=True), loaders)
     assert len(replaced) == 3
+
+
+def _cosine(optimizer):
+    return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=40)
+
+
+def test_fit_steps_the_schedule_it_is_given(tiny_run):
+    """Exercise 3 of notebook 04: a schedule of your own, stepped after every batch; and
+    ReduceLROnPlateau, stepped after every epoch with the validation accuracy."""
+    cfg, loaders = tiny_run
+    steps = 2 * len(loaders["train"])
+    cosine = lambda optimizer: torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)  # noqa: E731
+    _, history = _train(dataclasses.replace(cfg, run_name="cosine"), loaders, scheduler=cosine)
+    assert history["lr"].iloc[-1] == pytest.approx(0.0, abs=1e-9), "annealed to 0 in 2 epochs"
+    parts = runs.read_json(config.run_dir("cosine") / "summary.json")["settings"]["parts"]
+    assert parts["scheduler_class"] == "CosineAnnealingLR" and parts["scheduler_args"]["T_max"]
+    plateau = dataclasses.replace(cfg, run_name="plateau", schedule="plateau", lr=0.05, epochs=3)
+    _, history = _train(plateau, loaders)
+    assert history["lr"].iloc[0] == pytest.approx(0.05), "no warm-up, no per-batch steps"
+    constant = dataclasses.replace(cfg, run_name="constant", schedule="constant", lr=0.01)
+    _, history = _train(constant, loaders)
+    assert history["lr"].tolist() == pytest.approx([0.01, 0.01])
 
 
 def _no_smoothing(model, loader, optimizer, loss_fn, device, **kwargs):
@@ -78,15 +131,15 @@ def _no_smoothing(model, loader, optimizer, loss_fn, device, **kwargs):
 
 
 def test_fit_runs_your_own_step_and_records_it(tiny_run):
-    cfg, loaders, plan = tiny_run
-    _, history = _train(cfg, loaders, plan, train_epoch=_no_smoothing)
+    cfg, loaders = tiny_run
+    _, history = _train(cfg, loaders, train_epoch=_no_smoothing)
     np.testing.assert_allclose(history["train_loss"], history["train_nll"], rtol=1e-4)
     settings = training.load_checkpoint(cfg.run_dir / "last.pt")["settings"]
     assert settings["step"] == "test_training._no_smoothing"
 
 
 def test_interrupted_run_needs_resume_and_resumes(tiny_run, monkeypatch):
-    cfg, loaders, plan = tiny_run
+    cfg, loaders = tiny_run
     real_save = training._atomic_save
     calls = []
 
@@ -99,11 +152,11 @@ def test_interrupted_run_needs_resume_and_resumes(tiny_run, monkeypatch):
 
     monkeypatch.setattr(training, "_atomic_save", crash_after_first_epoch)
     with pytest.raises(KeyboardInterrupt):
-        _train(cfg, loaders, plan)
+        _train(cfg, loaders)
     monkeypatch.setattr(training, "_atomic_save", real_save)
     with pytest.raises(runs.RunConflict, match="RESUME=True"):
-        _train(cfg, loaders, plan)
-    _, history = _train(cfg, loaders, plan, resume=True)
+        _train(cfg, loaders)
+    _, history = _train(dataclasses.replace(cfg, resume=True), loaders)
     assert history["epoch"].tolist() == [1, 2]
     assert training.load_checkpoint(cfg.run_dir / "last.pt")["finished"]
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from catsdogs_helpers import datasets, transforms
+from catsdogs_helpers import config, datasets, transforms
 
 
 @pytest.fixture
@@ -13,14 +13,31 @@ def image():
     return (rng.random((150, 200, 3)) * 255).astype(np.uint8)
 
 
-@pytest.mark.parametrize("augment", transforms.AUGMENTS)
+@pytest.mark.parametrize("augment", config.AUGMENTS)
 def test_pipelines_give_uint8_crops_of_the_requested_size(image, augment):
-    out = transforms.train_transforms(96, 112, augment, seed=0)(image=image)["image"]
+    out = transforms.PIPELINES[augment](96, 112, seed=0)(image=image)["image"]
     assert out.shape == (96, 96, 3) and out.dtype == np.uint8
 
 
+def test_augment_names_a_pipeline_or_a_saved_file(image):
+    cfg = config.make_config(AUGMENT="tutorial", IMAGE_SIZE=64)
+    named = transforms.train_pipeline(cfg)
+    wanted = transforms.tutorial_pipeline(64, cfg.cache_size)
+    assert transforms.describe_pipeline(named) == transforms.describe_pipeline(wanted)
+    mine = transforms.A.Compose([*named.transforms, transforms.A.VerticalFlip(p=0.5)])
+    path = transforms.save_pipeline(mine, "mine.json")
+    assert path == config.runs_dir() / "mine.json"
+    loaded = transforms.train_pipeline(config.make_config(AUGMENT="mine.json"))
+    assert transforms.describe_pipeline(loaded) == transforms.describe_pipeline(mine)
+    a = transforms.train_pipeline(config.make_config(AUGMENT="mine.json", SEED=3))
+    b = transforms.train_pipeline(config.make_config(AUGMENT="mine.json", SEED=3))
+    assert np.array_equal(a(image=image)["image"], b(image=image)["image"]), "seeded by SEED"
+    with pytest.raises(FileNotFoundError, match="AUGMENT='gone.json': there is no pipeline file"):
+        transforms.train_pipeline(config.make_config(AUGMENT="gone.json"))
+
+
 def test_the_tutorial_affine_really_moves_pixels(image):
-    for name, step in transforms.explain_steps("tutorial", 128, 160):
+    for name, step in transforms.explain_steps(transforms.tutorial_pipeline(128, 160)):
         if name == "Affine":
             resized = transforms.A.SmallestMaxSize(max_size=160)(image=image)["image"]
             assert not np.array_equal(step(image=image)["image"], resized)
@@ -30,9 +47,9 @@ def test_the_tutorial_affine_really_moves_pixels(image):
 
 
 def test_same_seed_same_draws_other_seed_other_draws(image):
-    a = transforms.train_transforms(96, 112, "tutorial", seed=3)
-    b = transforms.train_transforms(96, 112, "tutorial", seed=3)
-    c = transforms.train_transforms(96, 112, "tutorial", seed=4)
+    a = transforms.tutorial_pipeline(96, 112, seed=3)
+    b = transforms.tutorial_pipeline(96, 112, seed=3)
+    c = transforms.tutorial_pipeline(96, 112, seed=4)
     draws_a = [a(image=image)["image"] for _ in range(4)]
     draws_b = [b(image=image)["image"] for _ in range(4)]
     draws_c = [c(image=image)["image"] for _ in range(4)]
@@ -57,7 +74,7 @@ class _Images(torch.utils.data.Dataset):
 
 
 def _epochs(image, seed, workers):
-    ds = _Images(image, transforms.train_transforms(96, 112, "light", seed=0))
+    ds = _Images(image, transforms.light_pipeline(96, 112, seed=0))
     loader = datasets.make_loader(ds, batch_size=4, shuffle=False, num_workers=workers, seed=seed)
     return [torch.cat([b[0] for b in loader]) for _ in range(2)]
 

@@ -1,15 +1,15 @@
-"""Train one run outside the notebooks: ``python -m catsdogs_helpers.train -p NAME VALUE ...``.
+"""The command-line trainer: ``python -m catsdogs_helpers.tools.trainer -f RECIPE -p NAME VALUE``.
 
-It does what notebook 04 does in one call (:func:`steps.train_run`: data, split, cache,
-:func:`training.fit`), with the notebooks' parameters, checked the same way (``-p`` values
-win over ``CATSDOGS_*`` variables)::
+It does what notebook 04 does in one call (:func:`workflow.train_run`: data, split, cache,
+:func:`training.fit`), with the notebooks' parameters, checked the same way (``-f`` files,
+then ``-p`` values, win over ``CATSDOGS_*`` variables)::
 
-    python -m catsdogs_helpers.train -p RUN_NAME quick -p EPOCHS 6 -p LIMIT_PER_CLASS 5000
+    python -m catsdogs_helpers.tools.trainer -f recipes/quick.yaml -p RUN_NAME quick
 
 Started by ``torchrun``, each process trains its share of every batch (DistributedDataParallel,
-see :mod:`catsdogs_helpers.distributed`); ``BATCH_SIZE`` stays the global batch::
+see :mod:`catsdogs_helpers.tools.distributed`); ``BATCH_SIZE`` stays the global batch::
 
-    torchrun --nproc_per_node=8 -m catsdogs_helpers.train -p RUN_NAME ddp -p BATCH_SIZE 1024
+    torchrun --nproc_per_node=8 -m catsdogs_helpers.tools.trainer -p RUN_NAME ddp -p BATCH_SIZE 1024
 
 Notebook 05 then evaluates the run like any other (same ``RUN_NAME``).
 """
@@ -19,15 +19,16 @@ from __future__ import annotations
 import argparse
 import logging
 
-from . import config, distributed, runs, series, steps
+from .. import config, runs, workflow
+from . import distributed, series
 
 
 def read_config(parser: argparse.ArgumentParser, argv: list[str] | None) -> config.RunConfig:
     """The run's checked configuration from ``-p`` values; a wrong name, type or value ends
     the command with a message naming it (exit status 2)."""
     args = parser.parse_args(argv)
-    parameters = series.parameter_values(args.parameter)
     try:
+        parameters = series.parameter_values(args)
         problems = config.unknown_names(parameters)
         if problems:
             raise config.ParameterError("; ".join(problems))
@@ -38,13 +39,13 @@ def read_config(parser: argparse.ArgumentParser, argv: list[str] | None) -> conf
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    series.add_parameter_option(parser)
+    series.add_parameter_options(parser)
     cfg = read_config(parser, argv)
     with distributed.process_group():
         main_process = distributed.is_main()
-        steps.setup_logging(logging.INFO if main_process else logging.WARNING)
+        workflow.setup_logging(logging.INFO if main_process else logging.WARNING)
         try:
-            _, history = steps.train_run(cfg, progress=main_process)
+            _, history = workflow.train_run(cfg, progress=main_process)
         except runs.RunConflict as err:
             parser.exit(1, f"error: {err}\n")
         if main_process:

@@ -1,15 +1,9 @@
 """``catsdogs-predict``: classify photos with a trained run, from a terminal.
 
-    catsdogs-predict photo.jpg more/ "others/*.png" --run fast
-    catsdogs-predict ~/Pictures --run runs/fast --format csv --output predictions.csv
+    catsdogs-predict photo.jpg more/ "others/*.png" --run fast --format csv --output out.csv
     catsdogs-predict photo.jpg --run fast --onnx    # the exported ONNX file, in ONNX Runtime
 
-Files, folders (searched recursively) and globs; every photo is prepared exactly as the test
-split was (:func:`predicting.predict_files`), and a file that cannot be read is listed with
-the reason instead of ending the command. ``--onnx`` exports the run first when it has no
-export of this model yet (:func:`exporting.export_run`). Exit status: 0 when at least one
-photo was classified, 1 when none could be, 2 for a usage error (no such run or file).
-"""
+Exit status: 0 when a photo was classified, 1 when none was, 2 for a usage error."""
 
 from __future__ import annotations
 
@@ -20,33 +14,33 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from . import config, exporting, predicting
-from .config import TTAS
-from .devices import pick_device
-from .files import atomic_path
-from .layouts import PHOTO_SUFFIXES
-from .runs import RunConflict
-from .training import CheckpointError
+from .. import config, predicting
+from ..config import TTAS
+from ..devices import pick_device
+from ..layouts import PHOTO_SUFFIXES
+from ..plumbing import atomic_path
+from ..runs import RunConflict
+from ..training import CheckpointError
+from . import export
 
 FORMATS = ("table", "csv", "json")
 
 
 def make_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="catsdogs-predict", description=__doc__.splitlines()[0].split(": ", 1)[1]
-    )
-    parser.add_argument("paths", nargs="+", metavar="PATH", help="photos, folders or globs")
-    parser.add_argument("--run", required=True, help="a run's name (in the runs folder) or path")
-    parser.add_argument("--tta", choices=TTAS, default="", help="test-time augmentation "
-                        "(default: the run's)")  # fmt: skip
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
-    parser.add_argument("--format", choices=FORMATS, default="table", help="output format")
-    parser.add_argument("--output", type=Path, help="write the predictions to this file")
-    parser.add_argument("--batch-size", type=int, default=64, help="photos per batch")
-    parser.add_argument("--onnx", action="store_true", help="use the exported ONNX file "
-                        "(ONNX Runtime, CPU), exporting the run first if needed")  # fmt: skip
-    parser.add_argument("--overwrite", action="store_true", help="with --onnx: replace an "
-                        "export made from another checkpoint or preprocessing")  # fmt: skip
+    description = __doc__.splitlines()[0].split(": ", 1)[1]
+    parser = argparse.ArgumentParser(prog="catsdogs-predict", description=description)
+    add = parser.add_argument
+    add("paths", nargs="+", metavar="PATH", help="photos, folders or globs")
+    add("--run", required=True, help="a run's name (in the runs folder) or path")
+    add("--tta", choices=TTAS, default="", help="test-time augmentation (default: the run's)")
+    add("--device", default="auto", help="auto, cpu, cuda or mps")
+    add("--format", choices=FORMATS, default="table", help="output format")
+    add("--output", type=Path, help="write the predictions to this file")
+    add("--batch-size", type=int, default=64, help="photos per batch")
+    onnx = "use the exported ONNX file (ONNX Runtime, CPU), exporting the run first if needed"
+    add("--onnx", action="store_true", help=onnx)
+    overwrite = "with --onnx: replace an export made from another checkpoint or preprocessing"
+    add("--overwrite", action="store_true", help=overwrite)
     return parser
 
 
@@ -73,8 +67,8 @@ def load(args: argparse.Namespace, device: torch.device) -> predicting.Classifie
     if not args.onnx:
         return predicting.load_classifier(run, device=device, tta=args.tta)
     if (run / "best.pt").is_file():  # a run folder, not a copied export folder
-        exporting.export_run(run, tta=args.tta, overwrite=args.overwrite)
-    classifier = exporting.load_exported(run, runtime="onnx")
+        export.export_run(run, tta=args.tta, overwrite=args.overwrite)
+    classifier = export.load_exported(run, runtime="onnx")
     if args.tta and args.tta != classifier.preprocessing.tta:
         raise RunConflict(
             f"the export in {run} averages tta={classifier.preprocessing.tta!r}, not "
@@ -131,8 +125,9 @@ def main(argv: list[str] | None = None) -> int:
         with atomic_path(args.output) as tmp:
             tmp.write_text(text)
     classified = int((table["error"] == "").sum())
-    print(f"{describe(classifier)}\n{classified} of {len(table)} photos classified"
-          + (f", written to {args.output}" if args.output else ""), file=sys.stderr)  # fmt: skip
+    written = f", written to {args.output}" if args.output else ""
+    summary = f"{classified} of {len(table)} photos classified{written}"
+    print(f"{describe(classifier)}\n{summary}", file=sys.stderr)
     return 0 if classified else 1
 
 

@@ -1,10 +1,10 @@
-"""Run the whole notebook series with papermill: ``python -m catsdogs_helpers.series``.
+"""Run the whole notebook series with papermill: ``python -m catsdogs_helpers.tools.series``.
 
-Executed notebooks are written to ``runs/<run-name>/notebooks/``. Parameters are passed as
-``-p NAME VALUE`` (or as ``CATSDOGS_<NAME>`` environment variables, which the notebooks read
-themselves), for example::
+Executed notebooks are written to ``runs/<run-name>/notebooks/``. Parameters come from a
+papermill parameter file (``-f recipes/quick.yaml``), ``-p NAME VALUE`` (which wins) or
+``CATSDOGS_<NAME>`` environment variables (which the notebooks read themselves)::
 
-    python -m catsdogs_helpers.series -p RUN_NAME quick -p EPOCHS 3 -p LIMIT_PER_CLASS 1000
+    python -m catsdogs_helpers.tools.series -f recipes/quick.yaml -p RUN_NAME quick
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import config
+from .. import config
 
 if TYPE_CHECKING:
     from traitlets.config import Config
@@ -44,14 +44,9 @@ KERNEL_ENVIRONMENT: Mapping[str, str] = {"CATSDOGS_PROGRESS": "text"}
 
 
 def kernel_manager_config() -> Config:
-    """Kernel manager settings (a traitlets ``Config``) for the notebook kernels.
-
-    The kernel manager provisions CurveZMQ keys (``KernelManager.transport_encryption``,
-    jupyter_client >= 8.10, for kernelspecs that declare ``supported_encryption: curve``, as
-    ipykernel's do), so the kernel's messages are encrypted and ipykernel no longer warns
-    "Kernel is running over TCP without encryption". Empty where jupyter_client or pyzmq
-    cannot do it, which leaves the warning but changes nothing else.
-    """
+    """Kernel manager settings: CurveZMQ encryption of the kernels' messages where
+    jupyter_client (>= 8.10) and pyzmq can, so ipykernel does not warn "Kernel is running
+    over TCP without encryption"; empty elsewhere (the warning stays, nothing else)."""
     import zmq
     from jupyter_client.manager import KernelManager
     from traitlets.config import Config
@@ -62,18 +57,14 @@ def kernel_manager_config() -> Config:
 
 
 def engine_options() -> dict[str, Any]:
-    """Keyword arguments for ``papermill.execute_notebook`` that go on to nbclient.
-
-    ``coalesce_streams`` merges each cell's stdout (and stderr) into one output and keeps only
-    what follows the last carriage return on each line, so a text progress bar is stored once,
-    in its final state, rather than as one output per redraw.
-    """
+    """nbclient options for ``papermill.execute_notebook``: ``coalesce_streams`` stores a
+    text progress bar once, in its final state, not once per redraw."""
     return {"coalesce_streams": True, "config": kernel_manager_config()}
 
 
 def kernel_variables(parameters: Mapping[str, object]) -> dict[str, str]:
-    """The environment variables the notebook kernels get: :data:`KERNEL_ENVIRONMENT` where
-    the environment lacks them, and every ``-p`` value as ``CATSDOGS_<NAME>``."""
+    """The kernels' environment: :data:`KERNEL_ENVIRONMENT` where unset, and every
+    parameter as ``CATSDOGS_<NAME>``."""
     added = {name: value for name, value in KERNEL_ENVIRONMENT.items() if name not in os.environ}
     return {**added, **{config.ENV_PREFIX + k: str(v) for k, v in parameters.items()}}
 
@@ -107,12 +98,8 @@ def epoch_line(row: Mapping[str, str]) -> str:
 
 @contextlib.contextmanager
 def watch_history(run_folder: str | os.PathLike[str], interval: float = 2.0) -> Iterator[None]:
-    """While the block runs, print a line for each epoch added to ``run_folder/history.csv``.
-
-    A daemon thread reads the file every ``interval`` seconds (training replaces it whole, by
-    rename, after each epoch). Leaving the block stops the thread and takes one last look,
-    so an epoch that ends just before the notebook does is still printed.
-    """
+    """While the block runs, print a line for each epoch added to ``run_folder/history.csv``
+    (read every ``interval`` seconds, and once more at the end)."""
     path = Path(run_folder) / "history.csv"
     seen = read_history(path) or []
     stop = threading.Event()
@@ -140,11 +127,9 @@ def watch_history(run_folder: str | os.PathLike[str], interval: float = 2.0) -> 
 
 
 def check_parameters(parameters: dict, declared: Mapping[Path, set[str]]) -> config.RunConfig:
-    """The run's checked configuration from ``-p`` values (which win) and ``CATSDOGS_*``
-    variables, before any notebook runs: a wrong name, type or value raises
-    :class:`config.ParameterError` naming it, instead of failing in notebook 04 after 01-03.
-    ``declared`` holds the parameters of each notebook to run.
-    """
+    """The run's checked configuration before any notebook runs (``declared``: each
+    notebook's parameters): a wrong name, type or value raises ``ParameterError`` now, not
+    in notebook 04 after 01-03."""
     problems = config.unknown_names(parameters)
     known = set().union(*declared.values())
     known.add("RUN_NAME")  # the runner's own: the folder of the executed notebooks
@@ -176,12 +161,9 @@ def run_series(
     notebooks_dir: str | os.PathLike[str] | None = None,
     only: list[str] | None = None,
 ) -> Path:
-    """Execute the notebooks in order; returns the folder of the executed copies.
-
-    Every parameter is checked first (:func:`check_parameters`). Each notebook gets the
-    ``-p`` values its ``parameters`` cell holds; all of them are also set as ``CATSDOGS_*``
-    variables for the kernels, so a notebook without a parameter in its cell still sees it.
-    """
+    """Execute the notebooks in order; returns the folder of the executed copies. Each
+    notebook gets the parameters its cell holds; all of them are also ``CATSDOGS_*``
+    variables for the kernels, so a notebook without one in its cell still sees it."""
     import papermill
 
     parameters = dict(parameters or {})
@@ -217,27 +199,52 @@ def _value(text: str):
         return text
 
 
-def add_parameter_option(parser: argparse.ArgumentParser) -> None:
-    """``-p NAME VALUE`` (repeatable), read back by :func:`parameter_values`."""
+def add_parameter_options(parser: argparse.ArgumentParser) -> None:
+    """papermill's ``-f FILE`` (a YAML file of parameters, e.g. a recipe) and ``-p NAME VALUE``
+    (repeatable, wins over the file), read back by :func:`parameter_values`."""
+    parser.add_argument(
+        "-f", "--parameters-file", action="append", default=[], metavar="FILE",
+        help="a YAML file of parameters, e.g. -f recipes/tutorial.yaml",
+    )  # fmt: skip
     parser.add_argument(
         "-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
         help="a notebook parameter, e.g. -p EPOCHS 3",
     )  # fmt: skip
 
 
-def parameter_values(pairs: list[tuple[str, str]]) -> dict[str, Any]:
-    """``-p`` pairs as values: Python literals where they parse (``3``, ``True``), else text."""
-    return {name: _value(value) for name, value in pairs}
+def read_recipe(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The parameters of a YAML parameter file (papermill's ``-f``); a relative path that is
+    not in the current folder is looked up in the project's ``recipes/``."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file() and not path.is_absolute():
+        path = config.project_root() / "recipes" / path
+    try:
+        values = yaml.safe_load(path.read_text())
+    except OSError as err:
+        raise config.ParameterError(f"parameter file {path} cannot be read: {err}") from None
+    if not isinstance(values, dict):
+        raise config.ParameterError(f"{path} holds no NAME: value lines")
+    return values
+
+
+def parameter_values(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``-f`` files' values, then the ``-p`` pairs (Python literals where they parse,
+    ``3``, ``True``, else text)."""
+    values: dict[str, Any] = {}
+    for path in args.parameters_file:
+        values.update(read_recipe(path))
+    return {**values, **{name: _value(value) for name, value in args.parameter}}
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_parameter_option(parser)
+    add_parameter_options(parser)
     parser.add_argument("--only", nargs="*", help="notebook number prefixes to run, e.g. 04 05")
     args = parser.parse_args(argv)
-    parameters = parameter_values(args.parameter)
     try:
-        out_dir = run_series(parameters, only=args.only)
+        out_dir = run_series(parameter_values(args), only=args.only)
     except config.ParameterError as err:
         parser.exit(2, f"error: {err}\n")
     print(f"executed notebooks are in {out_dir}")

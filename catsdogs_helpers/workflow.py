@@ -1,4 +1,4 @@
-"""The series' steps as calls that reuse what exists and make what is missing.
+"""The series' work as calls that reuse what exists and make what is missing.
 
 Each notebook can run on its own in a fresh kernel (Colab users often open notebook 04
 first): ``ensure_split(cfg)`` downloads, validates and splits only when those files are not
@@ -11,22 +11,26 @@ from __future__ import annotations
 import dataclasses
 import logging
 import sys
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
+import albumentations as A
 import numpy as np
 import pandas as pd
 import torch
 
-from . import distributed
-from .config import RunConfig, TrainingPlan, seed_for
+from .config import RunConfig, from_parameters, seed_for
 from .datasets import CachedImageDataset, ImageCache, build_cache, make_loader, split_datasets
 from .devices import amp_dtype, pick_device
 from .downloading import prepare_dataset
 from .layouts import find_image_root
 from .models import create_model
 from .splitting import SPLITS, class_names, read_split, save_split, split_dataset
-from .training import fit, seed_everything
-from .transforms import eval_transforms, preprocessing_for, train_transforms
+from .tools import distributed
+from .training import fit, make_optimizer, make_scheduler, seed_everything
+from .transforms import eval_transforms, preprocessing_for
+from .transforms import train_pipeline as make_train_pipeline
 from .validating import validate_folder
 
 log = logging.getLogger(__name__)
@@ -43,6 +47,16 @@ def setup_logging(level: int = logging.INFO) -> None:
         logger.addHandler(handler)
 
 
+def start(namespace: Mapping[str, Any]) -> RunConfig:
+    """The cell after every ``parameters`` cell: the run's checked configuration (the
+    notebook's values, then ``CATSDOGS_*`` variables, see :func:`config.from_parameters`),
+    progress messages shown, and where the data and the run are."""
+    setup_logging()
+    cfg = from_parameters(namespace)
+    print(f"data: {cfg.data_dir}\nrun:  {cfg.run_dir}")
+    return cfg
+
+
 def manifest_path(cfg: RunConfig) -> Path:
     return cfg.data_dir / "manifest.csv"
 
@@ -53,10 +67,8 @@ def split_path(cfg: RunConfig) -> Path:
 
 def ensure_images(cfg: RunConfig, *, progress: bool = True) -> Path:
     """The extracted image folder, downloading and extracting it first if needed."""
-    return prepare_dataset(
-        cfg.data_dir, cfg.dataset_url, sha256=cfg.dataset_sha256, progress=progress,
-        layout=cfg.layout,
-    )  # fmt: skip
+    url, sha256 = cfg.dataset_url, cfg.dataset_sha256
+    return prepare_dataset(cfg.data_dir, url, sha256=sha256, progress=progress, layout=cfg.layout)
 
 
 def ensure_manifest(cfg: RunConfig, *, progress: bool = True) -> pd.DataFrame:
@@ -87,21 +99,20 @@ def ensure_cache(cfg: RunConfig, split: pd.DataFrame, *, progress: bool = True) 
     """The decoded uint8 cache of every image in the train, val and test splits."""
     image_root = find_image_root(cfg.data_dir, cfg.layout) or ensure_images(cfg, progress=progress)
     used = split[split["split"].isin(SPLITS)]
-    return build_cache(image_root, used, cfg.data_dir / "cache", cfg.cache_size,
-                       progress=progress)  # fmt: skip
+    cache_dir = cfg.data_dir / "cache"
+    return build_cache(image_root, used, cache_dir, cfg.cache_size, progress=progress)
 
 
 def make_datasets(
-    cfg: RunConfig, split: pd.DataFrame, cache: ImageCache
+    cfg: RunConfig, split: pd.DataFrame, cache: ImageCache, train_pipeline: A.Compose | None = None
 ) -> dict[str, CachedImageDataset]:
-    """Train, val and test datasets: the ``AUGMENT`` pipeline (seeded from ``cfg.seed``) for
-    training, the centre crop for validation, and the run's evaluation preprocessing
+    """Train, val and test datasets: ``train_pipeline`` (or ``AUGMENT``'s) for training, the
+    centre crop for validation, and the run's evaluation preprocessing
     (:func:`transforms.preprocessing_for`, which your own photos get too) for the test."""
-    seed = seed_for(cfg.seed, "augment")
-    train = train_transforms(cfg.image_size, cfg.cache_size, cfg.augment, seed)
     val = eval_transforms(cfg.eval_size, cfg.cache_size)
-    transforms = {"train": train, "val": val, "test": preprocessing_for(cfg).pipeline()}
-    return split_datasets(cache, split, class_names(split), transforms)
+    train_pipeline = train_pipeline if train_pipeline is not None else make_train_pipeline(cfg)
+    pipelines = {"train": train_pipeline, "val": val, "test": preprocessing_for(cfg).pipeline()}
+    return split_datasets(cache, split, class_names(split), pipelines)
 
 
 def make_loaders(cfg: RunConfig, datasets: dict, batch_size: int) -> dict:
@@ -124,17 +135,24 @@ def make_loaders(cfg: RunConfig, datasets: dict, batch_size: int) -> dict:
     return loaders
 
 
-def prepare_training(cfg: RunConfig, *, progress: bool = True) -> tuple[dict, TrainingPlan]:
-    """Split, cache, datasets, the plan for this data set, and its loaders."""
+def prepare_training(
+    cfg: RunConfig, train_pipeline: A.Compose | None = None, *, progress: bool = True
+) -> tuple[dict, RunConfig]:
+    """Split, cache, datasets and loaders; returns them with the configuration for this
+    data set (:meth:`RunConfig.for_data`: the batch and learning rate). The training
+    pipeline is ``train_pipeline``, or ``AUGMENT``'s (:func:`transforms.train_pipeline`)."""
     split = ensure_split(cfg, progress=progress)
     cache = ensure_cache(cfg, split, progress=progress)
-    datasets = make_datasets(cfg, split, cache)
-    plan = cfg.plan(len(datasets["train"]))
-    return make_loaders(cfg, datasets, plan.batch_size), plan
+    datasets = make_datasets(cfg, split, cache, train_pipeline)
+    cfg = cfg.for_data(len(datasets["train"]))
+    return make_loaders(cfg, datasets, cfg.batch_size), cfg
 
 
-def train_run(cfg: RunConfig, *, progress: bool = True) -> tuple[torch.nn.Module, pd.DataFrame]:
-    """Everything notebook 04 does, in one call: data, model, :func:`training.fit`.
+def train_run(
+    cfg: RunConfig, train_pipeline: A.Compose | None = None, *, progress: bool = True
+) -> tuple[torch.nn.Module, pd.DataFrame]:
+    """Everything notebook 04 does, in one call: data, model, optimiser, schedule and
+    :func:`training.fit`.
 
     A finished run with the same settings is loaded, not trained again; one with other
     settings raises :class:`~catsdogs_helpers.runs.RunConflict`. Under ``torchrun``, process
@@ -143,18 +161,30 @@ def train_run(cfg: RunConfig, *, progress: bool = True) -> tuple[torch.nn.Module
     """
     with distributed.main_first():
         shared = cfg if distributed.is_main() else dataclasses.replace(cfg, overwrite=False)
-        loaders, plan = prepare_training(shared, progress=progress and distributed.is_main())
+        main = progress and distributed.is_main()
+        loaders, cfg = prepare_training(shared, train_pipeline, progress=main)
         seed_everything(seed_for(cfg.seed, "model"))
         names = loaders["train"].dataset.class_names
         model = create_model(
-            plan.model_name, len(names), pretrained=plan.pretrained, weights_path=cfg.weights_path
+            cfg.model_name, len(names), pretrained=cfg.pretrained, weights_path=cfg.weights_path
         )
     device = distributed.local_device(pick_device(cfg.device))
+    model.to(device, memory_format=torch.channels_last)
+    optimizer = make_optimizer(model, cfg)
+    scheduler = make_scheduler(optimizer, cfg, len(loaders["train"]))
     history = fit(
-        model, loaders["train"], loaders["val"], plan, run_dir=cfg.run_dir, class_names=names,
-        settings=cfg.to_dict(), device=device, amp_dtype=amp_dtype(device), resume=cfg.resume,
-        overwrite=cfg.overwrite, progress=progress, preprocessing=preprocessing_for(cfg),
-    )  # fmt: skip
+        model,
+        loaders["train"],
+        loaders["val"],
+        cfg,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        class_names=names,
+        device=device,
+        amp_dtype=amp_dtype(device),
+        progress=progress and distributed.is_main(),
+        preprocessing=preprocessing_for(cfg),
+    )
     return model, history
 
 

@@ -126,10 +126,10 @@ def show_augmentations(
     return show_images([image, *draws], titles, ncols=ncols, size=size)
 
 
-def show_steps(image: np.ndarray, steps: list, *, ncols: int = 5) -> plt.Figure:
-    """The same photo after each ``(name, transform)`` of :func:`transforms.explain_steps`."""
-    images = [image] + [transform(image=image)["image"] for _, transform in steps]
-    titles = ["original"] + [name for name, _ in steps]
+def show_transforms(image: np.ndarray, transforms: list, *, ncols: int = 5) -> plt.Figure:
+    """The same photo after each ``(name, transform)`` of :func:`transforms.one_at_a_time`."""
+    images = [image] + [transform(image=image)["image"] for _, transform in transforms]
+    titles = ["original"] + [name for name, _ in transforms]
     return show_images(images, titles, ncols=ncols, size=2.6)
 
 

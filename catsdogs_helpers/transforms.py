@@ -186,12 +186,12 @@ def preprocessing_for(cfg: RunConfig) -> Preprocessing:
     return Preprocessing(cache_size=cfg.cache_size, eval_size=cfg.eval_size, tta=cfg.tta)
 
 
-def explain_steps(pipeline: A.Compose) -> list[tuple[str, A.Compose]]:
+def one_at_a_time(pipeline: A.Compose) -> list[tuple[str, A.Compose]]:
     """Each transform of a training pipeline on its own, always applied (p=1), after its
     first (the resize): for showing what every transform does to the same photo."""
-    resize, *steps = pipeline.transforms
+    resize, *rest = pipeline.transforms
     out = [(type(resize).__name__, A.Compose([resize], seed=0))]
-    for step in steps:
-        always = step.__class__(**{**step.get_transform_init_args(), "p": 1.0})
-        out.append((type(step).__name__, A.Compose([resize, always], seed=0)))
+    for transform in rest:
+        always = transform.__class__(**{**transform.get_transform_init_args(), "p": 1.0})
+        out.append((type(transform).__name__, A.Compose([resize, always], seed=0)))
     return out

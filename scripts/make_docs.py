@@ -45,7 +45,7 @@ shows the defaults below, the values of `recipes/fast.yaml`. A run takes each va
 bash scripts/run_notebooks.sh -f recipes/quick.yaml -p RUN_NAME quick -p DEVICE cpu
 ```
 
-One call, `config.from_parameters(globals())` in the cell after the parameters, checks
+One call, `workflow.start(globals())` in the cell after the parameters, checks
 every value, and the series runner checks them all before it runs the first notebook: a
 wrong name, type or value stops with one line that names the parameter, where the value
 came from and what it accepts.{example}

@@ -211,3 +211,17 @@ def test_every_package_the_code_imports_is_declared():
         if not {d.lower().replace("_", "-") for d in owners.get(m, [m])} & declared
     }  # fmt: skip
     assert not missing, f"imported but not declared in pyproject.toml: {missing}"
+
+
+def test_notebook_03s_reproducibility_cell_shows_same_draws(capsys):
+    """The cell that teaches seeding prints True: two pipelines with one seed draw alike."""
+    import albumentations as A
+    import numpy as np
+
+    from catsdogs_helpers import transforms
+
+    cells = [_source(c) for c in _cells(REPO / "notebooks" / "03_augment.ipynb")]
+    cell = next(c for c in cells if "same seed, same draws" in c)
+    photo = np.random.default_rng(0).integers(0, 256, (150, 200, 3), dtype=np.uint8)
+    exec(cell, {"A": A, "np": np, "transforms": transforms, "photo": photo})
+    assert capsys.readouterr().out.strip() == "same seed, same draws: True"

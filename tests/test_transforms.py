@@ -37,7 +37,7 @@ def test_augment_names_a_pipeline_or_a_saved_file(image):
 
 
 def test_the_tutorial_affine_really_moves_pixels(image):
-    for name, step in transforms.explain_steps(transforms.tutorial_pipeline(128, 160)):
+    for name, step in transforms.one_at_a_time(transforms.tutorial_pipeline(128, 160)):
         if name == "Affine":
             resized = transforms.A.SmallestMaxSize(max_size=160)(image=image)["image"]
             assert not np.array_equal(step(image=image)["image"], resized)

@@ -24,6 +24,7 @@ import difflib
 import os
 import re
 import sys
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -156,12 +157,24 @@ def runs_dir() -> Path:
     return (Path(value).expanduser() if value else project_root() / "runs").resolve()
 
 
+#: What ``RUN_NAME`` may be: :data:`RUN_NAME_RULE` in words.
+RUN_NAME_PATTERN = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}")
+RUN_NAME_RULE = (
+    "1 to 64 characters, each a letter (A-Z, a-z), a digit, '-', '_' or '.', not starting with '.'"
+)
+
+
+def _cut(text: str, limit: int) -> str:
+    """``text`` as a message quotes it: its repr, of its first ``limit`` characters."""
+    return repr(text[:limit]) + (f"... ({len(text):,} characters)" if len(text) > limit else "")
+
+
 def run_dir(run_name: str) -> Path:
-    """The folder of one run (checked here; whoever writes into it creates it)."""
-    if not run_name or any(c in run_name for c in "/\\") or run_name in {".", ".."}:
-        raise ParameterError(
-            f"RUN_NAME={run_name!r} is not a usable folder name: use letters, digits, '-' or '_'."
-        )
+    """The folder of one run: ``RUN_NAME`` checked by :data:`RUN_NAME_RULE` (whoever writes
+    into the folder creates it)."""
+    if not isinstance(run_name, str) or not RUN_NAME_PATTERN.fullmatch(run_name):
+        shown = _cut(run_name, 64) if isinstance(run_name, str) else repr(run_name)
+        raise ParameterError(f"RUN_NAME={shown} is not a usable folder name: use {RUN_NAME_RULE}.")
     return runs_dir() / run_name
 
 
@@ -256,6 +269,21 @@ def read_parameters(
 
 
 # ----------------------------------------------------------------------------- the labels
+
+#: The longest class label: it is a folder's name, a column's (``p_<label>``) and in messages.
+MAX_LABEL = 100
+
+
+def check_label(label: str) -> str:
+    """``label``, when it can name a class: 1 to :data:`MAX_LABEL` characters, none of them a
+    control character (a newline, a tab); else :class:`ParameterError` quoting it."""
+    if 0 < len(label) <= MAX_LABEL and not any(unicodedata.category(c) == "Cc" for c in label):
+        return label
+    raise ParameterError(
+        f"the class label {_cut(label, MAX_LABEL)} is not usable: use 1 to {MAX_LABEL} "
+        "characters and no control characters (newlines, tabs). Rename its class folder, or "
+        "correct it in LABELS_CSV or in what LABEL_PATTERN captures."
+    )
 
 
 @dataclass(frozen=True)
@@ -483,6 +511,12 @@ def _check(p: dict[str, Any]) -> None:
         raise ParameterError(
             f"AUGMENT={p['AUGMENT']!r} is not valid: use one of "
             f"{', '.join(map(repr, AUGMENTS))}, or a pipeline file saved with A.save (.json)."
+        )
+    sha256 = p["DATASET_SHA256"]
+    if sha256 and not re.fullmatch(r"[0-9A-Fa-f]{64}", sha256):
+        raise ParameterError(
+            f"DATASET_SHA256={_cut(sha256, 80)} is not a sha256: give the archive's 64 "
+            "hexadecimal digits (as sha256sum prints them), or leave it empty to skip the check."
         )
     run_dir(p["RUN_NAME"])  # checks the name
 

@@ -49,7 +49,7 @@ def cache_key(rows: pd.DataFrame, size: int) -> str:
     """A short name for the cache of these files at this size (changes when any file does)."""
     digest = hashlib.sha1(f"{size}".encode())
     for path, sha in zip(rows["path"], rows["sha256"], strict=True):
-        digest.update(f"{path}\0{sha}\n".encode())
+        digest.update(f"{path}\0{sha}\n".encode(errors="surrogateescape"))
     return digest.hexdigest()[:16]
 
 

@@ -1,16 +1,20 @@
 """Downloading and extracting the data set: resumable, verified, and safe to extract.
 
-A download resumes a cut connection and is renamed from ``<name>.part`` only once verified.
-Extraction is all or nothing, and refuses unsafe archives before writing anything.
+A download resumes a cut or stalled connection, never writes more than the size it expects,
+and is renamed from ``<name>.part`` only once verified (Microsoft's archive against its
+published size and sha256). Extraction is all or nothing, and refuses unsafe archives before
+writing anything.
 """
 
 from __future__ import annotations
 
 import errno
+import glob
 import hashlib
 import http.client
 import logging
 import os
+import re
 import shutil
 import stat
 import tempfile
@@ -21,10 +25,9 @@ import urllib.request
 import zipfile
 import zlib
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-
-from tqdm.utils import CallbackIOWrapper
 
 from .config import DEFAULT_DATASET_URL, Layout
 from .layouts import FOLDERS, IMAGE_ROOT_NAME, describe, find_image_root
@@ -39,6 +42,18 @@ MAX_ARCHIVE_BYTES = 8 * 1024**3  # the real archive unpacks to about 0.8 GB
 #: that expands more than this is no photo but an archive bomb.
 MAX_EXPANSION_RATIO = 100
 MAX_RATIO_FROM_BYTES = 1024**2
+#: The longest part of an entry's name, in bytes, that most file systems take.
+MAX_NAME_BYTES = 255
+#: Microsoft's archive (config.DEFAULT_DATASET_URL) as published: its size and sha256.
+DEFAULT_ARCHIVE_SIZE = 824_887_076
+DEFAULT_ARCHIVE_SHA256 = "b7974bd00a84a99921f36ee4403f089853777b5ae8d151c76a86e64900334af9"
+#: The most a download that states no size (no Content-Length) may write.
+MAX_UNKNOWN_BYTES = 2 * 1024**3
+#: Seconds without a byte from the server before a read gives up (and the download resumes).
+READ_TIMEOUT = 30.0
+#: Seconds to wait before the first retry of a cut download, more before each next (to 10).
+RETRY_WAIT = 2.0
+_CONTENT_RANGE = re.compile(r"bytes (\d+)-\d+/(\d+|\*)")
 _LOCAL_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EDQUOT}
 _USER_AGENT = "catsdogs-helpers (+https://pypi.org/project/catsdogs-helpers)"
 _OTHER_WAYS = (
@@ -64,11 +79,17 @@ def sha256_of(path: Path, chunk_size: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def _quarantine(path: Path, why: str) -> None:
-    """Move a file that failed verification aside (data is never deleted)."""
+def _quarantine(path: Path, why: str) -> Path:
+    """Move a file that failed verification aside (data is never deleted) as
+    ``<name>.bad-<time>``, replacing the bad copy an earlier failure kept: one to look at,
+    never a pile of full-size copies. Returns where it went."""
     bad = path.with_name(f"{path.name}.bad-{time.strftime('%Y%m%d-%H%M%S')}")
-    path.rename(bad)
+    path.replace(bad)
+    for older in path.parent.glob(f"{glob.escape(path.name)}.bad-*"):
+        if older != bad:
+            older.unlink(missing_ok=True)
     log.warning("%s: %s; moved aside to %s", path.name, why, bad.name)
+    return bad
 
 
 def _request(url: str, start: int, timeout: float):
@@ -88,25 +109,33 @@ def _request(url: str, start: int, timeout: float):
     raise DownloadError(f"{message}, {_OTHER_WAYS}") from None
 
 
-def _sizes(response, start: int, total: int | None, name: str) -> tuple[int, int | None]:
-    """Where the response's bytes start (0 when the server ignored the range) and the size."""
-    if start and response.status == 200:
-        log.info("server ignores ranges: restarting %s from the beginning", name)
-        start = 0
-    if response.status == 206:
-        size = response.headers.get("Content-Range", "").partition("/")[2]
-    else:
-        size = response.headers.get("Content-Length")
-    return start, int(size) if size else total
+def _placement(response) -> tuple[int | None, int | None]:
+    """The byte of the file the response's bytes start at (0 for a whole file; None for a
+    206 without a readable Content-Range) and the file's size it announces, if it does."""
+    if response.status != 206:
+        length = response.headers.get("Content-Length", "").strip()
+        return 0, int(length) if length.isdigit() else None
+    match = _CONTENT_RANGE.fullmatch(response.headers.get("Content-Range", "").strip())
+    if match is None:
+        return None, None
+    return int(match[1]), int(match[2]) if match[2].isdigit() else None
 
 
-def _append(response, part: Path, start: int, total: int | None, *, progress: bool) -> None:
-    """Write the response's bytes into ``part`` from byte ``start`` on, with a byte bar."""
+def _append(
+    response, part: Path, start: int, total: int | None, limit: int, *, progress: bool
+) -> bool:
+    """Write the response's bytes into ``part`` from byte ``start`` on, with a byte bar;
+    False, having written no byte past it, when they run past ``limit`` bytes in all."""
     in_bytes = {"unit": "B", "unit_scale": True, "unit_divisor": 1024, "disable": not progress}
     bar = progress_bar(total=total, initial=start, desc=part.name.removesuffix(".part"), **in_bytes)
     try:
         with open(part, "ab" if start else "wb") as out, bar:
-            shutil.copyfileobj(response, CallbackIOWrapper(bar.update, out, "write"), 1 << 20)
+            while chunk := response.read1(1 << 20):  # what came before a stall is kept
+                if start + len(chunk) > limit:
+                    return False
+                out.write(chunk)
+                start += len(chunk)
+                bar.update(len(chunk))
     except OSError as err:
         if err.errno in _LOCAL_ERRNOS:
             raise DownloadError(
@@ -114,19 +143,112 @@ def _append(response, part: Path, start: int, total: int | None, *, progress: bo
                 f"another, DATA_DIR ({part.parent})"
             ) from err
         raise
+    return True
+
+
+@dataclass
+class _Transfer:
+    """One download's state over its attempts: ``size`` is the size it must have, when known
+    (a published one), ``total`` the size expected so far (``size``, else announced)."""
+
+    url: str
+    part: Path
+    size: int | None
+    timeout: float
+    progress: bool
+    total: int | None = None
+    problem: str = "it was never tried"
+    failures: int = 0
+
+    def attempt(self) -> bool:
+        """Fetch what the ``.part`` lacks; True once it holds all the server sends."""
+        start = self.part.stat().st_size if self.part.exists() else 0
+        response = _request(self.url, start, self.timeout)
+        if response is None:  # asked past the end: the .part is suspicious
+            _quarantine(self.part, "server refused to resume it")
+            self.problem = "the server refused to resume"
+            return False
+        with response:
+            start = self._place(response, start)
+            if start is None:
+                return False
+            limit = self.total if self.total is not None else MAX_UNKNOWN_BYTES
+            try:
+                fits = _append(
+                    response, self.part, start, self.total, limit, progress=self.progress
+                )
+            except (http.client.IncompleteRead, OSError) as err:
+                timed_out = isinstance(err, TimeoutError)
+                self._failed(
+                    f"timed out: no byte for {self.timeout:g} s" if timed_out else str(err)
+                )
+                return False
+        if not fits:
+            self.part.unlink(missing_ok=True)  # nothing a later run could take for finished
+            raise DownloadError(self._too_much(limit))
+        got = self.part.stat().st_size
+        if self.total is None or got >= self.total:
+            return True
+        self._failed(f"the connection ended after {got:,} of {self.total:,} bytes")
+        return False
+
+    def _place(self, response, start: int) -> int | None:
+        """Where the response's bytes go in the ``.part``: at ``start``, or at 0 to restart;
+        None (the ``.part`` removed) for a 206 from anywhere else. Sets ``total``."""
+        offset, announced = _placement(response)
+        if offset not in (0, start):  # not what was asked: never appended
+            sent = "no readable Content-Range" if offset is None else f"bytes from {offset:,}"
+            self.problem = f"asked for bytes from {start:,}, the server sent {sent}"
+            log.warning("%s; starting %s afresh", self.problem, self.part.name)
+            self.part.unlink(missing_ok=True)
+            return None
+        if start and offset == 0:
+            log.info("the server sent the whole file: restarting %s from 0", self.part.name)
+        if self.size is not None and announced not in (None, self.size):
+            raise DownloadError(
+                f"DATASET_URL {self.url} announces {announced:,} bytes, but the archive it "
+                f"names is published as {self.size:,}: the file there has changed or is not "
+                f"the archive; check the address, {_OTHER_WAYS}"
+            )
+        if self.size is not None or announced is not None:
+            self.total = self.size if self.size is not None else announced
+        return offset
+
+    def _failed(self, problem: str) -> None:
+        """Note a read that failed (cut or silent) and wait a little before the next try."""
+        self.failures += 1
+        self.problem = problem
+        log.warning("%s; resuming", problem)
+        time.sleep(min(RETRY_WAIT * self.failures, 10.0))
+
+    def _too_much(self, limit: int) -> str:
+        if self.size is not None:
+            why = "the archive's published size"
+        elif self.total is not None:
+            why = "the size the server announced"
+        else:
+            why = "MAX_UNKNOWN_BYTES, the cap for a download that states no size"
+        return (
+            f"DATASET_URL {self.url} sent more than {limit:,} bytes ({why}): stopped there "
+            f"and removed the partial download; check the address, {_OTHER_WAYS}"
+        )
 
 
 def _verify(part: Path, url: str, total: int | None, sha256: str) -> None:
     """Check the finished file's size and sha256; a mismatch is moved aside and raised."""
     size = part.stat().st_size
     if total is not None and size != total:
-        why = f"size {size} differs from the expected {total}"
+        why = f"is {size:,} bytes, not the {total:,} expected"
     elif sha256 and (actual := sha256_of(part)) != sha256.lower():
-        why = f"sha256 {actual} differs from the expected {sha256}"
+        why = f"has sha256 {actual}, not the expected {sha256.lower()}"
     else:
         return
-    _quarantine(part, why)
-    raise DownloadError(f"{url}: {why}")
+    bad = _quarantine(part, why)
+    raise DownloadError(
+        f"DATASET_URL {url}: the download {why}; moved it aside to {bad} (the one bad copy "
+        "kept): run again to download it afresh, and if that fails too, the file there is not "
+        f"the one expected: check the address and DATASET_SHA256, {_OTHER_WAYS}"
+    )
 
 
 def download(
@@ -134,44 +256,41 @@ def download(
     dest: str | os.PathLike[str],
     *,
     sha256: str = "",
-    timeout: float = 30.0,
+    size: int | None = None,
+    timeout: float | None = None,
     retries: int = 5,
     progress: bool = True,
 ) -> Path:
     """Download ``url`` to ``dest`` (unless it exists: it only ever appears verified), resuming
-    from ``<dest>.part`` after a cut connection, here up to ``retries`` times and next call. A
-    file whose size or sha256 does not match is moved aside (``.bad-<time>``) and raised."""
+    from ``<dest>.part`` after a cut connection or ``timeout`` seconds of silence (default
+    :data:`READ_TIMEOUT`), here up to ``retries`` times and next call. It never writes more
+    than ``size`` bytes (when known), else the size announced, else :data:`MAX_UNKNOWN_BYTES`.
+    A file whose size or sha256 does not match is moved aside (``.bad-<time>``, replacing an
+    earlier one) and raised."""
     dest = Path(dest)
     if dest.is_file():
         log.info("%s already downloaded, skipping", dest.name)
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
-    part, total = dest.with_name(dest.name + ".part"), None
-    for failures in range(1, retries + 2):
-        start = part.stat().st_size if part.exists() else 0
-        response = _request(url, start, timeout)
-        if response is None:  # asked past the end: the .part is suspicious
-            _quarantine(part, "server refused to resume it")
-            continue
-        with response:
-            start, total = _sizes(response, start, total, dest.name)
-            try:
-                _append(response, part, start, total, progress=progress)
-            except (http.client.IncompleteRead, OSError) as err:
-                log.warning("connection dropped (%s); resuming", err)
-                time.sleep(min(2.0 * failures, 10.0))
-                continue
-        if total is None or part.stat().st_size >= total:
-            _verify(part, url, total, sha256)
+    part = dest.with_name(dest.name + ".part")
+    timeout = READ_TIMEOUT if timeout is None else timeout
+    transfer = _Transfer(url, part, size, timeout, progress, total=size)
+    for _ in range(retries + 1):
+        if transfer.attempt():
+            _verify(part, url, transfer.total, sha256)
             replace_durably(part, dest)  # on the disk before it is called downloaded
             log.info("downloaded %s (%.1f MB)", dest.name, dest.stat().st_size / 1e6)
             return dest
-        log.warning("got %d of %d bytes; resuming", part.stat().st_size, total)
     got = part.stat().st_size if part.exists() else 0
     raise DownloadError(
-        f"DATASET_URL {url}: the connection kept dropping or the server refused to resume; "
-        f"run again to resume from {got} bytes"
+        f"DATASET_URL {url}: the download failed {retries + 1} times (the last: "
+        f"{transfer.problem}); run again to resume from {got:,} bytes, {_OTHER_WAYS}"
     )
+
+
+def _shown(name: str) -> str:
+    """An entry's name as an error shows it: whole, or its two ends when it is very long."""
+    return name if len(name) <= 100 else f"{name[:60]}...{name[-30:]}"
 
 
 def _check_member(info: zipfile.ZipInfo) -> str | None:
@@ -181,7 +300,17 @@ def _check_member(info: zipfile.ZipInfo) -> str | None:
         return "absolute path"
     if ".." in PurePosixPath(name).parts:
         return "path leaves the target folder"
-    return "symbolic link" if stat.S_ISLNK(info.external_attr >> 16) else None
+    if stat.S_ISLNK(info.external_attr >> 16):
+        return "symbolic link"
+    if info.flag_bits & 0x1:
+        return "it is encrypted, which the data set never is: zip the photos without a password"
+    longest = max((len(part.encode()) for part in PurePosixPath(name).parts), default=0)
+    if longest > MAX_NAME_BYTES:
+        return (
+            f"a part of its name is {longest} bytes long, over the {MAX_NAME_BYTES} a file name "
+            "may have: shorten it in the zip"
+        )
+    return None
 
 
 def _expansion(info: zipfile.ZipInfo) -> str | None:
@@ -207,7 +336,8 @@ def check_archive(
     its headers alone."""
     for info in members:
         if why := _check_member(info):
-            raise UnsafeArchiveError(f"{archive.name}: refusing entry {info.filename!r}: {why}")
+            name = _shown(info.filename)
+            raise UnsafeArchiveError(f"{archive.name}: refusing entry {name!r}: {why}")
     if len(members) > max_files:
         raise UnsafeArchiveError(
             f"{archive.name} holds {len(members)} entries, over the cap of {max_files}"
@@ -228,7 +358,20 @@ def check_archive(
         )
 
 
-def _extract_entry(zf: zipfile.ZipFile, info: zipfile.ZipInfo, staging: Path) -> None:
+def _advice(archive: Path, downloaded: bool) -> str:
+    """What to do about a bad archive: delete it only when the series downloaded it."""
+    if downloaded:
+        return (
+            f"delete {archive} and run again to download it afresh; if that fails too, check "
+            "that DATASET_URL serves a zip of the photos"
+        )
+    return (
+        "the series did not download it, so it is left as it is: set DATASET_URL to a zip of "
+        "the photos"
+    )
+
+
+def _extract_entry(zf: zipfile.ZipFile, info: zipfile.ZipInfo, staging: Path, advice: str) -> None:
     """Write one checked entry under ``staging``, refusing content other than its header's."""
     dest = staging.joinpath(*PurePosixPath(info.filename.replace("\\", "/")).parts)
     if info.is_dir():
@@ -252,7 +395,7 @@ def _extract_entry(zf: zipfile.ZipFile, info: zipfile.ZipInfo, staging: Path) ->
     raise UnsafeArchiveError(
         f"{os.path.basename(zf.filename or '')}: refusing entry {info.filename!r}: its header "
         f"declares {info.file_size:,} bytes but {problem}; the archive is damaged or forged: "
-        "delete it and download it again"
+        f"{advice}"
     )
 
 
@@ -285,16 +428,17 @@ def extract_zip(
     max_files: int = MAX_ARCHIVE_FILES,
     max_bytes: int = MAX_ARCHIVE_BYTES,
     progress: bool = True,
+    downloaded: bool = False,
 ) -> Path:
-    """Extract ``archive`` into ``target``, all or nothing, after :func:`check_archive`."""
+    """Extract ``archive`` into ``target``, all or nothing, after :func:`check_archive`.
+    ``downloaded``: the series downloaded it, so an error may advise deleting it."""
     archive, target = Path(archive), Path(target)
     target.mkdir(parents=True, exist_ok=True)
+    advice = _advice(archive, downloaded)
     try:
         zf = zipfile.ZipFile(archive)
     except zipfile.BadZipFile as err:
-        raise DownloadError(
-            f"{archive} is not a readable zip archive ({err}); delete it and download again"
-        ) from err
+        raise DownloadError(f"{archive} is not a readable zip archive ({err}): {advice}") from err
     with zf:
         members = zf.infolist()
         free = shutil.disk_usage(target).free
@@ -302,7 +446,15 @@ def extract_zip(
         entries = progress_bar(members, desc=f"extracting {archive.name}", disable=not progress)
         with _staged(archive, target) as staging:
             for info in entries:
-                _extract_entry(zf, info, staging)
+                try:
+                    _extract_entry(zf, info, staging, advice)
+                except OSError as err:
+                    if err.errno != errno.ENAMETOOLONG:
+                        raise
+                    raise UnsafeArchiveError(
+                        f"{archive.name}: refusing entry {_shown(info.filename)!r}: its path is "
+                        f"too long for this file system ({err.strerror}): {advice}"
+                    ) from None
     return target
 
 
@@ -321,7 +473,7 @@ def prepare_dataset(
     if found is not None:
         log.info("found %s, nothing to download", found)
         return found
-    with held(data_dir / ".download.lock", "downloading and extracting the data set"):
+    with _download_lock(data_dir):
         found = find_image_root(data_dir, layout)  # made by the first process to lock?
         if found is not None:
             log.info("found %s, made by another process meanwhile", found)
@@ -333,8 +485,8 @@ def prepare_dataset(
                 "holds class folders: put your photos in DATA_DIR, or set DATASET_URL to a zip "
                 "of them."
             )
-        archive = _fetch_archive(data_dir, url, sha256=sha256, progress=progress)
-        extract_zip(archive, data_dir, progress=progress)
+        archive, downloaded = _fetch_archive(data_dir, url, sha256=sha256, progress=progress)
+        extract_zip(archive, data_dir, progress=progress, downloaded=downloaded)
     found = find_image_root(data_dir, layout)
     if found is None:
         raise DownloadError(
@@ -343,8 +495,26 @@ def prepare_dataset(
     return found
 
 
-def _fetch_archive(data_dir: Path, url: str, *, sha256: str, progress: bool) -> Path:
-    """The local zip ``url`` names, or the one it downloads into ``data_dir``."""
+@contextmanager
+def _download_lock(data_dir: Path) -> Iterator[None]:
+    """Hold ``data_dir``'s download lock, and remove its file, empty, before letting it go
+    (done or failed), so none is left behind: a process that waits on it then finds the
+    file it opened gone and makes its own (filelock checks it locked a linked file). A
+    soft lock's marker (filelock's fallback where the disk has no flock) is not empty and
+    is left to filelock, which removes it itself."""
+    lock = data_dir / ".download.lock"
+    with held(lock, "downloading and extracting the data set"):
+        try:
+            yield
+        finally:
+            with suppress(OSError):  # gone already; or Windows, where filelock removes it
+                if lock.stat().st_size == 0:
+                    lock.unlink()
+
+
+def _fetch_archive(data_dir: Path, url: str, *, sha256: str, progress: bool) -> tuple[Path, bool]:
+    """The local zip ``url`` names, or the one it downloads into ``data_dir`` (checked
+    against the published size and sha256 for Microsoft's); and whether it downloaded it."""
     if url.startswith("file://"):
         url = urllib.request.url2pathname(url[len("file://") :])
     if "://" not in url:
@@ -353,6 +523,10 @@ def _fetch_archive(data_dir: Path, url: str, *, sha256: str, progress: bool) -> 
             raise DownloadError(f"DATASET_URL points at {archive}, which is not a file")
         if sha256 and sha256_of(archive) != sha256.lower():
             raise DownloadError(f"{archive}: sha256 differs from DATASET_SHA256={sha256}")
-        return archive
+        return archive, False
     name = PurePosixPath(urllib.parse.urlparse(url).path).name or "dataset.zip"
-    return download(url, data_dir / name, sha256=sha256, progress=progress)
+    size = None
+    if url == DEFAULT_DATASET_URL:
+        size, sha256 = DEFAULT_ARCHIVE_SIZE, sha256 or DEFAULT_ARCHIVE_SHA256
+    archive = download(url, data_dir / name, sha256=sha256, size=size, progress=progress)
+    return archive, True

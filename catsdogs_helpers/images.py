@@ -10,11 +10,12 @@ from __future__ import annotations
 import io
 import math
 import os
+import stat
 import sys
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from pathlib import Path
+from typing import BinaryIO
 
 import cv2
 import numpy as np
@@ -26,12 +27,76 @@ Image.MAX_IMAGE_PIXELS = MAX_PIXELS
 
 PathOrBytes = str | os.PathLike[str] | bytes
 
+#: The kernel's own files (processes, settings, devices): never opened as a photo, wherever a
+#: link to them is. ``/dev/shm`` is a RAM disk for files of one's own, opened like any folder.
+SYSTEM_FOLDERS = ("/proc", "/sys", "/dev")
+RAM_DISKS = ("/dev/shm",)
+#: What a file that is not a regular one is, for the note that says why it was not opened.
+KINDS = (
+    (stat.S_ISDIR, "a folder"),
+    (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+class NotAFile(OSError):
+    """A path never opened as a photo: a system file, or not a regular file. ``info`` is its
+    status (``os.stat``, through links)."""
+
+    def __init__(self, note: str, info: os.stat_result) -> None:
+        super().__init__(note)
+        self.info = info
+
+
+def _under(path: str, folders: tuple[str, ...]) -> bool:
+    return any(path == folder or path.startswith(folder + "/") for folder in folders)
+
+
+def file_status(path: str | os.PathLike[str]) -> os.stat_result:
+    """The status of the file ``path`` leads to (links followed, nothing opened); raises
+    :class:`NotAFile` for a system file or anything but a regular file, and ``OSError`` when
+    there is no file."""
+    real = os.path.realpath(path)
+    info = os.stat(real)
+    if _under(real, SYSTEM_FOLDERS) and not _under(real, RAM_DISKS):
+        raise NotAFile(f"a system file ({real}): never read", info)
+    if not stat.S_ISREG(info.st_mode):
+        kind = next((name for test, name in KINDS if test(info.st_mode)), "not a regular file")
+        raise NotAFile(f"{kind}: never opened", info)
+    return info
+
+
+def _without_waiting(path: str, flags: int) -> int:
+    """``os.open`` that never waits (for a FIFO's writer) nor takes a terminal."""
+    return os.open(path, flags | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0))
+
+
+def open_file(path: str | os.PathLike[str]) -> BinaryIO:
+    """The regular file ``path`` leads to, opened to read (:func:`file_status` says which
+    are); ``OSError`` when it was replaced by another file since it was looked at."""
+    info = file_status(path)
+    file = open(path, "rb", opener=_without_waiting)
+    now = os.fstat(file.fileno())
+    if (now.st_dev, now.st_ino) != (info.st_dev, info.st_ino):
+        file.close()
+        raise OSError(f"{os.fspath(path)!r} was replaced while it was opened")
+    return file
+
 
 def open_image(source: PathOrBytes, *, min_side: int | None = None) -> Image.Image:
     """Decode ``source`` (a path or the file's bytes) to an upright RGB image; a JPEG at the
     smallest built-in scale that keeps ``min_side`` on its shorter side. Raises Pillow's
-    ``OSError``/``ValueError`` subclasses on anything but a complete, decodable image."""
-    fp = io.BytesIO(source) if isinstance(source, bytes) else Path(source)
+    ``OSError``/``ValueError`` subclasses on anything but a complete, decodable image, and
+    :class:`NotAFile` for a path :func:`open_file` does not open."""
+    if isinstance(source, bytes):
+        return _decode(io.BytesIO(source), min_side)
+    with open_file(source) as file:
+        return _decode(file, min_side)
+
+
+def _decode(fp: BinaryIO, min_side: int | None) -> Image.Image:
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         image = Image.open(fp)

@@ -13,7 +13,8 @@ from pathlib import Path, PurePosixPath
 
 import pandas as pd
 
-from .config import Layout
+from .config import Layout, check_label
+from .plumbing import read_csv
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +94,7 @@ def read_labels(image_root: str | os.PathLike[str], layout: Layout = FOLDERS) ->
     else:  # every entry of each class folder, broken ones too: validation gives them a verdict
         rows = [(f"{d.name}/{e.name}", d.name) for d in class_folders(root) for e in os.scandir(d)]
         table = pd.DataFrame(rows, columns=list(CSV_COLUMNS))
-    counts = table["label"].value_counts().sort_index()
+    counts = table["label"].map(check_label).value_counts().sort_index()  # each label checked
     if len(counts) < 2:
         found = f"one class, {counts.index[0]!r} ({counts.iloc[0]} files)" if len(counts) else ""
         raise LayoutError(
@@ -161,10 +162,9 @@ def _read_csv(path: Path) -> pd.DataFrame:
             f"{', '.join(CSV_COLUMNS)} (relative paths are inside DATA_DIR), or put "
             f"{LABELS_CSV_NAME} beside the photos."
         )
-    # utf-8-sig: a CSV saved by Excel starts with a byte-order mark, not part of "path"
-    table = pd.read_csv(
-        path, dtype=str, keep_default_na=False, skipinitialspace=True, encoding="utf-8-sig"
-    )
+    # read_csv skips the byte-order mark a CSV saved by Excel starts with (not part of
+    # "path"), and keeps the bytes of a name that is not UTF-8, as the file system has them
+    table = read_csv(path, skipinitialspace=True)
     table.columns = [str(c).strip().lower() for c in table.columns]
     missing = [c for c in CSV_COLUMNS if c not in table.columns]
     if missing:

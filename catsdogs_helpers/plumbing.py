@@ -1,11 +1,13 @@
-"""Plumbing the lessons need but need not read: atomic, durable file writes; file locks
-that never block a killed run's successor; progress bars (``CATSDOGS_PROGRESS``); a
-parallel map in chunks over processes."""
+"""Plumbing the lessons need but need not read: atomic, durable file writes; CSV files that
+give back any file name; file locks that never block a killed run's successor; progress bars
+(``CATSDOGS_PROGRESS``); a parallel map in chunks over processes."""
 
 from __future__ import annotations
 
+import glob
 import logging
 import os
+import re
 import secrets
 import sys
 from collections.abc import Callable, Iterable, Iterator
@@ -14,6 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 from filelock import FileLock, Timeout
 from tqdm.auto import tqdm as auto_tqdm
 from tqdm.std import tqdm as text_tqdm
@@ -26,6 +29,10 @@ from .config import available_cores
 # disk never leaves a half-written file, even with several writers at once.
 
 
+#: Random bytes in a temporary sibling's name (twice as many hexadecimal digits).
+TOKEN_BYTES = 6
+
+
 def unique_sibling(path: Path, suffix: str) -> Path:
     """Create and return a new, empty file beside ``path`` named ``<name>.<random><suffix>``.
 
@@ -33,13 +40,33 @@ def unique_sibling(path: Path, suffix: str) -> Path:
     usual permissions (``0o666`` less the umask), like the file it will replace.
     """
     for _ in range(100):
-        candidate = path.with_name(f"{path.name}.{secrets.token_hex(6)}{suffix}")
+        candidate = path.with_name(f"{path.name}.{secrets.token_hex(TOKEN_BYTES)}{suffix}")
         try:
             os.close(os.open(candidate, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
         except FileExistsError:
             continue
         return candidate
     raise FileExistsError(f"no free temporary name beside {path}")
+
+
+def stale_siblings(path: str | os.PathLike[str], suffix: str = ".tmp") -> list[Path]:
+    """The files beside ``path`` that :func:`unique_sibling` names for it (``<name>.<12
+    hexadecimal digits><suffix>``), as a write killed half-way leaves them; nothing else."""
+    path = Path(path)
+    name = re.compile(rf"{re.escape(path.name)}\.[0-9a-f]{{{2 * TOKEN_BYTES}}}{re.escape(suffix)}")
+    if not path.parent.is_dir():
+        return []
+    found = path.parent.glob(f"{glob.escape(path.name)}.*{glob.escape(suffix)}")
+    return sorted(p for p in found if name.fullmatch(p.name) and p.is_file())
+
+
+def remove_stale_temporaries(path: str | os.PathLike[str], suffix: str = ".tmp") -> list[Path]:
+    """Remove :func:`stale_siblings` of ``path``; returns them. Only for a file no one is
+    writing now (e.g. in a folder held with :func:`held`): a write under way loses its file."""
+    stale = stale_siblings(path, suffix)
+    for sibling in stale:
+        sibling.unlink(missing_ok=True)
+    return stale
 
 
 def fsync_file(path: str | os.PathLike[str]) -> None:
@@ -97,6 +124,48 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         if tmp is not None:
             tmp.unlink(missing_ok=True)
         raise
+
+
+# --------------------------------------------------------------------------------- CSV
+# Every CSV the package writes (the manifest, a split, predictions) is written by write_csv
+# and read back by read_csv, so that any path a file system can hold survives the round
+# trip: a field holding a line break or a carriage return is quoted (the writer quotes what
+# holds a character of its line end, which is RFC 4180's "\r\n"), and a name that is not
+# UTF-8 keeps its bytes (Python holds the undecodable ones as lone surrogates, written back
+# as the bytes they came from: "surrogateescape").
+
+CSV_ENCODING = "utf-8"
+CSV_ERRORS = "surrogateescape"
+CSV_LINE_END = "\r\n"
+
+
+def csv_text(frame: pd.DataFrame) -> str:
+    """``frame`` (without its index) as the text :func:`write_csv` writes."""
+    return frame.to_csv(index=False, lineterminator=CSV_LINE_END)
+
+
+def write_text(path: str | os.PathLike[str], text: str) -> Path:
+    """Write ``text`` atomically (:func:`atomic_path`), in UTF-8, any undecodable bytes of a
+    file name as they were, and no line end translated."""
+    with (
+        atomic_path(path) as tmp,
+        open(tmp, "w", encoding=CSV_ENCODING, errors=CSV_ERRORS, newline="") as file,
+    ):
+        file.write(text)
+    return Path(path)
+
+
+def write_csv(frame: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
+    """Write ``frame`` (without its index) as a CSV that :func:`read_csv` gives back."""
+    return write_text(path, csv_text(frame))
+
+
+def read_csv(path: str | os.PathLike[str], **options: Any) -> pd.DataFrame:
+    """Read a CSV written by :func:`write_csv` (or by hand): every column as text, nothing
+    read as missing, unless ``options`` (``pandas.read_csv``'s) say otherwise. A byte-order
+    mark (Excel's) is skipped."""
+    options = {"dtype": str, "keep_default_na": False, **options}
+    return pd.read_csv(path, encoding="utf-8-sig", encoding_errors=CSV_ERRORS, **options)
 
 
 # ------------------------------------------------------------------------------- locks

@@ -21,7 +21,7 @@ from .devices import amp_dtype, pick_device
 from .evaluation import predict
 from .explaining import grad_cam_images
 from .layouts import PHOTO_SUFFIXES
-from .plumbing import atomic_path
+from .plumbing import write_csv
 from .training import CheckpointError, load_model
 from .transforms import Preprocessing
 from .validating import check_files
@@ -130,8 +130,7 @@ def predict_files(
     table["model"] = classifier.name
     table["file"] = [str(path) for path, _ in found]
     if csv_path is not None:
-        with atomic_path(csv_path) as tmp:
-            table.to_csv(tmp, index=False)
+        write_csv(table, csv_path)
         log.info("wrote %d predictions to %s", len(table), csv_path)
     return table
 

@@ -15,7 +15,7 @@ import pandas as pd
 from sklearn.model_selection import train_test_split
 
 from .duplicates import LEAKAGE_REPORT_BITS, duplicate_groups, near_duplicates
-from .plumbing import atomic_path
+from .plumbing import read_csv, write_csv
 from .runs import RunConflict
 
 SPLIT_COLUMNS = ["path", "label", "split", "reason", "group", "sha256"]
@@ -92,16 +92,12 @@ def save_split(
             f"{path} holds a different split (the data, SEED or LIMIT_PER_CLASS changed). "
             "Use a new RUN_NAME, or set OVERWRITE=True to replace it."
         )
-    with atomic_path(path) as tmp:
-        split.to_csv(tmp, index=False)
-    return path
+    return write_csv(split, path)
 
 
 def read_split(path: str | os.PathLike[str]) -> pd.DataFrame:
-    """Read a split written by :func:`save_split`."""
-    split = pd.read_csv(
-        path, keep_default_na=False, dtype=dict.fromkeys(["path", "label", "sha256"], str)
-    )
+    """Read a split written by :func:`save_split` (any file name as it was written)."""
+    split = read_csv(path, dtype=dict.fromkeys(["path", "label", "sha256"], str))
     missing = {"path", "label", "split"} - set(split.columns)
     if missing:
         raise ValueError(f"{path} is not a split file: columns {sorted(missing)} are missing")

@@ -4,7 +4,8 @@ Notebook 04 shows :func:`train_one_epoch`, :func:`evaluate` and :func:`make_sche
 they are here, runs one epoch by hand, builds the optimiser and schedule, and hands them to
 :func:`fit`, which calls the same two functions every epoch and adds what a real run needs:
 checkpoints (``last.pt`` every epoch, ``best.pt`` when validation improves, written
-atomically), resuming, reuse of a finished run and ``RunConflict`` for one with other
+atomically; ``last.pt`` first, so that a run killed while saving is made whole from it when it
+starts again), resuming, reuse of a finished run and ``RunConflict`` for one with other
 settings, progressive resizing, early stopping, and fine-tuning of pretrained weights (the
 new head alone first; which layers train follows from the epoch number, so a resumed run
 continues in the right phase).
@@ -16,6 +17,7 @@ import logging
 import math
 import os
 import random
+import re
 import time
 from collections.abc import Callable
 from contextlib import ExitStack, contextmanager
@@ -32,7 +34,7 @@ from . import runs
 from .config import FineTuning, RunConfig, seed_for
 from .devices import autocast, to_model_input
 from .models import create_model, head_of
-from .plumbing import atomic_path, progress_bar
+from .plumbing import atomic_path, progress_bar, remove_stale_temporaries
 from .tools import distributed
 from .transforms import Preprocessing, describe_pipeline, save_pipeline
 
@@ -40,7 +42,7 @@ log = logging.getLogger(__name__)
 
 
 class CheckpointError(RuntimeError):
-    """A checkpoint is missing, truncated, or does not fit."""
+    """A checkpoint is missing, unreadable (truncated, or tampered with), or does not fit."""
 
 
 @dataclass(frozen=True)
@@ -221,8 +223,8 @@ _VOLATILE = ("last_epoch", "best", "num_bad_epochs", "cooldown_counter")
 def _plain(values: dict) -> dict:
     """The settings among an optimiser group's or a scheduler's values: plain, not state."""
     plain = (int, float, str, bool, type(None))
-    return {k: v for k, v in values.items() if isinstance(v, plain) and k[0] != "_"
-            and k not in _VOLATILE}  # fmt: skip
+    kept = (k for k, v in values.items() if isinstance(v, plain) and k[0] != "_")
+    return {k: values[k] for k in kept if k not in _VOLATILE}
 
 
 def describe_parts(optimizer, scheduler, loss_fn: nn.Module) -> dict[str, Any]:
@@ -272,8 +274,25 @@ def _atomic_save(obj: Any, path: Path) -> None:
         torch.save(obj, tmp)
 
 
+#: What PyTorch's refusals advise (load with ``weights_only=False``, allow-list what the file
+#: holds): advice to let a file that may run code do so, never passed on.
+_UNSAFE_ADVICE = ("weights_only", "safe_globals", "trust", "allowlist", "can still be loaded")
+
+
+def _reason(err: Exception) -> str:
+    """Why ``torch.load`` refused a file, in one line: its first two sentences that advise
+    nothing (none of PyTorch's advice to load the file unsafely)."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(err))  # PyTorch prints some advice in bold
+    sentences = (s.strip() for s in re.split(r"(?<=[.!?])\s+|\n+", text))
+    kept = [s for s in sentences if s and not any(w in s.lower() for w in _UNSAFE_ADVICE)]
+    reason = " ".join(kept[:2])
+    reason = reason if len(reason) <= 200 else reason[:197] + "..."
+    return f"{type(err).__name__}: {reason}" if reason else type(err).__name__
+
+
 def load_checkpoint(path: str | os.PathLike[str], map_location: Any = "cpu") -> dict:
-    """Load a checkpoint safely (``weights_only=True``), with a clear error when it is bad."""
+    """Load a checkpoint safely (``weights_only=True``: nothing in it can run), with a clear
+    error when it is bad: one that never advises loading it another way."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {path}: train first (notebook 04)")
@@ -281,9 +300,10 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: Any = "cpu") -> 
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:
         raise CheckpointError(
-            f"{path} is not a readable checkpoint ({type(err).__name__}: {err}). It may be "
-            "truncated; delete it and train again (or resume from last.pt)."
-        ) from err
+            f"{path} is unreadable or possibly malicious: it may be truncated or tampered with, "
+            f"and it was not loaded ({_reason(err)}). Do not load it another way: train again "
+            "into a new RUN_NAME, or with OVERWRITE=True to replace it."
+        ) from None  # PyTorch's own message advises loading it unsafely
 
 
 def load_model(
@@ -360,19 +380,99 @@ def _restore(model, parts: TrainingParts, previous: dict) -> FitState:
         parts.scheduler.load_state_dict(previous["scheduler"])
     parts.scaler.load_state_dict(previous["scaler"])
     _set_rng_state(previous["rng"])
-    return FitState(**{k: previous[k] for k in vars(FitState())})
+    return _state(previous)
+
+
+def _state(checkpoint: dict) -> FitState:
+    return FitState(**{k: checkpoint[k] for k in vars(FitState())})
+
+
+def _save_records(run_dir: Path, checkpoint: dict) -> None:
+    """What follows ``last.pt`` (written first: a re-run trusts it and rewrites the rest from
+    it): ``best.pt`` when this epoch is the best so far, ``history.csv``, ``summary.json``."""
+    if checkpoint["since_best"] == 0:  # the best epoch: best.pt is last.pt, unfinished
+        _atomic_save({**checkpoint, "finished": False}, run_dir / "best.pt")
+    runs.write_history(run_dir, checkpoint["history"])
+    runs.write_summary(run_dir, checkpoint["settings"], checkpoint, finished=checkpoint["finished"])
+
+
+def _repair(run_dir: Path, last: dict) -> None:
+    """Rewrite ``best.pt``, ``history.csv`` and ``summary.json`` from ``last.pt`` when a kill
+    while saving left them behind it (``summary.json``, written last, then differs)."""
+    try:
+        summary = runs.read_json(run_dir / "summary.json") or {}
+        rows = len(pd.read_csv(run_dir / "history.csv"))
+    except (OSError, ValueError):  # missing, or not as this package writes them
+        summary, rows = {}, -1
+    told = (summary.get("epochs_run"), summary.get("finished"), rows)
+    if told == (last["epoch"], last["finished"], last["epoch"]):
+        return
+    log.warning(
+        "%s: history.csv or summary.json is behind last.pt (epoch %d), as a run stopped while "
+        "saving leaves them: rewriting them (and best.pt) from last.pt",
+        run_dir,
+        last["epoch"],
+    )
+    _save_records(run_dir, last)
+
+
+def _finished_from_best(run_dir: Path, settings: dict) -> FitState | None:
+    """A finished run's state without ``last.pt``: from ``best.pt`` (these settings) and
+    ``summary.json`` and ``history.csv`` (finished, and agreeing with it), else None."""
+    try:
+        summary = runs.read_json(run_dir / "summary.json") or {}
+        rows = pd.read_csv(run_dir / "history.csv").to_dict("records")
+        best = load_checkpoint(run_dir / "best.pt")
+    except (OSError, ValueError, CheckpointError):
+        return None
+    agree = summary.get("finished") is True and summary.get("epochs_run") == len(rows)
+    agree = agree and summary.get("best_val_acc") == best.get("best_acc")
+    if not agree or runs.differences(best.get("settings", {}), settings):
+        return None
+    since_best, seconds = len(rows) - best.get("epoch", 0), summary.get("train_seconds", 0.0)
+    return FitState(len(rows), best["best_acc"], since_best, seconds, rows)
+
+
+def _read_last(run_dir: Path, settings: dict, overwrite: bool) -> dict | FitState | None:
+    """``last.pt``'s checkpoint, or None when there is none. When it is unreadable: None with
+    ``OVERWRITE`` (the run is replaced), else a finished run's state from ``best.pt``
+    (:func:`_finished_from_best`, with a warning), else the :class:`CheckpointError`."""
+    last = run_dir / "last.pt"
+    if not last.is_file():
+        return None
+    try:
+        return load_checkpoint(last)
+    except CheckpointError:
+        if overwrite:
+            log.warning("%s is unreadable: OVERWRITE=True trains the run again", last)
+            return None
+        finished = _finished_from_best(run_dir, settings)
+        if finished is None:
+            raise
+        log.warning(
+            "%s is unreadable, but best.pt holds this finished run's best model, trained with "
+            "these settings: loading it (set OVERWRITE=True to train again for a new last.pt)",
+            last,
+        )
+        return finished
 
 
 def _start(run_dir: Path, model, parts, settings: dict, cfg: RunConfig) -> tuple[FitState, bool]:
     """``(state, finished)``: the state of a finished run with the same settings (reused,
     even with ``OVERWRITE``: it would only repeat itself), the restored state of an
-    interrupted run (``RESUME``), or a fresh state."""
-    last, overwrite = run_dir / "last.pt", cfg.overwrite and distributed.is_main()
-    previous = load_checkpoint(last) if last.is_file() else None
+    interrupted run (``RESUME``), or a fresh state. A run that a kill left half-saved is made
+    whole again from ``last.pt`` first (:func:`_repair`)."""
+    overwrite = cfg.overwrite and distributed.is_main()
+    previous = _read_last(run_dir, settings, overwrite)
+    if isinstance(previous, FitState):
+        return previous, True
     before = previous.get("settings", {}) if previous else {}
-    if previous and previous["finished"] and not runs.differences(before, settings):
+    same = previous is not None and not runs.differences(before, settings)
+    if same and distributed.is_main():
+        _repair(run_dir, previous)
+    if same and previous["finished"]:
         log.info("%s already holds a finished run: loading it, not training again", run_dir)
-        return FitState(**{k: previous[k] for k in vars(FitState())}), True
+        return _state(previous), True
     if overwrite:
         for stale in ("last.pt", "best.pt", "history.csv", "summary.json", "metrics.json"):
             (run_dir / stale).unlink(missing_ok=True)
@@ -389,17 +489,31 @@ def _start(run_dir: Path, model, parts, settings: dict, cfg: RunConfig) -> tuple
     return _restore(model, parts, previous), False
 
 
+#: What :func:`fit` writes into the run folder (atomically, through a temporary sibling).
+WRITTEN = ("last.pt", "best.pt", "history.csv", "summary.json", "train_pipeline.json")
+
+
 @contextmanager
 def _begin(run_dir: Path, model, parts, settings: dict, cfg: RunConfig):
     """:func:`_start` while the run folder is claimed. With several processes, process 0
-    claims the folder and starts (replacing files with ``OVERWRITE``) first; the others then
-    read the same checkpoint, and never change the folder."""
+    claims the folder, removes the temporary files a killed save left, and starts (replacing
+    files with ``OVERWRITE``) first; the others then read the same checkpoint, and never
+    change the folder."""
     with ExitStack() as stack:
         with distributed.main_first():
             if distributed.is_main():
                 stack.enter_context(runs.claim(run_dir))
+                _remove_stale_temporaries(run_dir)
             started = _start(run_dir, model, parts, settings, cfg)
         yield started
+
+
+def _remove_stale_temporaries(run_dir: Path) -> None:
+    """Remove what saves killed half-way left beside :data:`WRITTEN` (the folder is claimed:
+    no save of this run is under way)."""
+    removed = [p.name for name in WRITTEN for p in remove_stale_temporaries(run_dir / name)]
+    if removed:
+        log.info("removed temporary files a stopped save left in %s: %s", run_dir, removed)
 
 
 def _validate(model, val_loader, device: torch.device, amp_dtype) -> EpochResult:
@@ -436,11 +550,9 @@ def _record(run_dir: Path, model, parts, state: FitState, meta: dict, cfg: RunCo
     stop = cfg.early_stopping > 0 and state.since_best >= cfg.early_stopping
     done = stop or state.epoch >= cfg.epochs
     if distributed.is_main():
-        if improved:
-            _atomic_save(_checkpoint(model, parts, state, meta, False), run_dir / "best.pt")
-        _atomic_save(_checkpoint(model, parts, state, meta, done), run_dir / "last.pt")
-        runs.write_history(run_dir, state.history)
-        runs.write_summary(run_dir, meta["settings"], vars(state), finished=done)
+        checkpoint = _checkpoint(model, parts, state, meta, done)
+        _atomic_save(checkpoint, run_dir / "last.pt")  # first: the rest can be made from it
+        _save_records(run_dir, checkpoint)
         _log_epoch(state, cfg.epochs, improved)
     distributed.barrier()
     if stop:

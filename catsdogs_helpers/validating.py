@@ -3,6 +3,11 @@
 a note per file, written to a manifest. Each JPEG is decoded once, in grayscale at reduced
 scale: the decoder still reads every byte, so damage is caught, and the difference hash for
 near duplicates is taken from that image.
+
+Links are followed, wherever they lead; a system file (under ``/proc``, ``/sys`` or ``/dev``)
+or anything but a regular file (a folder, a FIFO, a device) is ``not_a_file`` and never
+opened; a file over ``MAX_FILE_BYTES`` is ``too_large`` and never read. A file is read in
+chunks, hashed as they come.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import stat
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import pandas as pd
@@ -23,9 +29,9 @@ from PIL import Image, UnidentifiedImageError
 
 from .config import Layout
 from .duplicates import DHASH_MIN_SIDE, dhash
-from .images import jpeg_gray, open_image, reduction_for
+from .images import NotAFile, jpeg_gray, open_file, open_image, reduction_for
 from .layouts import FOLDERS, read_labels
-from .plumbing import atomic_path, held, map_chunks
+from .plumbing import held, map_chunks, read_csv, write_csv
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +41,13 @@ CHECKER = 2
 #: Formats decoded as JPEG: MPO is what Pillow calls a camera JPEG with extra images.
 JPEG_FORMATS = ("JPEG", "MPO")
 MIN_SIDE = 32
+#: Files larger than this are ``too_large`` without a byte read: every core reads one file
+#: at once, and a photo is rarely over 20 MB. A test may shrink it.
+MAX_FILE_BYTES = 64 * 1024 * 1024
+#: Bytes read (and hashed) at a time.
+READ_CHUNK = 1024 * 1024
+#: Examples named in a message.
+EXAMPLES = 3
 
 
 @dataclass
@@ -77,21 +90,45 @@ def check_image(path: str | os.PathLike[str], *, min_side: int = MIN_SIDE) -> di
 
 
 def _read_file(path: str | os.PathLike[str], row: Verdict) -> bytes | None:
-    """The file's bytes, or None and a reason when it is no readable regular file."""
+    """The file's bytes, or None and a reason: ``not_a_file`` (never opened: a system file,
+    or not a regular file), ``too_large`` (over ``MAX_FILE_BYTES``: never read), ``empty``
+    or ``unreadable``."""
     try:
-        info = os.stat(path)
-        if not stat.S_ISREG(info.st_mode):
-            row.reason = "not_a_file"
-            return None
-        with open(path, "rb") as file:
-            data = file.read()
+        with open_file(path) as file:
+            info = os.fstat(file.fileno())
+            row.bytes, row.mtime_ns = info.st_size, info.st_mtime_ns
+            if info.st_size > MAX_FILE_BYTES:
+                row.reason = "too_large"
+                row.note = f"{info.st_size:,} bytes, over the {MAX_FILE_BYTES:,}-byte limit"
+                return None
+            data = _read_chunks(file, row)
+    except NotAFile as err:
+        regular = stat.S_ISREG(err.info.st_mode)  # a system file: the size list_files gives
+        row.bytes, row.mtime_ns = (err.info.st_size if regular else 0), err.info.st_mtime_ns
+        row.reason, row.note = "not_a_file", str(err)
+        return None
     except OSError as err:
         row.reason, row.note = "unreadable", err.strerror or str(err)
         return None
-    row.bytes, row.mtime_ns = len(data), info.st_mtime_ns
-    row.sha256 = hashlib.sha256(data).hexdigest()
-    row.reason = "" if data else "empty"
+    if data is not None:
+        row.reason = "" if data else "empty"
     return data
+
+
+def _read_chunks(file: BinaryIO, row: Verdict) -> bytes | None:
+    """The rest of ``file``, hashed as it is read, ``READ_CHUNK`` bytes at a time; None and
+    ``too_large`` when it grows past ``MAX_FILE_BYTES`` while it is read."""
+    digest, chunks, size = hashlib.sha256(), [], 0
+    while chunk := file.read(READ_CHUNK):
+        size += len(chunk)
+        if size > MAX_FILE_BYTES:
+            row.bytes, row.reason = size, "too_large"
+            row.note = f"grew past the {MAX_FILE_BYTES:,}-byte limit while it was read"
+            return None
+        digest.update(chunk)
+        chunks.append(chunk)
+    row.bytes, row.sha256 = size, digest.hexdigest()
+    return b"".join(chunks)
 
 
 def _read_header(data: bytes, row: Verdict, min_side: int) -> tuple[Image.Image | None, int]:
@@ -195,11 +232,12 @@ def _size_and_time(path: Path) -> tuple[int, int]:
 
 
 def peek_sizes(image_root: str | os.PathLike[str], files: pd.DataFrame) -> pd.DataFrame:
-    """Format, width and height from each file's header only (fast; nothing is decoded)."""
+    """Format, width and height from each file's header only (fast; nothing is decoded, and
+    what validation never opens is not opened: empty format, no size)."""
     rows = []
     for path in files["path"]:
         try:
-            with Image.open(Path(image_root) / path) as image:
+            with open_file(Path(image_root) / path) as file, Image.open(file) as image:
                 rows.append((image.format or "", *image.size))
         except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
             rows.append(("", 0, 0))
@@ -235,17 +273,39 @@ def validate_folder(
         merged = files.merge(previous, on=["path", "bytes", "mtime_ns"], how="left")
         todo = merged.index[merged["reason"].fillna("").eq("") | merged["checker"].ne(CHECKER)]
         if len(todo):
-            paths = [os.path.join(image_root, p) for p in merged.loc[todo, "path"]]
-            results = check_files(paths, min_side=min_side, workers=workers, progress=progress)
-            checked = pd.DataFrame(results, index=todo)
-            merged = merged.astype(dict.fromkeys(checked.columns, object))
-            merged.loc[todo, checked.columns] = checked
+            options = {"min_side": min_side, "workers": workers, "progress": progress}
+            merged = _check_rows(merged, todo, image_root, **options)
         reused = len(merged) - len(todo)
         log.info("checked %d files (%d reused from the manifest)", len(todo), reused)
         manifest = _typed(merged[MANIFEST_COLUMNS].copy())
         if locked:
             write_manifest(manifest, manifest_path)
     return manifest
+
+
+def _check_rows(
+    merged: pd.DataFrame, todo: pd.Index, image_root: str | os.PathLike[str], **options
+) -> pd.DataFrame:
+    """``merged`` with the rows ``todo`` checked (:func:`check_files` ``options``), saying in
+    the log which of them lead out of ``image_root`` through a link (they are followed)."""
+    names = list(merged.loc[todo, "path"])
+    outside = _links_out(image_root, names)
+    if outside:
+        shown = ", ".join(repr(name) for name in outside[:EXAMPLES])
+        message = "%d of the files lead out of %s through a link, followed (docs/own-data.md): %s"
+        log.warning(message, len(outside), image_root, shown)
+    results = check_files([os.path.join(image_root, name) for name in names], **options)
+    checked = pd.DataFrame(results, index=todo)
+    merged = merged.astype(dict.fromkeys(checked.columns, object))
+    merged.loc[todo, checked.columns] = checked
+    return merged
+
+
+def _links_out(image_root: str | os.PathLike[str], names: list[str]) -> list[str]:
+    """Those of ``names`` (paths relative to ``image_root``) that lead out of it, by a link."""
+    top = os.path.join(os.path.realpath(image_root), "")
+    real = (os.path.realpath(os.path.join(image_root, name)) for name in names)
+    return [name for name, path in zip(names, real, strict=True) if not path.startswith(top)]
 
 
 def check_files(
@@ -259,15 +319,14 @@ def check_files(
 
 
 def write_manifest(manifest: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
-    """Write the manifest CSV atomically (a temporary file renamed into place)."""
-    with atomic_path(path) as tmp:
-        manifest.to_csv(tmp, index=False)
-    return Path(path)
+    """Write the manifest CSV atomically (a temporary file renamed into place), giving back
+    any file name (:func:`plumbing.write_csv`)."""
+    return write_csv(manifest, path)
 
 
 def read_manifest(path: str | os.PathLike[str]) -> pd.DataFrame:
     """Read a manifest written by :func:`validate_folder`."""
-    manifest = pd.read_csv(path, dtype=str, keep_default_na=False)
+    manifest = read_csv(path)
     if "checker" not in manifest.columns:  # written before the column existed
         manifest["checker"] = "1"
     missing = set(MANIFEST_COLUMNS) - set(manifest.columns)

@@ -67,9 +67,9 @@ NOTES = {
     "DATASET_URL": "empty: Microsoft's archive (about 787 MB, CDLA-Permissive-2.0); else an "
     "`http(s)://` address or the path of a local `.zip`, such as your own photos zipped "
     "([your own photos and classes](own-data.md)).",
-    "RUN_NAME": "everything the run writes goes to `runs/<RUN_NAME>/` (letters, digits, `-` "
-    "or `_`). A run folder holds one set of settings: give each recipe or experiment its "
-    "own name ([what a run writes](run-folder.md)).",
+    "RUN_NAME": "everything the run writes goes to `runs/<RUN_NAME>/`: 1 to 64 letters, "
+    "digits, `-`, `_` or `.`, not starting with `.`. A run folder holds one set of "
+    "settings: give each recipe or experiment its own name ([what a run writes](run-folder.md)).",
     "SEED": "seeds the split, the model's initial weights, the loader order and the "
     "augmentations (`config.seed_for`); each epoch's order and augmentations depend only on "
     "the seed and the epoch's number, so a resumed run repeats an uninterrupted one.",

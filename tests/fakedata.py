@@ -194,3 +194,86 @@ def tiny_notebook(folder: Path, code: str, name: str = "01_tiny.ipynb") -> Path:
                                  "language": "python"}  # fmt: skip
     nbformat.write(nb, folder / name)
     return folder
+
+
+class _Scripted(http.server.BaseHTTPRequestHandler):
+    """Answers every GET with ``respond(handler)``: a server that misbehaves as a test says."""
+
+    requests: list[dict] = []
+    stopped: threading.Event
+
+    def log_message(self, *args) -> None:  # keep test output clean
+        pass
+
+    def respond(self) -> None:
+        raise NotImplementedError
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+        self.requests.append({"path": self.path, "range": self.headers.get("Range")})
+        try:
+            self.respond()
+        except OSError:  # the client hung up: what these servers are there to make it do
+            pass
+
+
+@contextmanager
+def serve_scripted(respond):
+    """Serve every GET on 127.0.0.1 with ``respond(handler)``, a function of the
+    ``BaseHTTPRequestHandler``, whose ``stopped`` (an Event) is set when the block ends;
+    yields ``(base_url, handler_class)``."""
+    handler = type("Scripted", (_Scripted,), {
+        "respond": respond, "requests": [], "stopped": threading.Event(),
+    })  # fmt: skip
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", handler
+    finally:
+        handler.stopped.set()
+        server.shutdown()
+        server.server_close()
+
+
+def endless_stream(total: int = 64 * 1024**2):
+    """A responder that answers 200 with no Content-Length and streams zeros until the client
+    hangs up: "forever" to a client (``total`` bytes at most, so that a client that never
+    stops fills no disk)."""
+
+    def respond(handler) -> None:
+        handler.send_response(200)
+        handler.end_headers()
+        chunk, sent = bytes(64 * 1024), 0
+        while sent < total and not handler.stopped.is_set():
+            handler.wfile.write(chunk)
+            sent += len(chunk)
+
+    return respond
+
+
+def goes_silent(handler) -> None:
+    """A responder that sends its headers (a Content-Length of 1 MB) and 100 bytes, then
+    nothing until the serving block ends."""
+    handler.send_response(200)
+    handler.send_header("Content-Length", str(1024**2))
+    handler.end_headers()
+    handler.wfile.write(bytes(100))
+    handler.wfile.flush()
+    handler.stopped.wait(120)
+
+
+def wrong_ranges(data: bytes, offset: int):
+    """A responder for ``data`` that answers a Range request with 206 and a true
+    Content-Range, but from byte ``offset`` whatever was asked; a plain request with 200."""
+
+    def respond(handler) -> None:
+        start = offset if handler.headers.get("Range") else 0
+        body = data[start:]
+        handler.send_response(206 if handler.headers.get("Range") else 200)
+        if handler.headers.get("Range"):
+            handler.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+        handler.send_header("Content-Length", str(len(body)))
+        handler.end_headers()
+        handler.wfile.write(body)
+
+    return respond

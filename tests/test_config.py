@@ -170,3 +170,96 @@ def test_loader_workers_fit_the_device_and_the_processes(cores, processes, cpu, 
     assert config.default_num_workers() == cpu
     assert config.default_num_workers(accelerator=True) == gpu
     assert not config.trains_on_cuda("cpu") and not config.trains_on_cuda("mps")
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["a", "run-1_B.v2", "x" * 64, "-dash", "_under", "v1.0"],
+)
+def test_run_names_of_the_rule_are_accepted(name):
+    assert config.make_config(RUN_NAME=name).run_dir.name == name
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["my run", "two\nlines", ".hidden", "~home", "x" * 65, ".", "..", "a/b", "a\\b", "café"]
+    + ["tab\there", "semi;colon", "star*", "a:b", "end\n", ""],
+)
+def test_run_names_outside_the_rule_are_refused_by_the_rule_the_message_states(name):
+    rule = "use 1 to 64 characters, each a letter (A-Z, a-z), a digit, '-', '_' or '.', not "
+    with pytest.raises(config.ParameterError, match=re.escape(rule + "starting with '.'")):
+        config.run_dir(name)
+    if name == name.strip():  # a parameter's text is stripped first
+        with pytest.raises(config.ParameterError, match="RUN_NAME="):
+            config.make_config(RUN_NAME=name)
+
+
+def test_a_huge_run_name_is_cut_in_the_message():
+    with pytest.raises(config.ParameterError) as caught:
+        config.run_dir("a" * 1_000_000)
+    assert len(str(caught.value)) < 400
+
+
+@pytest.mark.parametrize("label", ["Cat", "dog", "Golden retriever", "Chat-été", "x" * 100])
+def test_class_labels_of_the_rule_are_accepted(label):
+    assert config.check_label(label) == label
+
+
+@pytest.mark.parametrize(
+    ("label", "shown"),
+    [
+        ("x" * 50_000_000, repr("x" * 100)),
+        ("x" * 101, repr("x" * 100)),
+        ("two\nlines", r"'two\nlines'"),
+        ("tab\t", r"'tab\t'"),
+        ("nul\x00", r"'nul\x00'"),
+        ("bell\x07", r"'bell\x07'"),
+        ("del\x7f", r"'del\x7f'"),
+        ("next line\x85", r"'next line\x85'"),
+        ("", "''"),
+    ],
+)
+def test_class_labels_outside_the_rule_are_refused_naming_the_label(label, shown):
+    with pytest.raises(ValueError, match="1 to 100 characters and no control characters") as caught:
+        config.check_label(label)
+    message = str(caught.value)
+    assert shown in message and "\n" not in message and len(message) < 500
+
+
+def test_labels_read_from_folders_file_names_or_a_csv_are_checked(tmp_path):
+    from catsdogs_helpers import layouts
+
+    folders = tmp_path / "folders"
+    for name in ("Cat", "Dog\tbreed"):
+        (folders / name).mkdir(parents=True)
+        (folders / name / "1.jpg").write_bytes(b"x")
+    with pytest.raises(ValueError, match=re.escape(r"'Dog\tbreed'")):
+        layouts.read_labels(folders)
+    named = tmp_path / "named"
+    named.mkdir()
+    for name in ("cat.1.jpg", "dog.1.jpg", "d" * 120 + ".1.jpg"):
+        (named / name).write_bytes(b"x")
+    pattern = config.make_layout("filenames", "^([a-z]+)[.]", "", tmp_path)
+    with pytest.raises(ValueError, match=re.escape(repr("d" * 100))):
+        layouts.read_labels(named, pattern)
+    csv = tmp_path / "csv"
+    csv.mkdir()
+    (csv / "a.jpg").write_bytes(b"x")
+    (csv / "labels.csv").write_text("path,label\na.jpg,cat\nb.jpg," + "y" * 5_000_000 + "\n")
+    with pytest.raises(ValueError, match="1 to 100 characters and no control characters") as caught:
+        layouts.read_labels(csv, config.make_layout("csv", config.DEFAULT_LABEL_PATTERN, "", csv))
+    assert len(str(caught.value)) < 500
+
+
+@pytest.mark.parametrize(
+    "digest", ["abc", "g" * 64, "a" * 63, "a" * 65, "sha256:" + "a" * 64, "a" * 32 + " " + "a" * 32]
+)
+def test_a_dataset_sha256_that_is_no_sha256_is_refused_before_downloading(digest):
+    with pytest.raises(config.ParameterError, match="DATASET_SHA256=.*64 hexadecimal digits"):
+        config.make_config(DATASET_SHA256=digest)
+
+
+def test_a_dataset_sha256_of_64_hex_digits_in_either_case_is_accepted():
+    digest = "0123456789abcdef" * 4
+    assert config.make_config(DATASET_SHA256=digest.upper()).dataset_sha256 == digest
+    assert config.make_config(DATASET_SHA256="").dataset_sha256 == ""

@@ -270,3 +270,200 @@ def test_a_finished_download_is_on_the_disk_before_it_counts(tmp_path, monkeypat
     with fakedata.serve({"/a.zip": PAYLOAD}) as (base, _):
         out = downloading.download(f"{base}/a.zip", tmp_path / "a.zip", progress=False)
     assert out.stat().st_ino in flushed and tmp_path.stat().st_ino in flushed
+
+
+# ------------------------------------------------------------------ hostile servers
+
+
+def _no_leftovers(folder, name: str) -> None:
+    """Nothing a later run could take for a finished (or resumable) download is left."""
+    assert not (folder / name).exists()
+    assert not list(folder.glob("*.part")), "no partial file"
+
+
+def test_a_stream_without_a_size_stops_at_the_cap_for_unknown_sizes(tmp_path, monkeypatch):
+    monkeypatch.setattr(downloading, "MAX_UNKNOWN_BYTES", 1024**2)
+    data = tmp_path / "data"
+    with fakedata.serve_scripted(fakedata.endless_stream()) as (base, _):
+        url = f"{base}/pets.zip"
+        with pytest.raises(DownloadError) as err:
+            downloading.prepare_dataset(data, url, progress=False)
+    message = str(err.value)
+    assert "\n" not in message and "DATASET_URL" in message and url in message
+    assert "1,048,576 bytes" in message and "MAX_UNKNOWN_BYTES" in message
+    _no_leftovers(data, "pets.zip")
+
+
+def test_the_default_archive_never_grows_past_its_published_size(tmp_path, monkeypatch):
+    data = tmp_path / "data"
+    with fakedata.serve_scripted(fakedata.endless_stream()) as (base, _):
+        url = f"{base}/kagglecatsanddogs_5340.zip"
+        monkeypatch.setattr(downloading, "DEFAULT_DATASET_URL", url)
+        monkeypatch.setattr(downloading, "DEFAULT_ARCHIVE_SIZE", 300_000)
+        with pytest.raises(DownloadError) as err:
+            downloading.prepare_dataset(data, url, progress=False)
+    message = str(err.value)
+    assert "\n" not in message and "DATASET_URL" in message and url in message
+    assert "300,000 bytes" in message
+    _no_leftovers(data, "kagglecatsanddogs_5340.zip")
+
+
+def test_a_server_gone_silent_times_out_within_seconds(tmp_path, monkeypatch):
+    monkeypatch.setattr(downloading, "READ_TIMEOUT", 0.3)
+    monkeypatch.setattr(downloading, "RETRY_WAIT", 0.0)
+    start = time.perf_counter()
+    with fakedata.serve_scripted(fakedata.goes_silent) as (base, handler):
+        url = f"{base}/pets.zip"
+        with pytest.raises(DownloadError) as err:
+            downloading.prepare_dataset(tmp_path / "data", url, progress=False)
+    assert time.perf_counter() - start < 15
+    message = str(err.value)
+    assert "\n" not in message and "timed out" in message
+    assert "DATASET_URL" in message and url in message
+    assert len(handler.requests) > 1, "a stall is retried, resuming"
+
+
+@pytest.mark.parametrize("offset", [0, 1000], ids=["from-zero", "from-elsewhere"])
+def test_a_resume_that_starts_elsewhere_is_never_appended(tmp_path, offset):
+    (tmp_path / "a.zip.part").write_bytes(PAYLOAD[:5000])
+    with fakedata.serve_scripted(fakedata.wrong_ranges(PAYLOAD, offset)) as (base, handler):
+        out = downloading.download(f"{base}/a.zip", tmp_path / "a.zip", progress=False)
+    assert out.read_bytes() == PAYLOAD
+    assert handler.requests[0]["range"] == "bytes=5000-"
+    assert list(tmp_path.iterdir()) == [out], "nothing moved aside: nothing went wrong"
+
+
+def test_only_the_latest_bad_copy_is_kept(tmp_path):
+    older = tmp_path / "a.zip.part.bad-20000101-000000"
+    older.write_bytes(b"an earlier run's bad copy")
+    with fakedata.serve({"/a.zip": PAYLOAD}) as (base, _):
+        for _ in range(2):
+            with pytest.raises(DownloadError, match="sha256"):
+                downloading.download(f"{base}/a.zip", tmp_path / "a.zip", sha256="0" * 64,
+                                     progress=False)  # fmt: skip
+    bad = list(tmp_path.iterdir())
+    assert len(bad) == 1 and bad[0].name.startswith("a.zip.part.bad-")
+    assert bad[0].read_bytes() == PAYLOAD
+
+
+def _serve_as_default(monkeypatch, payload: bytes, base: str) -> str:
+    url = f"{base}/kagglecatsanddogs_5340.zip"
+    monkeypatch.setattr(downloading, "DEFAULT_DATASET_URL", url)
+    monkeypatch.setattr(downloading, "DEFAULT_ARCHIVE_SIZE", len(payload))
+    monkeypatch.setattr(downloading, "DEFAULT_ARCHIVE_SHA256", hashlib.sha256(payload).hexdigest())
+    return url
+
+
+def test_the_default_archive_is_checked_against_its_published_hash(tmp_path, monkeypatch):
+    assert downloading.DEFAULT_ARCHIVE_SIZE == 824_887_076
+    assert downloading.DEFAULT_ARCHIVE_SHA256 == (
+        "b7974bd00a84a99921f36ee4403f089853777b5ae8d151c76a86e64900334af9"
+    )
+    tampered = PAYLOAD[:-1] + b"!"
+    data = tmp_path / "data"
+    with fakedata.serve({"/kagglecatsanddogs_5340.zip": tampered}) as (base, _):
+        url = _serve_as_default(monkeypatch, PAYLOAD, base)
+        with pytest.raises(DownloadError) as err:
+            downloading.prepare_dataset(data, url, progress=False)
+    message = str(err.value)
+    assert "\n" not in message and "DATASET_URL" in message
+    assert hashlib.sha256(tampered).hexdigest() in message, "what was found"
+    assert downloading.DEFAULT_ARCHIVE_SHA256 in message, "what was expected"
+    assert "run again" in message, "what to do"
+    _no_leftovers(data, "kagglecatsanddogs_5340.zip")
+
+
+@pytest.mark.parametrize("announced", [True, False], ids=["announced", "streamed"])
+def test_the_default_archive_is_checked_against_its_published_size(
+    tmp_path, monkeypatch, announced
+):
+    monkeypatch.setattr(downloading, "RETRY_WAIT", 0.0)  # the short stream is retried
+    data, sent = tmp_path / "data", 640 * 1024
+    if announced:  # a Content-Length that is not the published size: refused before a byte
+        server = fakedata.serve({"/kagglecatsanddogs_5340.zip": PAYLOAD[:sent]})
+    else:  # no size stated, and the stream stops short of the published size
+        server = fakedata.serve_scripted(fakedata.endless_stream(total=sent))
+    with server as (base, _):
+        url = _serve_as_default(monkeypatch, PAYLOAD, base)
+        with pytest.raises(DownloadError) as err:
+            downloading.prepare_dataset(data, url, progress=False)
+    message = str(err.value)
+    assert "\n" not in message and "DATASET_URL" in message and url in message
+    assert f"{sent:,}" in message and f"{len(PAYLOAD):,}" in message, "found and expected"
+    assert "path of a .zip you already have" in message, "what to do"
+    assert not (data / "kagglecatsanddogs_5340.zip").exists()
+
+
+def test_the_default_archive_that_matches_its_published_checks_is_used(
+    tmp_path, monkeypatch, petimages
+):
+    archive = fakedata.zip_folder(petimages, tmp_path / "pets.zip").read_bytes()
+    with fakedata.serve({"/kagglecatsanddogs_5340.zip": archive}) as (base, _):
+        url = _serve_as_default(monkeypatch, archive, base)
+        root = downloading.prepare_dataset(tmp_path / "data", url, progress=False)
+    assert (root / "Cat" / "0.jpg").is_file()
+
+
+def _encrypted_zip(tmp_path):
+    """A zip whose one entry says it is encrypted (the flag zipfile reads, in both headers)."""
+    archive = tmp_path / "pets.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("PetImages/Cat/0.jpg", b"not really encrypted")
+    data = bytearray(archive.read_bytes())
+    local, central = data.find(b"PK\x03\x04"), data.rfind(b"PK\x01\x02")
+    data[local + 6] |= 1
+    data[central + 8] |= 1
+    archive.write_bytes(bytes(data))
+    return archive
+
+
+@pytest.mark.parametrize("kind", ["long-name", "encrypted"])
+def test_unextractable_entries_get_one_line_errors(tmp_path, kind):
+    if kind == "long-name":
+        archive = _zip_with(tmp_path, "PetImages/Cat/" + "x" * 296 + ".jpg")
+        why = "bytes long"
+    else:
+        archive, why = _encrypted_zip(tmp_path), "encrypted"
+    target = tmp_path / "target"
+    with pytest.raises(UnsafeArchiveError) as err:
+        downloading.extract_zip(archive, target, progress=False)
+    assert "\n" not in str(err.value) and why in str(err.value)
+    assert archive.name in str(err.value)
+    assert list(target.iterdir()) == []
+
+
+def test_a_local_file_is_never_called_deletable(tmp_path):
+    mine = tmp_path / "notes.zip"
+    mine.write_text("my own notes, not a zip\n")
+    for local in (mine, "/etc/passwd"):
+        with pytest.raises(DownloadError) as err:
+            downloading.prepare_dataset(tmp_path / "data", str(local), progress=False)
+        message = str(err.value)
+        assert "\n" not in message and str(local) in message and "DATASET_URL" in message
+        assert "delete" not in message.lower()
+    assert mine.read_text() == "my own notes, not a zip\n"
+
+
+def test_a_local_damaged_zip_is_never_called_deletable(tmp_path):
+    archive = tmp_path / "pets.zip"
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_STORED) as zf:
+        zf.writestr("PetImages/Cat/0.jpg", os.urandom(200_000))
+    _lie_about_size(archive, 1000)
+    with pytest.raises(UnsafeArchiveError) as err:
+        downloading.prepare_dataset(tmp_path / "data", str(archive), progress=False)
+    assert "declares 1,000 bytes" in str(err.value) and "delete" not in str(err.value).lower()
+
+
+def test_a_downloaded_file_that_is_no_zip_may_be_deleted(tmp_path):
+    data = tmp_path / "data"
+    with fakedata.serve({"/pets.zip": b"<html>a login page</html>"}) as (base, _):
+        with pytest.raises(DownloadError) as err:
+            downloading.prepare_dataset(data, f"{base}/pets.zip", progress=False)
+    assert f"delete {data / 'pets.zip'}" in str(err.value)
+
+
+def test_a_failed_download_leaves_no_lock_file(tmp_path):
+    data = tmp_path / "data"
+    with fakedata.serve({}) as (base, _), pytest.raises(DownloadError, match="HTTP 404"):
+        downloading.prepare_dataset(data, f"{base}/missing.zip", progress=False)
+    assert not (data / ".download.lock").exists()

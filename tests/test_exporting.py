@@ -295,3 +295,21 @@ def test_the_module_runs_as_a_command(exported, photos):
     assert done.returncode == 0, done.stderr
     table = pd.read_csv(io.StringIO(done.stdout), keep_default_na=False)
     assert len(table) == 3 + 3 and set(table["predicted"]) <= set(CLASSES)
+
+
+def test_a_photo_named_with_a_leading_dash_is_a_path_after_double_dash(
+    tmp_path, photos, monkeypatch, capsys
+):
+    save_run(tmp_path / "runs" / "dash")
+    monkeypatch.setenv("CATSDOGS_RUNS_DIR", str(tmp_path / "runs"))
+    monkeypatch.chdir(photos / "Cat")
+    shutil.copy("0.jpg", "-dash.jpg")
+    assert predict.main(["--run", "dash", "--format", "csv", "--", "-dash.jpg"]) == 0
+    table = pd.read_csv(io.StringIO(capsys.readouterr().out), keep_default_na=False)
+    assert table["path"].tolist() == ["-dash.jpg"] and (table["error"] == "").all()
+    assert predict.main(["1.jpg", "--run", "dash", "--format", "csv", "--", "-dash.jpg"]) == 0
+    table = pd.read_csv(io.StringIO(capsys.readouterr().out), keep_default_na=False)
+    assert table["path"].tolist() == ["1.jpg", "-dash.jpg"]
+    with pytest.raises(SystemExit) as exit_:
+        predict.main(["--run", "dash", "--"])
+    assert exit_.value.code == 2 and "PATH" in capsys.readouterr().err

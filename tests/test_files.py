@@ -144,3 +144,19 @@ def test_figures_are_saved_atomically_in_their_format(tmp_path):
     plt.close(fig)
     assert path.read_bytes().startswith(b"\x89PNG")
     assert [p.name for p in path.parent.iterdir()] == ["roc.png"]
+
+
+def test_stale_temporary_files_are_the_packages_own_names_only(tmp_path):
+    target = tmp_path / "last.pt"
+    stale = [plumbing.unique_sibling(target, ".tmp") for _ in range(2)]
+    others = ["last.pt.tmp", "last.pt.0123456789AB.tmp", "last.pt.0123456789a.tmp"]
+    others += ["last.pt.0123456789ab.tmp.keep", "best.pt.0123456789ab.tmp", "notes.txt"]
+    others += ["xlast.pt.0123456789ab.tmp", "last.pt.0123456789ab.partial"]
+    for name in others:
+        (tmp_path / name).write_text("not ours to remove")
+    (tmp_path / "last.pt.abcdefabcdef.tmp").mkdir()
+    assert plumbing.stale_siblings(target) == sorted(stale)
+    assert plumbing.remove_stale_temporaries(target) == sorted(stale)
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert left == sorted([*others, "last.pt.abcdefabcdef.tmp"])
+    assert plumbing.remove_stale_temporaries(tmp_path / "missing" / "x.csv") == []

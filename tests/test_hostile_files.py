@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import logging
 import os
 import struct
+import threading
 import zlib
 
 import numpy as np
@@ -209,3 +211,99 @@ def test_predicting_files_gives_the_validate_steps_verdict(corpus):
         assert row["note"] == verdict["note"], name
     assert table.loc["one_pixel.jpg", "error"] == "too_small"
     assert table.loc["corrupt_middle.jpg", "error"] == "corrupt"
+
+
+# ------------------------------------------------------------------- links and special files
+# The rule (docs/own-data.md): a link is followed, wherever it leads, but the kernel's own
+# files (under /proc, /sys and /dev) are never read, nor is anything but a regular file
+# opened: each gets the verdict not_a_file, with a note saying which it is.
+
+# name in Cat/ -> (what it is, expected ok, reason, text in the note)
+LINKED = {
+    "outside.jpg": ("link to a photo outside the folder", True, "ok", ""),
+    "passwd.jpg": ("link to /etc/passwd", False, "not_an_image", ""),
+    "environ.jpg": ("link to /proc/self/environ", False, "not_a_file", "a system file (/proc/"),
+    "cpus.jpg": (
+        "link to /sys/devices/system/cpu/online",
+        False,
+        "not_a_file",
+        "a system file (/sys/devices/system/cpu/online)",
+    ),
+    "null.jpg": ("link to /dev/null", False, "not_a_file", "a system file (/dev/null)"),
+    "fifo.jpg": ("a FIFO", False, "not_a_file", "a FIFO (named pipe)"),
+    "sub.jpg": ("a folder", False, "not_a_file", "a folder"),
+}
+
+
+def _links(tmp_path):
+    root = tmp_path / "PetImages"
+    (root / "Cat").mkdir(parents=True)
+    (root / "Dog").mkdir()
+    (root / "Dog" / "0.jpg").write_bytes(GOOD)
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "photo.jpg").write_bytes(GOOD)
+    targets = {
+        "outside.jpg": tmp_path / "elsewhere" / "photo.jpg",
+        "passwd.jpg": "/etc/passwd",
+        "environ.jpg": "/proc/self/environ",
+        "cpus.jpg": "/sys/devices/system/cpu/online",
+        "null.jpg": "/dev/null",
+    }
+    for name, target in targets.items():
+        os.symlink(target, root / "Cat" / name)
+    os.mkfifo(root / "Cat" / "fifo.jpg")
+    (root / "Cat" / "sub.jpg").mkdir()
+    return root
+
+
+def test_links_are_followed_but_never_into_the_kernels_files(tmp_path, caplog):
+    root = _links(tmp_path)
+    with caplog.at_level(logging.WARNING, logger="catsdogs_helpers"):
+        manifest = validating.validate_folder(root, workers=1, progress=False).set_index("path")
+    for name, (what, ok, reason, note) in LINKED.items():
+        if not os.path.exists(root / "Cat" / name):  # no /sys/... here
+            continue
+        row = manifest.loc[f"Cat/{name}"]
+        assert (row["ok"], row["reason"]) == (ok, reason), what
+        assert note in row["note"], (what, row["note"])
+        if reason == "not_a_file":
+            assert row["sha256"] == "", f"{what}: read"
+    sha256 = manifest.loc["Cat/outside.jpg", "sha256"]
+    assert sha256 == hashlib.sha256(GOOD).hexdigest() == manifest.loc["Dog/0.jpg", "sha256"]
+    assert "of the files lead out of" in caplog.text and "'Cat/environ.jpg'" in caplog.text
+
+
+def _returns(func, fifo: str):
+    """``func()``'s value or error; fails when it is still waiting after 10 s (it opened the
+    FIFO, which blocks until a writer comes: one is let in, so that the test can end)."""
+    out: dict = {}
+
+    def call():
+        try:
+            out["value"] = func()
+        except Exception as err:  # the caller looks at it
+            out["error"] = err
+
+    thread = threading.Thread(target=call, daemon=True)
+    thread.start()
+    thread.join(10)
+    if thread.is_alive():
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        thread.join(10)
+        pytest.fail(f"{func} opened the FIFO {fifo} and waited for a writer")
+    return out
+
+
+def test_a_fifo_or_a_system_file_is_never_opened_even_for_a_look(tmp_path):
+    """The sizes notebook 01 peeks at and the photos it shows open no FIFO (which would wait
+    for ever) and read no system file."""
+    root = _links(tmp_path)
+    fifo = str(root / "Cat" / "fifo.jpg")
+    files = validating.list_files(root)
+    sizes = _returns(lambda: validating.peek_sizes(root, files), fifo)["value"].set_index("path")
+    assert tuple(sizes.loc["Cat/outside.jpg", ["format", "width"]]) == ("JPEG", 220)
+    assert (sizes.drop(["Cat/outside.jpg", "Dog/0.jpg"])["format"] == "").all()
+    for name in ("fifo.jpg", "environ.jpg", "null.jpg"):
+        error = _returns(lambda n=name: images.open_image(root / "Cat" / n), fifo)["error"]
+        assert isinstance(error, OSError) and "never" in str(error), (name, error)
+    assert images.open_image(root / "Cat" / "outside.jpg").size == (220, 160)

@@ -136,3 +136,22 @@ def test_a_write_that_fails_keeps_the_previous_file(tmp_path):
         raise KeyboardInterrupt  # killed half-way through writing
     assert path.read_text() == "epoch\n1\n"
     assert list(tmp_path.iterdir()) == [path]
+
+
+def test_a_save_killed_mid_write_leaves_no_temporary_file_after_the_next_run(data_dir):
+    from catsdogs_helpers.plumbing import unique_sibling
+
+    cfg = config.make_config(RUN_NAME="stale", **{**SETTINGS, "EPOCHS": 1})
+    workflow.train_run(cfg, progress=False)
+    run_dir = cfg.run_dir
+    written = ("last.pt", "best.pt", "history.csv", "summary.json", "train_pipeline.json")
+    stale = [unique_sibling(run_dir / name, ".tmp") for name in written]
+    for path in stale:
+        path.write_bytes(b"half a checkpoint")  # what a SIGKILL while saving leaves
+    kept = [run_dir / "split.csv.0123456789ab.tmp", run_dir / "mine.tmp"]
+    for path in kept:
+        path.write_text("not a temporary file of the run's saves")
+    workflow.train_run(cfg, progress=False)  # finished: loaded, nothing written
+    assert not [p for p in stale if p.exists()]
+    assert all(p.is_file() for p in kept)
+    assert sorted(p.name for p in run_dir.glob("*.tmp")) == sorted(p.name for p in kept)

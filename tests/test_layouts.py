@@ -3,9 +3,12 @@ split, any number of classes, and the errors for photos a classifier cannot lear
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import os
 import re
+from pathlib import Path
 
 import pytest
 
@@ -21,6 +24,8 @@ from catsdogs_helpers import (
 )
 from catsdogs_helpers.config import Layout, ParameterError
 from catsdogs_helpers.tools import series
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 def _split(data, **cell):
@@ -170,6 +175,46 @@ def test_a_csv_that_cannot_label_the_photos_says_why(tmp_path, content, message)
     cfg = config.make_config(DATA_DIR=str(tmp_path / "data"), LABELS="csv")
     with pytest.raises(layouts.LayoutError, match=re.escape(message)):
         workflow.ensure_manifest(cfg, progress=False)
+
+
+def test_links_a_csv_names_are_followed_but_never_into_the_kernels_files(tmp_path):
+    """The rule of docs/own-data.md, through a CSV: rows naming links in its folder that lead
+    out of it. A photo there is validated and trained on; /etc/passwd is read (and is no
+    photo); /proc/self/environ is never read."""
+    folder = fakedata.make_csv_labelled(tmp_path / "data" / "photos", per_class=12)
+    outside = fakedata.write_photos(tmp_path / "elsewhere", {"cat.jpg": 0}, seed=1) / "cat.jpg"
+    targets = {"cat.jpg": outside, "passwd.jpg": "/etc/passwd", "env.jpg": "/proc/self/environ"}
+    (folder / "links").mkdir()
+    for name, target in targets.items():
+        os.symlink(target, folder / "links" / name)
+    with open(folder / "labels.csv", "a") as f:
+        f.write("".join(f"links/{name},cat,linked\n" for name in targets))
+    cfg, split = _split(tmp_path / "data", LABELS="csv")
+    manifest = validating.read_manifest(workflow.manifest_path(cfg)).set_index("path")
+    linked = manifest.loc["links/cat.jpg"]
+    assert linked["ok"] and linked["sha256"] == hashlib.sha256(outside.read_bytes()).hexdigest()
+    assert split.set_index("path").loc["links/cat.jpg", "split"] in splitting.SPLITS
+    assert manifest.loc["links/passwd.jpg", "reason"] == "not_an_image"
+    environ = manifest.loc["links/env.jpg"]
+    assert (environ["reason"], environ["sha256"]) == ("not_a_file", "")
+    assert environ["note"].startswith("a system file (/proc/")
+    rule = (REPO / "docs" / "own-data.md").read_text()
+    assert "`/proc`, `/sys` and `/dev`" in rule and "`not_a_file`" in rule
+
+
+def test_a_csv_can_name_files_whose_names_are_not_utf8(tmp_path):
+    """Linux names are bytes: a CSV written from them (not UTF-8 there) labels them."""
+    folder = fakedata.make_csv_labelled(tmp_path / "photos", per_class=12)
+    name = os.fsencode(folder / "img" / "0") + b"/chat\xe9.jpg"
+    os.rename(folder / "img" / "0" / "0000.jpg", name)
+    text = (folder / "labels.csv").read_bytes()
+    (folder / "labels.csv").write_bytes(text.replace(b"img/0/0000.jpg", b"img/0/chat\xe9.jpg"))
+    table = layouts.read_labels(folder, Layout("csv"))
+    assert os.fsdecode(b"img/0/chat\xe9.jpg") in set(table["path"]) and len(table) == 24
+    manifest = validating.validate_folder(
+        folder, tmp_path / "m.csv", progress=False, layout=Layout("csv")
+    )
+    assert manifest["ok"].all()
 
 
 def test_a_missing_labels_csv_says_where_it_looked(tmp_path):

@@ -207,3 +207,129 @@ def test_training_speed_is_measured_for_each_setting_in_turn():
     assert list(speed) == ["fp32", "bf16"] and all(rate > 0 for rate in speed.values())
     with pytest.raises(TypeError, match="unknown options"):
         training.measure_training_speed("resnet9", {"x": {"amp": True}}, image_size=32)
+
+
+# ------------------------------------------------- kills while saving, bad checkpoints
+
+
+def _stop_at(monkeypatch, when: str, name: str, epoch: int) -> None:
+    """Stop the run as a kill would, ``when`` ("before" or "after") it writes ``name`` for
+    epoch ``epoch`` (every other write goes through)."""
+
+    def stopping(write, target, epoch_of):
+        def write_or_stop(*args, **kwargs):
+            hit = target(*args) == name and epoch_of(*args) == epoch
+            if hit and when == "before":
+                raise KeyboardInterrupt
+            out = write(*args, **kwargs)
+            if hit:
+                raise KeyboardInterrupt
+            return out
+
+        return write_or_stop
+
+    save = stopping(training._atomic_save, lambda obj, path: path.name, lambda obj, _: obj["epoch"])
+    history = stopping(runs.write_history, lambda *_: "history.csv", lambda _, rows: len(rows))
+    summary = stopping(runs.write_summary, lambda *_: "summary.json", lambda *a: a[2]["epoch"])
+    monkeypatch.setattr(training, "_atomic_save", save)
+    monkeypatch.setattr(runs, "write_history", history)
+    monkeypatch.setattr(runs, "write_summary", summary)
+
+
+def _assert_consistent(run_dir) -> dict:
+    """last.pt, best.pt, history.csv and summary.json tell of the same epochs; last.pt."""
+    last = training.load_checkpoint(run_dir / "last.pt")
+    best = training.load_checkpoint(run_dir / "best.pt")
+    history = pd.read_csv(run_dir / "history.csv")
+    summary = runs.read_json(run_dir / "summary.json")
+    assert history["epoch"].tolist() == list(range(1, last["epoch"] + 1))
+    pd.testing.assert_frame_equal(history, pd.DataFrame(last["history"]), check_dtype=False)
+    assert (summary["epochs_run"], summary["finished"]) == (last["epoch"], last["finished"])
+    assert summary["best_val_acc"] == best["best_acc"] == history["val_acc"].max()
+    assert best["epoch"] == int(history["val_acc"].idxmax()) + 1 and not best["finished"]
+    return last
+
+
+@pytest.mark.parametrize(
+    ("when", "name", "epoch"),
+    [
+        ("before", "last.pt", 2),
+        ("after", "last.pt", 1),
+        ("after", "best.pt", 1),
+        ("after", "last.pt", 2),
+        ("after", "history.csv", 2),
+    ],
+)
+def test_a_kill_while_saving_leaves_one_whole_epoch(tiny_run, when, name, epoch):
+    cfg, loaders = tiny_run
+    with pytest.MonkeyPatch.context() as patch, pytest.raises(KeyboardInterrupt):
+        _stop_at(patch, when, name, epoch)
+        _train(cfg, loaders)
+    saved = training.load_checkpoint(cfg.run_dir / "last.pt")
+    if saved["finished"]:
+        _, history = _train(cfg, loaders)  # the finished run, loaded
+        assert len(history) == 2
+    else:
+        with pytest.raises(runs.RunConflict, match="RESUME=True"):
+            _train(cfg, loaders)
+    assert _assert_consistent(cfg.run_dir)["epoch"] == saved["epoch"]
+    _, history = _train(dataclasses.replace(cfg, resume=True), loaders)
+    assert history["epoch"].tolist() == [1, 2]
+    assert _assert_consistent(cfg.run_dir)["finished"]
+
+
+TAMPERED = """
+import pathlib
+class Payload:
+    def __reduce__(self):
+        return (pathlib.Path.touch, (pathlib.Path({marker!r}),))
+"""
+
+
+def test_a_tampered_checkpoint_is_refused_without_advice_to_load_it_unsafely(tmp_path):
+    import traceback
+
+    marker = tmp_path / "the payload ran"
+    namespace: dict = {}
+    exec(TAMPERED.format(marker=str(marker)), namespace)  # noqa: S102
+    path = tmp_path / "best.pt"
+    torch.save({"model": namespace["Payload"]()}, path)
+    with pytest.raises(training.CheckpointError) as caught:
+        training.load_checkpoint(path)
+    message = str(caught.value)
+    assert not marker.exists(), "the checkpoint was not unpickled"
+    assert str(path) in message and "\n" not in message
+    assert "tampered with" in message and "not loaded" in message
+    assert "new RUN_NAME" in message and "OVERWRITE=True" in message
+    shown = "".join(traceback.format_exception(caught.value))
+    for advice in ("weights_only", "safe_globals", "trusted source", "allowlist"):
+        assert advice not in shown, f"PyTorch's advice {advice!r} is passed on"
+    numpy_inside = tmp_path / "numpy.pt"
+    torch.save({"model": np.zeros(3)}, numpy_inside)
+    with pytest.raises(training.CheckpointError) as caught:
+        training.load_checkpoint(numpy_inside)
+    shown = "".join(traceback.format_exception(caught.value))
+    assert "weights_only" not in shown and "safe_globals" not in shown
+    assert "numpy" in str(caught.value), "what the file holds that was refused"
+
+
+def test_a_finished_run_with_a_bad_last_pt_is_loaded_from_best_pt(tiny_run, caplog):
+    cfg, loaders = tiny_run
+    model, history = _train(cfg, loaders)
+    last = cfg.run_dir / "last.pt"
+    last.write_bytes(last.read_bytes()[:1000])
+    with caplog.at_level("WARNING", logger="catsdogs_helpers"):
+        again, reloaded = _train(cfg, loaders)
+    assert "last.pt" in caplog.text and "best.pt" in caplog.text
+    pd.testing.assert_frame_equal(reloaded, history, check_dtype=False)
+    best = training.load_checkpoint(cfg.run_dir / "best.pt")
+    for name, value in again.state_dict().items():
+        torch.testing.assert_close(value, best["model"][name])
+    with pytest.raises(training.CheckpointError, match="last.pt is unreadable"):
+        _train(dataclasses.replace(cfg, epochs=3), loaders)  # best.pt: other settings
+    summary = runs.read_json(cfg.run_dir / "summary.json")
+    runs.write_json(cfg.run_dir / "summary.json", {**summary, "finished": False})
+    with pytest.raises(training.CheckpointError, match="last.pt is unreadable"):
+        _train(cfg, loaders)
+    _, replaced = _train(dataclasses.replace(cfg, overwrite=True), loaders)
+    assert len(replaced) == 2 and training.load_checkpoint(last)["finished"]

@@ -1,9 +1,13 @@
 from __future__ import annotations
 
+import hashlib
 import os
+import tracemalloc
 
+import numpy as np
 import pandas as pd
 
+import fakedata
 from catsdogs_helpers import validating
 
 EXPECTED = {
@@ -82,3 +86,56 @@ def test_a_manifest_from_an_earlier_check_is_checked_again(petimages, tmp_path, 
     checked.clear()
     validating.validate_folder(petimages, path, progress=False, workers=1)
     assert checked == []
+
+
+def _two_classes(root):
+    """``root/Cat`` (empty) and ``root/Dog`` with one photo: the least a layout accepts."""
+    (root / "Cat").mkdir(parents=True)
+    (root / "Dog").mkdir()
+    photo = fakedata.photo(1, np.random.default_rng(0))
+    (root / "Dog" / "1.jpg").write_bytes(fakedata.jpeg_bytes(photo))
+    return root
+
+
+def test_a_file_over_the_size_limit_is_refused_before_it_is_read(tmp_path, monkeypatch):
+    """A sparse file one byte over the limit (no disk used): ``too_large`` with nothing read,
+    so memory stays far under its size; the verdict is reused by the next validation."""
+    root = _two_classes(tmp_path / "photos")
+    huge = root / "Cat" / "huge.jpg"
+    with open(huge, "wb") as f:
+        f.truncate(validating.MAX_FILE_BYTES + 1)
+    tracemalloc.start()
+    try:
+        row = validating.check_image(huge)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert (row["ok"], row["reason"], row["sha256"]) == (False, "too_large", "")
+    assert row["bytes"] == validating.MAX_FILE_BYTES + 1 and "limit" in row["note"]
+    assert peak < 4_000_000, f"{peak} bytes allocated: the file was read"
+
+    path = tmp_path / "manifest.csv"
+    validating.validate_folder(root, path, progress=False, workers=1)
+    checked = []
+    original = validating.check_image
+    monkeypatch.setattr(
+        validating, "check_image", lambda p, **kw: checked.append(p) or original(p, **kw)
+    )
+    again = validating.validate_folder(root, path, progress=False, workers=1)
+    assert checked == [] and again.set_index("path").loc["Cat/huge.jpg", "reason"] == "too_large"
+
+
+def test_files_are_hashed_in_chunks_under_a_limit_a_test_can_shrink(tmp_path, monkeypatch):
+    data = fakedata.jpeg_bytes(fakedata.photo(0, np.random.default_rng(2)))
+    photo = tmp_path / "photo.jpg"
+    photo.write_bytes(data)
+    monkeypatch.setattr(validating, "READ_CHUNK", 1000)
+    row = validating.check_image(photo)
+    assert (row["ok"], row["bytes"]) == (True, len(data)) and len(data) > 3000
+    assert row["sha256"] == hashlib.sha256(data).hexdigest()
+    monkeypatch.setattr(validating, "MAX_FILE_BYTES", len(data))
+    assert validating.check_image(photo)["ok"], "a file of exactly the limit is read"
+    monkeypatch.setattr(validating, "MAX_FILE_BYTES", len(data) - 1)
+    row = validating.check_image(photo)
+    assert (row["ok"], row["reason"], row["bytes"]) == (False, "too_large", len(data))
+    assert row["note"] == f"{len(data):,} bytes, over the {len(data) - 1:,}-byte limit"

@@ -18,7 +18,7 @@ from .. import config, predicting
 from ..config import TTAS
 from ..devices import pick_device
 from ..layouts import PHOTO_SUFFIXES
-from ..plumbing import atomic_path
+from ..plumbing import csv_text, write_text
 from ..runs import RunConflict
 from ..training import CheckpointError
 from . import export
@@ -30,7 +30,8 @@ def make_parser() -> argparse.ArgumentParser:
     description = __doc__.splitlines()[0].split(": ", 1)[1]
     parser = argparse.ArgumentParser(prog="catsdogs-predict", description=description)
     add = parser.add_argument
-    add("paths", nargs="+", metavar="PATH", help="photos, folders or globs")
+    paths = "photos, folders or globs; every argument after -- is one (a name like -x.jpg)"
+    add("paths", nargs="*", metavar="PATH", help=paths)
     add("--run", required=True, help="a run's name (in the runs folder) or path")
     add("--tta", choices=TTAS, default="", help="test-time augmentation (default: the run's)")
     add("--device", default="auto", help="auto, cpu, cuda or mps")
@@ -42,6 +43,18 @@ def make_parser() -> argparse.ArgumentParser:
     overwrite = "with --onnx: replace an export made from another checkpoint or preprocessing"
     add("--overwrite", action="store_true", help=overwrite)
     return parser
+
+
+def parse_arguments(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """The arguments, with PATHs before and after the options; everything after the first
+    ``--`` is a PATH, even a name that starts with '-'. No PATH at all is a usage error."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    end = argv.index("--") if "--" in argv else len(argv)
+    args = parser.parse_intermixed_args(argv[:end])
+    args.paths += argv[end + 1 :]
+    if not args.paths:
+        parser.error("the following arguments are required: PATH (after -- for a name like -x.jpg)")
+    return args
 
 
 def find_run(value: str) -> Path:
@@ -93,7 +106,7 @@ def describe(classifier: predicting.Classifier) -> str:
 def render(table: pd.DataFrame, fmt: str) -> str:
     """The predictions as text: an aligned table, CSV, or JSON records (NaN as null)."""
     if fmt == "csv":
-        return table.to_csv(index=False)
+        return csv_text(table)
     if fmt == "json":
         return table.to_json(orient="records", indent=2) + "\n"
     hidden = ["model", "note", "file"]  # the model is on standard error; path names the file
@@ -104,7 +117,7 @@ def render(table: pd.DataFrame, fmt: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = make_parser()
-    args = parser.parse_intermixed_args(argv)  # PATHs before and after the options
+    args = parse_arguments(parser, argv)
     try:
         device = pick_device(args.device)
     except RuntimeError as err:  # a device that is not there, or no device's name
@@ -122,8 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.output is None:
         sys.stdout.write(text)
     else:
-        with atomic_path(args.output) as tmp:
-            tmp.write_text(text)
+        write_text(args.output, text)
     classified = int((table["error"] == "").sum())
     written = f", written to {args.output}" if args.output else ""
     summary = f"{classified} of {len(table)} photos classified{written}"

@@ -31,7 +31,7 @@ from .config import Layout
 from .duplicates import DHASH_MIN_SIDE, dhash
 from .images import NotAFile, jpeg_gray, open_file, open_image, reduction_for
 from .layouts import FOLDERS, read_labels
-from .plumbing import held, map_chunks, read_csv, write_csv
+from .plumbing import held, map_chunks, read_csv, remove_stale_temporaries, write_csv
 
 log = logging.getLogger(__name__)
 
@@ -279,6 +279,7 @@ def validate_folder(
         log.info("checked %d files (%d reused from the manifest)", len(todo), reused)
         manifest = _typed(merged[MANIFEST_COLUMNS].copy())
         if locked:
+            remove_stale_temporaries(manifest_path)  # a killed write's, under this lock
             write_manifest(manifest, manifest_path)
     return manifest
 

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import fakedata
-from catsdogs_helpers import config, datasets, downloading, training, workflow
+from catsdogs_helpers import config, datasets, downloading, training, validating, workflow
 
 SETTINGS = {"EPOCHS": 6, "IMAGE_SIZE": 48, "BATCH_SIZE": 16, "NUM_WORKERS": 0}
 TRAIN = """
@@ -155,3 +155,14 @@ def test_a_save_killed_mid_write_leaves_no_temporary_file_after_the_next_run(dat
     assert not [p for p in stale if p.exists()]
     assert all(p.is_file() for p in kept)
     assert sorted(p.name for p in run_dir.glob("*.tmp")) == sorted(p.name for p in kept)
+
+
+def test_a_killed_manifest_write_leaves_no_temporary_file_after_the_next_validation(data_dir):
+    from catsdogs_helpers.plumbing import unique_sibling
+
+    photos, manifest = data_dir / "PetImages", data_dir / "manifest.csv"
+    validating.validate_folder(photos, manifest, progress=False)
+    stale = unique_sibling(manifest, ".tmp")
+    stale.write_text("path,label\nhalf a manifest")
+    validating.validate_folder(photos, manifest, progress=False)
+    assert not stale.exists() and manifest.is_file()

@@ -64,7 +64,7 @@ import sys
 import tempfile
 import time
 import zipfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -390,9 +390,8 @@ def stage_pretrained(batch: int = 32, steps: int = 5, warmup: int = 2) -> dict:
         model = models.create_model(model_name, 2).to(device, memory_format=torch.channels_last)
         if epoch is not None:  # the pretrained plan's phase: head alone (0) or all layers (1)
             training.set_trainable(model, plan.fine_tuning, epoch)
-        tuning = plan.fine_tuning if epoch is not None else None
-        groups = training.parameter_groups(model, 0.01, 5e-4, tuning)
-        optimizer = torch.optim.SGD(groups, lr=0.01, momentum=0.9, nesterov=True)
+        phase = replace(plan, lr=0.01, pretrained=epoch is not None)
+        optimizer = training.make_optimizer(model, phase)  # SGD, decay 5e-4
         x = torch.randn(batch, 3, side, side, device=device)
         x = x.contiguous(memory_format=torch.channels_last)
         runs[name] = training.optimiser_step(model, optimizer, x, y, device, amp)

@@ -396,15 +396,22 @@ def _save_records(run_dir: Path, checkpoint: dict) -> None:
     runs.write_summary(run_dir, checkpoint["settings"], checkpoint, finished=checkpoint["finished"])
 
 
+def _read_records(run_dir: Path) -> tuple[dict, list[dict]] | None:
+    """``summary.json`` and the rows of ``history.csv``; None when either is missing or not
+    as this package writes them."""
+    try:
+        summary = runs.read_json(run_dir / "summary.json") or {}
+        return summary, pd.read_csv(run_dir / "history.csv").to_dict("records")
+    except (OSError, ValueError):
+        return None
+
+
 def _repair(run_dir: Path, last: dict) -> None:
     """Rewrite ``best.pt``, ``history.csv`` and ``summary.json`` from ``last.pt`` when a kill
     while saving left them behind it (``summary.json``, written last, then differs)."""
-    try:
-        summary = runs.read_json(run_dir / "summary.json") or {}
-        rows = len(pd.read_csv(run_dir / "history.csv"))
-    except (OSError, ValueError):  # missing, or not as this package writes them
-        summary, rows = {}, -1
-    told = (summary.get("epochs_run"), summary.get("finished"), rows)
+    summary, rows = _read_records(run_dir) or ({}, None)
+    count = len(rows) if rows is not None else -1
+    told = (summary.get("epochs_run"), summary.get("finished"), count)
     if told == (last["epoch"], last["finished"], last["epoch"]):
         return
     log.warning(
@@ -419,11 +426,13 @@ def _repair(run_dir: Path, last: dict) -> None:
 def _finished_from_best(run_dir: Path, settings: dict) -> FitState | None:
     """A finished run's state without ``last.pt``: from ``best.pt`` (these settings) and
     ``summary.json`` and ``history.csv`` (finished, and agreeing with it), else None."""
+    records = _read_records(run_dir)
+    if records is None:
+        return None
+    summary, rows = records
     try:
-        summary = runs.read_json(run_dir / "summary.json") or {}
-        rows = pd.read_csv(run_dir / "history.csv").to_dict("records")
         best = load_checkpoint(run_dir / "best.pt")
-    except (OSError, ValueError, CheckpointError):
+    except CheckpointError:
         return None
     agree = summary.get("finished") is True and summary.get("epochs_run") == len(rows)
     agree = agree and summary.get("best_val_acc") == best.get("best_acc")

@@ -87,6 +87,11 @@ PIPELINES: dict[str, Callable[..., A.Compose]] = {
 }
 
 
+def pipeline_file(name: str | Path) -> Path:
+    """Where a pipeline file ``AUGMENT`` names lives: a relative path is in ``runs/``."""
+    return runs_dir() / Path(name).expanduser()
+
+
 def train_pipeline(cfg: RunConfig) -> A.Compose:
     """The run's training pipeline: ``AUGMENT``'s at the run's sizes, or the pipeline saved
     in the file ``AUGMENT`` names (``A.save``; a relative path is in ``runs/``), seeded from
@@ -94,7 +99,7 @@ def train_pipeline(cfg: RunConfig) -> A.Compose:
     seed = seed_for(cfg.seed, "augment")
     if cfg.augment in PIPELINES:
         return PIPELINES[cfg.augment](cfg.image_size, cfg.cache_size, seed=seed)
-    path = runs_dir() / Path(cfg.augment).expanduser()
+    path = pipeline_file(cfg.augment)
     if not path.is_file():
         raise FileNotFoundError(f"AUGMENT={cfg.augment!r}: there is no pipeline file {path}")
     pipeline = A.load(path, data_format="yaml" if path.suffix != ".json" else "json")
@@ -113,7 +118,7 @@ def describe_pipeline(pipeline: A.Compose) -> dict[str, Any]:
 def save_pipeline(pipeline: A.Compose, path: str | Path) -> Path:
     """Write ``pipeline`` with ``A.save`` (JSON), atomically, for ``AUGMENT`` to name (a
     relative path is in ``runs/``, where ``AUGMENT`` looks)."""
-    path = runs_dir() / Path(path).expanduser()
+    path = pipeline_file(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
         A.save(pipeline, str(tmp))

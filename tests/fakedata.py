@@ -166,6 +166,19 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
 
 @contextmanager
+def _serving(handler: type):
+    """``handler`` served on 127.0.0.1 from a thread while the block runs; yields the base URL."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@contextmanager
 def serve(files: dict[str, bytes | int], *, ranges: bool = True, drop_after: int | None = None):
     """Serve ``{"/name": bytes}`` on 127.0.0.1; yields ``(base_url, handler_class)``.
 
@@ -174,14 +187,8 @@ def serve(files: dict[str, bytes | int], *, ranges: bool = True, drop_after: int
     handler = type("Handler", (_Handler,), {
         "files": files, "ranges": ranges, "drop_after": drop_after, "requests": [],
     })  # fmt: skip
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", handler
-    finally:
-        server.shutdown()
-        server.server_close()
+    with _serving(handler) as base:
+        yield base, handler
 
 
 def tiny_notebook(folder: Path, code: str, name: str = "01_tiny.ipynb") -> Path:
@@ -224,15 +231,11 @@ def serve_scripted(respond):
     handler = type("Scripted", (_Scripted,), {
         "respond": respond, "requests": [], "stopped": threading.Event(),
     })  # fmt: skip
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", handler
+        with _serving(handler) as base:
+            yield base, handler
     finally:
         handler.stopped.set()
-        server.shutdown()
-        server.server_close()
 
 
 def endless_stream(total: int = 64 * 1024**2):

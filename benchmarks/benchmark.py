@@ -32,10 +32,10 @@ Stages (each in its own process, so its peak memory is its own):
    (and against the old own-photo path), the test-time augmentation table, the calibration
    error before and after temperature scaling, and a threshold for 99 % precision for Cat.
 7. pretrained: what an epoch of a pretrained start costs. Training images/s of the fast
-   recipe's ResNet-9 at 96 px against a ResNet-18 fine-tuned the way ``PRETRAINED=True``
-   plans it (at 224 px: its head-only first epoch, then all layers; and all layers at
-   128 px), taking turns step by step. Random weights: the speed does not depend on them,
-   and nothing is downloaded.
+   recipe's ResNet-9 at 96 px against the pretrained recipe's model trained the way
+   ``PRETRAINED=True`` plans it (its head-only first epoch, then all layers), and a
+   ResNet-18 at 224 px the same way, taking turns step by step. Random weights: the speed
+   does not depend on them, and nothing is downloaded.
 8. loader: is the GPU kept fed? Images/s of the training loader alone (the default
    recipe's pipeline on a decoded cache, as training uses it) at 96 and 224 px, with 0
    workers, with the default number for this machine and with the number a GPU here would
@@ -378,11 +378,13 @@ def stage_pretrained(batch: int = 32, steps: int = 5, warmup: int = 2) -> dict:
     amp = devices.amp_dtype(device)
     plan = config.make_config(**series.read_recipe("pretrained.yaml"))
     size = plan.image_size
+    pre = plan.model_name
     cases = {  # name: (model, image side, epoch of the pretrained plan or None from scratch)
         "resnet9_96": ("resnet9", 96, None),
-        f"resnet18_{size}_head": ("resnet18", size, 0),
-        f"resnet18_{size}_all": ("resnet18", size, 1),
-        "resnet18_128_all": ("resnet18", 128, 1),
+        f"{pre}_{size}_head": (pre, size, 0),
+        f"{pre}_{size}_all": (pre, size, 1),
+        "resnet18_224_head": ("resnet18", 224, 0),
+        "resnet18_224_all": ("resnet18", 224, 1),
     }
     runs = {}
     y = torch.randint(0, 2, (batch,), device=device)

@@ -1,11 +1,13 @@
 """Calibration and decisions: can you trust "90 % dog", and when should the answer be "dog"?
 
 Temperature scaling (Guo et al., 2017) fixes most over-confidence without changing the most
-likely class; a :class:`Decision` (``decision.json``) adds a threshold chosen for a goal."""
+likely class (``decision.json``); a named :class:`Decision` (``decisions/<name>.json``) adds
+a threshold chosen for a goal, used only when asked for by its name."""
 
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -93,6 +95,18 @@ class Decision:
     def calibrate(self, probs: np.ndarray) -> np.ndarray:
         return apply_temperature(probs, self.temperature)
 
+    def in_words(self, answer: str, probs_row: np.ndarray, class_names: list[str]) -> str:
+        """Why ``answer`` was given for calibrated ``probs_row``, by this threshold: "Dog: p_Cat
+        0.87 is below the 0.89 needed for 99 % precision for Cat" ("" without a threshold)."""
+        if not self.has_threshold or self.positive not in class_names:
+            return ""
+        p = probs_row[list(class_names).index(self.positive)]
+        verb = "reaches" if answer == self.positive else "is below"
+        goal = self.goal or f"the threshold on {self.positive}"
+        return (
+            f"{answer}: p_{self.positive} {p:.2f} {verb} the {self.threshold:.2f} needed for {goal}"
+        )
+
     def decide(self, probs: np.ndarray, class_names: list[str]) -> np.ndarray:
         """Class indices: by the threshold where there is one, else the most likely class."""
         probs = self.calibrate(probs)
@@ -149,14 +163,33 @@ def make_decision(
         return Decision(temperature)
     scaled = apply_temperature(probs, temperature)
     point = choose_threshold(labels, scaled, class_names, positive, precision)
-    goal = f"precision >= {precision:.1%} for {positive}"
+    goal = f"{precision:.0%} precision for {positive}"
     return Decision(temperature, positive, point.threshold, goal, point.precision, point.recall)
 
 
-def save_decision(run_dir: str | Path, decision: Decision, *, overwrite: bool = False) -> Path:
-    """Write ``decision.json``; a different decision there raises ``RunConflict``."""
-    path = Path(run_dir) / "decision.json"
-    before = read_decision(run_dir)
+def decision_path(run_dir: str | Path, name: str = "") -> Path:
+    """``decision.json`` (the calibration every prediction uses), or the named rule's file
+    ``decisions/<name>.json``; a ValueError for a name that cannot be a file name."""
+    if not name:
+        return Path(run_dir) / "decision.json"
+    if not re.fullmatch(r"[\w][\w.-]{0,63}", name):
+        raise ValueError(f"decision name {name!r}: use letters, digits, '.', '-' and '_'")
+    return Path(run_dir) / "decisions" / f"{name}.json"
+
+
+def decision_names(run_dir: str | Path) -> list[str]:
+    """The names of the decision rules saved with a run."""
+    return sorted(p.stem for p in (Path(run_dir) / "decisions").glob("*.json"))
+
+
+def save_decision(
+    run_dir: str | Path, decision: Decision, *, name: str = "", overwrite: bool = False
+) -> Path:
+    """Write the run's calibration (no ``name``) or the rule ``name``; a different one there
+    raises ``RunConflict``."""
+    path = decision_path(run_dir, name)
+    values = read_json(path)
+    before = None if values is None else Decision.from_dict(values)
     if before is not None and not overwrite and not _same(before, decision):
         raise RunConflict(
             f"{path} holds another decision ({before.goal or 'no threshold'}, temperature "
@@ -174,7 +207,15 @@ def _same(a: Decision, b: Decision) -> bool:
     return True
 
 
-def read_decision(run_dir: str | Path) -> Decision | None:
-    """The run's saved decision, or None."""
-    values = read_json(Path(run_dir) / "decision.json")
-    return None if values is None else Decision.from_dict(values)
+def read_decision(run_dir: str | Path, name: str = "") -> Decision | None:
+    """The decision predictions use: with no ``name``, the most likely class at the run's
+    temperature (None when the run has none saved); else the saved rule ``name``, or a
+    FileNotFoundError naming the rules there are."""
+    values = read_json(decision_path(run_dir, name))
+    if values is None and name:
+        saved = ", ".join(decision_names(run_dir)) or "none yet (notebook 05 saves one)"
+        raise FileNotFoundError(f"no decision rule {name!r} in {run_dir}: saved rules: {saved}")
+    if values is None:
+        return None
+    decision = Decision.from_dict(values)
+    return decision if name else Decision(decision.temperature)

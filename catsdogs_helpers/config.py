@@ -38,7 +38,14 @@ DEFAULT_DATASET_URL = (
     "3E1C3F21-ECDB-4869-8368-6DEBA77B919F/kagglecatsanddogs_5340.zip"
 )
 
-MODEL_NAMES = ("resnet9", "resnet18", "resnet34", "resnet50", "efficientnet_b0")
+MODEL_NAMES = (
+    "resnet9",
+    "efficientnet_lite0",
+    "resnet18",
+    "resnet34",
+    "resnet50",
+    "efficientnet_b0",
+)
 #: The named training pipelines of ``transforms.PIPELINES``; AUGMENT may also be a file.
 AUGMENTS = ("light", "tutorial", "heavy", "none")
 OPTIMIZERS = ("sgd", "adam")
@@ -79,7 +86,10 @@ PARAMETERS: dict[str, Parameter] = {
         Parameter("RUN_NAME", "default", "everything the run writes goes to runs/<RUN_NAME>/"),
         Parameter("SEED", 42, "split, initialisation, loader order, augmentations", (), 0),
         Parameter(
-            "MODEL_NAME", "resnet9", "resnet9 (1.6 M), resnet18/34/50, efficientnet_b0", MODEL_NAMES
+            "MODEL_NAME",
+            "resnet9",
+            "resnet9 (1.6 M), efficientnet_lite0, resnet18/34/50, ...",
+            MODEL_NAMES,
         ),
         Parameter("PRETRAINED", False, "start from ImageNet weights: see recipes/pretrained.yaml"),
         Parameter("EPOCHS", 22, "passes over the training photos", (), 1),
@@ -116,6 +126,7 @@ PARAMETERS: dict[str, Parameter] = {
         Parameter("RESUME", False, "continue an interrupted training run"),
         Parameter("OVERWRITE", False, "replace this run's split, training and results"),
         Parameter("PREDICT_PATH", "", '"": a demo; or a photo or folder of yours'),
+        Parameter("DECISION", "", '"": the most likely class; or a rule saved by 05 (Cat-99)'),
         Parameter("LABELS", "folders", "folders (one per class), filenames or csv", LABEL_SOURCES),
         Parameter(
             "LABEL_PATTERN", DEFAULT_LABEL_PATTERN, 'with LABELS "filenames": group 1 is the label'
@@ -247,6 +258,24 @@ def unknown_names(names) -> list[str]:
     return out
 
 
+#: ``CATSDOGS_*`` variables that are no parameter: the folders, the progress bars' kind and
+#: the benchmark's zip.
+OTHER_VARIABLES = ("HOME", "RUNS_DIR", "PROGRESS", "DEV_ZIP")
+
+
+def check_environment(environ: Mapping[str, str]) -> None:
+    """A :class:`ParameterError` for a ``CATSDOGS_*`` variable that names no parameter (a
+    misspelt ``CATSDOGS_EPOCH`` would otherwise be ignored without a word)."""
+    names = [k[len(ENV_PREFIX) :] for k in environ if k.startswith(ENV_PREFIX)]
+    problems = []
+    for name in sorted(set(names) - set(PARAMETERS) - set(OTHER_VARIABLES)):
+        close = difflib.get_close_matches(name, [*PARAMETERS, *OTHER_VARIABLES], n=1)
+        hint = f" (did you mean {ENV_PREFIX}{close[0]}?)" if close else ""
+        problems.append(f"the environment variable {ENV_PREFIX}{name} is no parameter{hint}")
+    if problems:
+        raise ParameterError("; ".join(problems) + ": unset it, or correct its name")
+
+
 def read_parameters(
     given: Mapping[str, Any], *, explicit: bool = False, environ: Mapping[str, str] | None = None
 ) -> dict[str, Any]:
@@ -257,6 +286,7 @@ def read_parameters(
     with ``explicit=True`` (the runners' ``-p`` values).
     """
     environ = os.environ if environ is None else environ
+    check_environment(environ)
     values = {}
     for name, param in PARAMETERS.items():
         value, source = param.default, "the default"
@@ -406,6 +436,7 @@ class RunConfig:
     resume: bool
     overwrite: bool
     predict_path: str
+    decision: str
     layout: Layout = field(default_factory=Layout)
     weights_path: str = ""
 
@@ -425,10 +456,11 @@ class RunConfig:
 
     @property
     def fine_tuning(self) -> FineTuning | None:
-        """Pretrained weights: the head alone in the first epoch (of two or more); else None."""
+        """Pretrained weights: the head alone in the first epoch (so ``EPOCHS=1`` trains the
+        head alone: a linear probe of the pretrained features), all layers after; else None."""
         if not self.pretrained:
             return None
-        return FineTuning(1 if self.epochs > 1 else 0, BACKBONE_LR_SCALE)
+        return FineTuning(1, BACKBONE_LR_SCALE)
 
     def sizes(self, stages: int = 5) -> tuple[int, ...]:
         """The training image side of each epoch. ``PROGRESSIVE``: ``stages`` steps from 2/3
@@ -546,8 +578,28 @@ def make_config(**values: Any) -> RunConfig:
     return RunConfig(**fields)
 
 
+#: Upper-case names of the notebooks that are no parameter (the Colab cell's).
+NOTEBOOK_NAMES = ("IS_COLAB",)
+
+
+def unknown_values(namespace: Mapping[str, Any]) -> list[str]:
+    """The upper-case plain values in a notebook's namespace that are no parameter: what
+    papermill's ``-p DATA_DIRR ...`` adds, which papermill itself only warns about."""
+    plain = (str, int, float, bool, type(None))
+    names = [
+        name
+        for name, value in namespace.items()
+        if re.fullmatch(r"[A-Z][A-Z0-9_]+", name) and isinstance(value, plain)
+    ]
+    return unknown_names(n for n in names if n not in NOTEBOOK_NAMES)
+
+
 def from_parameters(namespace: Mapping[str, Any]) -> RunConfig:
     """The run's configuration from a notebook's parameters (pass ``globals()``), with the
     ``CATSDOGS_*`` environment variables applied to values left at their default: the one
-    call after every ``parameters`` cell."""
+    call after every ``parameters`` cell. A value the notebook has that is no parameter is
+    a :class:`ParameterError`."""
+    problems = unknown_values(namespace)
+    if problems:
+        raise ParameterError("; ".join(problems))
     return make_config(**read_parameters(namespace))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Sequence
 
 import torch
@@ -25,8 +26,16 @@ def pick_device(preference: str = "auto") -> torch.device:
     return torch.device(preference)
 
 
+#: The ``ONEDNN_MAX_CPU_ISA`` values that still allow oneDNN's bfloat16 kernels.
+BF16_ISAS = ("ALL", "DEFAULT", "AVX512_CORE_BF16", "AVX512_CORE_AMX", "AVX10")
+
+
 def cpu_supports_bf16() -> bool:
-    """True on CPUs with native bfloat16 instructions (AVX512-BF16 or AMX)."""
+    """True on CPUs with native bfloat16 instructions (AVX512-BF16 or AMX), unless
+    ``ONEDNN_MAX_CPU_ISA`` holds oneDNN below them (``AVX2``: run as a laptop CPU does)."""
+    isa = os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper()
+    if isa and not isa.startswith(BF16_ISAS):
+        return False
     checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
     return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
 

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from .config import DEFAULT_DATASET_URL, Layout
-from .layouts import FOLDERS, IMAGE_ROOT_NAME, describe, find_image_root
+from .layouts import FOLDERS, IMAGE_ROOT_NAME, check_no_loose_photos, describe, find_image_root
 from .layouts import class_folders as class_folders  # was here: still importable from here
 from .plumbing import fsync_folder, held, progress_bar, replace_durably
 
@@ -478,6 +478,7 @@ def prepare_dataset(
         if found is not None:
             log.info("found %s, made by another process meanwhile", found)
             return found
+        check_no_loose_photos(data_dir, layout)  # the user's own photos, another layout
         if layout.source != "folders" and url == DEFAULT_DATASET_URL:
             raise DownloadError(  # the user's photos are missing, not Microsoft's
                 f"found no photos in {data_dir} as LABELS={layout.source!r} says "

@@ -70,6 +70,31 @@ def holds_layout(folder: Path, layout: Layout) -> bool:
     return bool(class_folders(folder))
 
 
+def check_no_loose_photos(data_dir: Path, layout: Layout) -> None:
+    """Before downloading into ``data_dir``: a :class:`LayoutError` when it already holds
+    photos that ``layout`` does not read (a flat folder of ``cat.1.jpg`` with the default
+    ``LABELS="folders"``), saying which ``LABELS`` reads them. Nothing is downloaded there."""
+    loose = _loose_files(data_dir) if data_dir.is_dir() else []
+    if not loose:
+        return
+    named = [n for n in loose if (m := re.search(layout.pattern, n)) and m.group(1)]
+    labels = {re.search(layout.pattern, n).group(1) for n in named}
+    if len(labels) >= 2:
+        advice = (
+            f"found {len(named)} photos named like {named[0]} ({len(labels)} classes by "
+            f"their names: {', '.join(sorted(labels)[:5])}) and no class folders: set "
+            'LABELS="filenames" to read their labels from the names (LABEL_PATTERN)'
+        )
+    else:
+        advice = (
+            f"found {len(loose)} photos (like {loose[0]}) and no {describe(layout)}: put them "
+            'in one folder per class, or set LABELS to "filenames" or "csv"'
+        )
+    raise LayoutError(
+        f"{data_dir}: {advice}. Nothing is downloaded into a folder that holds photos."
+    )
+
+
 def find_image_root(data_dir: str | os.PathLike[str], layout: Layout = FOLDERS) -> Path | None:
     """The image root inside ``data_dir`` for ``layout``, or None when there is none yet:
     ``PetImages/``, the only folder there (an extracted archive's), or ``data_dir`` itself;

@@ -43,7 +43,9 @@ def show_images(
     """A grid of uint8 RGB images with optional (coloured) titles."""
     ncols = min(ncols, max(1, len(images)))
     nrows = int(np.ceil(max(1, len(images)) / ncols))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, size * nrows + 0.3 * nrows))
+    lines = max((str(t).count("\n") + 1 for t in titles), default=0) if titles is not None else 0
+    height = size * nrows + (0.1 + 0.2 * lines) * nrows  # room for every title's lines
+    fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, height))
     for i, ax in enumerate(np.atleast_1d(axes).ravel()):
         ax.axis("off")
         if i < len(images):
@@ -155,7 +157,9 @@ def plot_history(history: Table) -> plt.Figure:
         ax.plot(epoch, history[train], "o-", label="train (augmented)")
         ax.plot(epoch, history[val], "o-", label="validation")
     if not np.allclose(history["train_loss"], history["train_nll"]):
-        axes[0].plot(epoch, history["train_loss"], "--", color="gray", label="train, smoothed")
+        axes[0].plot(
+            epoch, history["train_loss"], "--", color="gray", label="train, with label smoothing"
+        )
     axes[2].plot(epoch, history["lr"], "o-")
     titles = ("loss (cross-entropy)", "accuracy", "learning rate (end of epoch)")
     for ax, title in zip(axes, titles, strict=True):
@@ -176,11 +180,19 @@ def plot_confusion_matrix(matrix: Sequence[Sequence[int]], class_names: list[str
     return fig
 
 
-def plot_roc(labels: np.ndarray, scores: np.ndarray, positive: str) -> plt.Figure:
-    """ROC curve for the positive class, with the area under it."""
+def plot_roc(
+    is_positive: np.ndarray, scores: np.ndarray, positive: str, negative: str
+) -> plt.Figure:
+    """ROC curve of ``positive`` against ``negative`` (the other class, or "the rest"), with
+    the area under it: the axes say what they count in the classes' names."""
     fig, ax = plt.subplots(figsize=(4.2, 4))
-    skm.RocCurveDisplay.from_predictions(labels, scores, ax=ax, name=f"{positive} vs rest")
+    skm.RocCurveDisplay.from_predictions(is_positive, scores, ax=ax, name=positive, pos_label=True)
     ax.plot([0, 1], [0, 1], "--", color="grey", lw=1)
+    ax.set(
+        xlabel=f"false positive rate ({negative} called {positive})",
+        ylabel=f"true positive rate ({positive} found)",
+        title=f"ROC: {positive} against {negative}",
+    )
     fig.tight_layout()
     return fig
 
@@ -205,9 +217,18 @@ def plot_reliability(tables: dict[str, Table]) -> plt.Figure:
 def plot_precision_recall(
     labels: np.ndarray, scores: np.ndarray, positive: str, point=None
 ) -> plt.Figure:
-    """The precision-recall curve of ``positive``, with an operating ``point`` marked."""
+    """The precision-recall curve of ``positive`` (``labels``: True where a photo is one),
+    with an operating ``point`` marked."""
     fig, ax = plt.subplots(figsize=(4.2, 4))
-    skm.PrecisionRecallDisplay.from_predictions(labels, scores, ax=ax, name=positive)
+    labels = np.asarray(labels, dtype=bool)
+    skm.PrecisionRecallDisplay.from_predictions(
+        labels, scores, ax=ax, name=positive, pos_label=True
+    )
+    ax.set(
+        xlabel=f"recall ({positive} found)",
+        ylabel=f"precision (right when called {positive})",
+        title=f"precision and recall for {positive}",
+    )
     if point is not None and np.isfinite(point.threshold):
         label = f"threshold {point.threshold:.3f}"
         ax.plot([point.recall], [point.precision], "o", color=WRONG, label=label)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import logging
 import os
@@ -59,19 +60,21 @@ def preprocessing_of(checkpoint: dict) -> Preprocessing:
 
 
 def load_classifier(
-    run_dir: PathArg, *, device: str | torch.device = "auto", tta: str = ""
+    run_dir: PathArg, *, device: str | torch.device = "auto", tta: str = "", decision: str = ""
 ) -> Classifier:
-    """A run's ``best.pt`` with its preprocessing (``tta`` replaces its TTA) and decision."""
+    """A run's ``best.pt`` with its preprocessing (``tta`` replaces its TTA) and its
+    calibration: answering the most likely class, or by the saved rule ``decision``."""
     run_dir = Path(run_dir)
+    rule = read_decision(run_dir, decision) or Decision()  # a missing rule: before loading
     device = pick_device(device) if isinstance(device, str) else device
     model, checkpoint = load_model(run_dir / "best.pt", device)
     preprocessing = preprocessing_of(checkpoint)
     preprocessing = preprocessing.with_tta(tta) if tta else preprocessing
-    names, decision = tuple(checkpoint["class_names"]), read_decision(run_dir) or Decision()
+    names = tuple(checkpoint["class_names"])
     # On a CPU in float32, even where bf16 is supported: a few photos gain little from it,
     # and the answers are then those of the exported files, to the last digits.
     dtype = amp_dtype(device) if device.type == "cuda" else None
-    return Classifier(model, names, preprocessing, decision, device, dtype, run_dir.name)
+    return Classifier(model, names, preprocessing, rule, device, dtype, run_dir.name)
 
 
 def _expand(source: PathArg, name_from_folder: bool) -> list[tuple[Path, str]]:
@@ -110,10 +113,19 @@ def predictions_path(run_dir: PathArg, source: PathArg) -> Path:
 
 
 def predict_files(
-    classifier: Classifier, sources: Sources, *, batch_size=64, csv_path: PathArg | None = None
+    classifier: Classifier,
+    sources: Sources,
+    *,
+    decision: Decision | None = None,
+    batch_size=64,
+    csv_path: PathArg | None = None,
 ) -> pd.DataFrame:
-    """Predict photos (:func:`find_images`) by the run's decision, rows with the validate
-    step's reason (or ``could not decode``) in ``error``; optionally write a CSV."""
+    """Predict photos (:func:`find_images`) by the classifier's decision, or ``decision``
+    (:func:`calibration.read_decision` reads a saved rule), rows with the validate step's
+    reason (or ``could not decode``) in ``error``; optionally write a CSV. ``confidence``
+    is the probability of the class given; with a threshold, ``rule`` says why in words."""
+    if decision is not None:
+        classifier = dataclasses.replace(classifier, decision=decision)
     found = find_images(sources)
     checks = pd.DataFrame(
         check_files([str(p) for p, _ in found], progress=len(found) > batch_size),
@@ -157,15 +169,20 @@ def _fill_predictions(
     table: pd.DataFrame, rows: np.ndarray, probs: np.ndarray, c: Classifier
 ) -> None:
     """The decision's answers at ``rows``, empty (NaN) elsewhere."""
-    names = list(c.class_names)
+    names, rule = list(c.class_names), c.decision.has_threshold
     table["predicted"], table["confidence"] = "", np.nan
     table[[f"p_{name}" for name in names]] = np.nan
+    if rule:
+        table["rule"] = ""  # why, in words
     if len(rows):
         calibrated, chosen = c.decision.calibrate(probs), c.decision.decide(probs, names)
         table.loc[rows, "predicted"] = [names[i] for i in chosen]
         table.loc[rows, "confidence"] = calibrated[np.arange(len(chosen)), chosen]
         for i, name in enumerate(names):
             table.loc[rows, f"p_{name}"] = calibrated[:, i]
+        if rule:
+            pairs = zip(chosen, calibrated, strict=True)
+            table.loc[rows, "rule"] = [c.decision.in_words(names[i], p, names) for i, p in pairs]
 
 
 @dataclass(frozen=True)

@@ -120,6 +120,11 @@ def write_history(run_dir: Path, history: list[dict]) -> Path:
     return path
 
 
+def is_finished(run_dir: Path) -> bool:
+    """Whether the run in ``run_dir`` finished training (its ``summary.json`` says so)."""
+    return bool((read_json(Path(run_dir) / "summary.json") or {}).get("finished"))
+
+
 def write_summary(run_dir: Path, settings: dict, state: dict, *, finished: bool) -> Path:
     """``summary.json``: the settings and the state of training, readable without torch."""
     summary = {

@@ -74,6 +74,9 @@ def train_one_epoch(
     """One pass over ``loader``, one optimiser step per batch."""
     scaler = scaler or torch.amp.GradScaler(device.type, enabled=False)
     model.train()
+    for module in model.modules():  # a frozen backbone's batch norms keep their statistics
+        if isinstance(module, torch.nn.BatchNorm2d) and not module.weight.requires_grad:
+            module.eval()
     totals = torch.zeros(3, device=device)  # summed loss, summed plain NLL, right answers
     seen, start = 0, time.perf_counter()
     for images, labels in progress_bar(loader, desc="training", disable=not progress):
@@ -165,7 +168,8 @@ def trains_backbone(fine_tuning: FineTuning | None, epoch: int) -> bool:
 def set_trainable(model: nn.Module, fine_tuning: FineTuning | None, epoch: int) -> None:
     """Freeze the pretrained layers in a head-only epoch, unfreeze them after (no change from
     scratch). The backward pass then stops at the head, so a head epoch costs little more
-    than a forward pass; batch-norm statistics still adapt (the model is in train mode)."""
+    than a forward pass, and :func:`train_one_epoch` leaves the frozen batch norms in eval
+    mode: the features the head learns from are the ones it will be evaluated on."""
     if fine_tuning is None:
         return
     everything = trains_backbone(fine_tuning, epoch)
@@ -684,12 +688,41 @@ def fit(
         trained = model if done else distributed.wrap(model, device, cfg.pretrained)
         loaders = (train_loader, val_loader)
         loop = _Loop(trained, loaders, parts, cfg, device, amp_dtype, progress, train_epoch)
+        first = state.epoch
+        if not done and distributed.is_main():
+            log.info(plan_message(cfg, len(train_loader.dataset), first))
         while not done:
             reseed_epoch(train_loader, seed_for(cfg.seed, "epoch", state.epoch))
             _run_epoch(loop, state)
             done = _record(run_dir, model, parts, state, meta, cfg)
+            if state.epoch == first + 1 and not done and distributed.is_main():
+                log.info(expected_message(cfg, state))
         model.load_state_dict(load_checkpoint(run_dir / "best.pt")["model"])
     return pd.DataFrame(state.history)
+
+
+def plan_message(cfg: RunConfig, n_train: int, start: int) -> str:
+    """What :func:`fit` is about to train, in a line, before it starts."""
+    sizes = cfg.sizes()[start:]
+    side = f"{sizes[0]} px" if len(set(sizes)) == 1 else f"{sizes[0]} to {sizes[-1]} px"
+    start_words = f", from epoch {start + 1}" if start else ""
+    return (
+        f"training {cfg.model_name} in {cfg.run_dir}: {len(sizes)} epochs{start_words} at "
+        f"{side} on {n_train} photos; the time it needs follows the first epoch"
+    )
+
+
+def expected_message(cfg: RunConfig, state: FitState) -> str:
+    """After the first epoch: how long the rest will take at its measured rate (an epoch
+    costs as the square of its image side), and when it ends."""
+    last = state.history[-1]
+    per_pixel = last["seconds"] / last["image_size"] ** 2
+    left = sum(per_pixel * size**2 for size in cfg.sizes()[state.epoch :])
+    end = time.strftime("%H:%M", time.localtime(time.time() + left))
+    return (
+        f"epoch {state.epoch} took {last['seconds']:.0f} s: the other "
+        f"{cfg.epochs - state.epoch} need about {left / 60:.0f} min more (until about {end})"
+    )
 
 
 def optimiser_step(
@@ -747,11 +780,19 @@ def measure_training_speed(
     device: torch.device | None = None,
     steps: int = 5,
     warmup: int = 2,
+    saved: Path | None = None,
 ) -> dict[str, float]:
     """Training images per second of one optimiser step on random data, for each of
     ``settings`` (a name to keyword arguments: ``amp_dtype``, ``channels_last``), taking
-    turns step by step (:func:`images_per_second`)."""
+    turns step by step (:func:`images_per_second`). With ``saved`` (a JSON file), what it
+    measured there before with the same arguments is reused, and a new measure saved."""
     device = device or torch.device("cpu")
+    key = {"model": model_name, "size": image_size, "batch": batch_size, "device": str(device)}
+    key["settings"] = {name: {k: str(v) for k, v in o.items()} for name, o in settings.items()}
+    before = runs.read_json(saved) if saved is not None else None
+    if before is not None and before.get("key") == key:
+        log.info("the speed measured before, saved in %s (delete it to measure again)", saved)
+        return before["images_per_s"]
     parts = {}
     for name, options in settings.items():
         unknown = set(options) - {"amp_dtype", "channels_last"}
@@ -765,8 +806,11 @@ def measure_training_speed(
         optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
         parts[name] = (model, optimizer, x.contiguous(memory_format=memory_format))
     y = torch.randint(0, 2, (batch_size,), device=device)
-    runs = {
+    stepping = {
         name: optimiser_step(model, optimizer, x, y, device, settings[name].get("amp_dtype"))
         for name, (model, optimizer, x) in parts.items()
     }
-    return images_per_second(runs, batch_size, device, timed=steps, warmup=warmup)
+    speed = images_per_second(stepping, batch_size, device, timed=steps, warmup=warmup)
+    if saved is not None:
+        runs.write_json(saved, {"key": key, "images_per_s": speed})
+    return speed

@@ -72,19 +72,43 @@ def test_no_threshold_reaches_an_impossible_precision():
 
 
 def test_a_saved_decision_is_read_back_and_not_silently_replaced(tmp_path):
-    decision = calibration.Decision(1.7, "Cat", 0.93, "precision >= 99.0% for Cat", 0.99, 0.6)
-    calibration.save_decision(tmp_path, decision)
-    assert calibration.read_decision(tmp_path) == decision
-    calibration.save_decision(tmp_path, decision)  # the same again is fine
-    other = calibration.Decision(1.2)
+    decision = calibration.Decision(1.7, "Cat", 0.93, "99% precision for Cat", 0.99, 0.6)
+    calibration.save_decision(tmp_path, decision, name="Cat-99")
+    assert calibration.read_decision(tmp_path, "Cat-99") == decision
+    assert (tmp_path / "decisions" / "Cat-99.json").is_file()
+    calibration.save_decision(tmp_path, decision, name="Cat-99")  # the same again is fine
+    other = calibration.Decision(1.2, "Cat", 0.8, "95% precision for Cat", 0.95, 0.8)
     with pytest.raises(RunConflict, match="OVERWRITE"):
-        calibration.save_decision(tmp_path, other)
-    assert calibration.read_decision(tmp_path) == decision
-    calibration.save_decision(tmp_path, other, overwrite=True)
-    back = calibration.read_decision(tmp_path)
-    assert back.temperature == 1.2 and math.isnan(back.threshold)
-    assert "NaN" not in (tmp_path / "decision.json").read_text(), "standard JSON"
-    assert calibration.read_decision(tmp_path / "nothing") is None
+        calibration.save_decision(tmp_path, other, name="Cat-99")
+    assert calibration.read_decision(tmp_path, "Cat-99") == decision
+    calibration.save_decision(tmp_path, other, name="Cat-99", overwrite=True)
+    assert calibration.read_decision(tmp_path, "Cat-99").threshold == 0.8
+    assert "NaN" not in (tmp_path / "decisions" / "Cat-99.json").read_text(), "standard JSON"
+    assert calibration.decision_names(tmp_path) == ["Cat-99"]
+    with pytest.raises(FileNotFoundError, match="no decision rule 'Dog-90'.*saved rules: Cat-99"):
+        calibration.read_decision(tmp_path, "Dog-90")
+    with pytest.raises(ValueError, match="letters, digits"):
+        calibration.save_decision(tmp_path, decision, name="../elsewhere")
+
+
+def test_by_default_the_most_likely_class_at_the_runs_temperature(tmp_path):
+    """decision.json is the calibration; a threshold there (an older run's) is not applied."""
+    assert calibration.read_decision(tmp_path) is None
+    calibration.save_decision(tmp_path, calibration.Decision(1.7, "Cat", 0.93, "goal", 0.99))
+    default = calibration.read_decision(tmp_path)
+    assert default.temperature == 1.7 and not default.has_threshold
+    probs = np.array([[0.8, 0.2], [0.3, 0.7]])
+    np.testing.assert_array_equal(default.decide(probs, ["Cat", "Dog"]), [0, 1])
+
+
+def test_a_rule_says_in_words_why_it_answered():
+    rule = calibration.Decision(1.0, "Cat", 0.89, "99% precision for Cat")
+    names = ["Cat", "Dog"]
+    assert rule.in_words("Dog", np.array([0.87, 0.13]), names) == (
+        "Dog: p_Cat 0.87 is below the 0.89 needed for 99% precision for Cat"
+    )
+    assert rule.in_words("Cat", np.array([0.95, 0.05]), names).startswith("Cat: p_Cat 0.95 reaches")
+    assert calibration.Decision().in_words("Cat", np.array([0.95, 0.05]), names) == ""
 
 
 def test_decision_result_counts_what_the_rule_calls():

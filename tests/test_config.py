@@ -84,6 +84,29 @@ def test_from_parameters_reads_a_notebook_namespace(monkeypatch):
     assert (cfg.run_name, cfg.augment, cfg.limit_per_class, cfg.epochs) == ("nb", "heavy", 100, 22)
 
 
+def test_a_misspelt_environment_variable_is_an_error_naming_the_parameter(monkeypatch):
+    monkeypatch.setenv("CATSDOGS_EPOCH", "3")
+    message = "CATSDOGS_EPOCH is no parameter .did you mean CATSDOGS_EPOCHS"
+    with pytest.raises(config.ParameterError, match=message):
+        config.from_parameters({})
+    with pytest.raises(config.ParameterError, match=message):
+        series.check_parameters({}, {})
+    monkeypatch.delenv("CATSDOGS_EPOCH")
+    monkeypatch.setenv("CATSDOGS_RUNS_DIR", "/tmp/elsewhere")  # a folder, not a parameter
+    monkeypatch.setenv("CATSDOGS_PROGRESS", "off")
+    assert config.from_parameters({}).epochs == config.PARAMETERS["EPOCHS"].default
+
+
+def test_a_notebook_value_that_is_no_parameter_is_an_error():
+    """What papermill's -p DATA_DIRR adds to the notebook: papermill itself only warns."""
+    with pytest.raises(config.ParameterError, match="DATA_DIRR is not a parameter.*DATA_DIR"):
+        config.from_parameters({"DATA_DIR": "", "DATA_DIRR": "/photos", "IS_COLAB": False})
+    import albumentations as A
+
+    cfg = config.from_parameters({"EPOCHS": 3, "IS_COLAB": False, "A": A, "Path": Path})
+    assert cfg.epochs == 3, "modules, classes and the Colab flag are no parameter values"
+
+
 def test_the_defaults_are_our_recipe_and_the_other_recipes_are_parameter_files():
     fast = config.make_config()
     assert (fast.model_name, fast.epochs, fast.image_size, fast.lr) == ("resnet9", 22, 96, 0.2)
@@ -98,7 +121,7 @@ def test_the_defaults_are_our_recipe_and_the_other_recipes_are_parameter_files()
     assert (tutorial.cache_size, tutorial.optimizer, tutorial.schedule) == (160, "adam", "plateau")
     assert (tutorial.early_stopping, tutorial.augment, tutorial.tta) == (5, "tutorial", "none")
     pretrained = config.make_config(**recipes["pretrained"])
-    assert pretrained.cache_size == 256 and pretrained.sizes() == (224, 224)
+    assert pretrained.cache_size == 183 and pretrained.sizes() == (160,)
     assert pretrained.fine_tuning == config.FineTuning(1, config.BACKBONE_LR_SCALE)
     assert series.read_recipe("quick.yaml") == recipes["quick"], "found in recipes/ by name"
 

@@ -7,7 +7,6 @@ import json
 import os
 import re
 
-import papermill
 import pytest
 
 import fakedata
@@ -46,7 +45,7 @@ def test_notebook_05_stops_on_a_run_trained_with_other_settings(petimages, monke
     settings = training.load_checkpoint(cfg.run_dir / "best.pt")["settings"]
     runs.write_metrics(cfg.run_dir, {"accuracy": 0.5, "n": 10}, settings)
     before = {p.name: p.read_bytes() for p in cfg.run_dir.iterdir() if p.is_file()}
-    with pytest.raises(papermill.PapermillExecutionError, match="RunConflict"):
+    with pytest.raises(series.NotebookFailed, match="RunConflict"):
         series.run_series({"EPOCHS": 2, **tiny}, only=["05"])
     after = {p.name: p.read_bytes() for p in cfg.run_dir.iterdir() if p.is_file()}
     assert after == before

@@ -129,11 +129,11 @@ def test_exporting_again_reuses_the_files_and_never_replaces_another_model(expor
     run_dir = shutil.copytree(exported, tmp_path / "copy")
     files = export.export_files(run_dir)
     before = {p: p.stat().st_mtime_ns for p in (files.onnx, files.torchscript)}
-    decision = calibration.Decision(1.5, "Cat", 0.7, "precision >= 99.0% for Cat", 0.99, 0.4)
+    decision = calibration.Decision(1.5)  # a new calibration
     calibration.save_decision(run_dir, decision)
     export.export_run(run_dir)
     assert {p: p.stat().st_mtime_ns for p in before} == before, "same model: not exported again"
-    assert export.load_exported(run_dir).decision == decision, "the new decision is saved"
+    assert export.load_exported(run_dir).decision == decision, "the new calibration is saved"
 
     save_run(run_dir, seed=1)
     with pytest.raises(runs.RunConflict, match="export of another model"):
@@ -220,22 +220,41 @@ def test_the_command_predicts_files_folders_and_globs(exported, photos, monkeypa
     assert f"{(expected['error'] == '').sum()} of {len(expected)} photos classified" in err
 
 
-def test_the_command_applies_the_runs_threshold(exported, photos, tmp_path, capsys):
+def _csv(capsys) -> tuple[pd.DataFrame, str]:
+    out, err = capsys.readouterr()
+    table = pd.read_csv(io.StringIO(out), keep_default_na=False)
+    return table[table["error"] == ""], err
+
+
+def test_the_most_likely_class_unless_a_named_rule_is_asked_for(exported, photos, tmp_path, capsys):
     run_dir = shutil.copytree(exported, tmp_path / "with-threshold")
     p_cat = predicting.predict_files(predicting.load_classifier(run_dir), photos)["p_Cat"]
     threshold = float(p_cat.dropna().median())
-    decision = calibration.Decision(1.0, "Cat", threshold, "precision >= 99.0% for Cat")
-    calibration.save_decision(run_dir, decision)
-    assert (
-        predict.main([str(photos), "--run", str(run_dir), "--format", "csv", "--tta", "flip"]) == 0
-    )
-    out, err = capsys.readouterr()
-    table = pd.read_csv(io.StringIO(out), keep_default_na=False)
-    ok = table[table["error"] == ""]
-    called_cat = ok["p_Cat"].astype(float) >= threshold
-    assert (ok["predicted"] == np.where(called_cat, "Cat", "Dog")).all()
-    assert ok["predicted"].nunique() == 2, "the threshold splits these photos"
-    assert f"decision: Cat when p_Cat >= {threshold:.3f}, else Dog" in err
+    rule = calibration.Decision(1.0, "Cat", threshold, "99% precision for Cat")
+    calibration.save_decision(run_dir, rule, name="Cat-99")
+    calibration.save_decision(run_dir, rule)  # an older run's decision.json with a threshold
+    base = [str(photos), "--run", str(run_dir), "--format", "csv", "--tta", "flip"]
+    assert predict.main(base) == 0
+    plain, err = _csv(capsys)
+    most_likely = np.where(plain["p_Cat"].astype(float) >= 0.5, "Cat", "Dog")
+    assert (plain["predicted"] == most_likely).all() and "rule" not in plain
+    assert "decision: the most likely class" in err
+    for onnx in ([], ["--onnx"]):
+        assert predict.main([*base, "--decision", "Cat-99", *onnx]) == 0
+        ok, err = _csv(capsys)
+        called_cat = ok["p_Cat"].astype(float) >= threshold
+        assert (ok["predicted"] == np.where(called_cat, "Cat", "Dog")).all()
+        assert ok["predicted"].nunique() == 2, "the threshold splits these photos"
+        assert f"decision: Cat when p_Cat >= {threshold:.3f}, else Dog" in err
+        dog = ok[~called_cat].iloc[0]
+        p = float(dog["p_Cat"])
+        assert dog["rule"] == (
+            f"Dog: p_Cat {p:.2f} is below the {threshold:.2f} needed for 99% precision for Cat"
+        )
+    with pytest.raises(SystemExit):
+        predict.main([*base, "--decision", "Cat-95"])
+    err = capsys.readouterr().err
+    assert "no decision rule 'Cat-95'" in err and "saved rules: Cat-99" in err
 
 
 def test_the_command_with_onnx_gives_the_same_answers(exported, photos, capsys):

@@ -112,6 +112,30 @@ def test_no_named_photos_and_the_default_archive_is_an_error_not_a_download(tmp_
     assert not list(tmp_path.glob("*.zip*")), "nothing was downloaded"
 
 
+def test_a_flat_folder_of_named_photos_stops_naming_labels_filenames_and_downloads_nothing(
+    tmp_path,
+):
+    """The user's own cat.1.jpg photos as DATA_DIR, LABELS left at "folders": with a network
+    the default DATASET_URL would put Microsoft's archive into their folder."""
+    folder = fakedata.make_named(tmp_path / "mine", per_class=5)
+    with fakedata.serve({"/archive.zip": b"never fetched"}) as (base, handler):
+        cfg = config.make_config(DATA_DIR=str(folder), DATASET_URL=f"{base}/archive.zip")
+        with pytest.raises(layouts.LayoutError) as caught:
+            workflow.ensure_images(cfg, progress=False)
+        assert not handler.requests, "nothing was asked of the server"
+    message = str(caught.value)
+    assert "found 10 photos named like cat.0.jpg (2 classes by their names: cat, dog)" in message
+    assert 'set LABELS="filenames"' in message and "Nothing is downloaded" in message
+    assert sorted(p.suffix for p in folder.iterdir()) == [".jpg"] * 10, "the folder is as it was"
+    unnamed = tmp_path / "unnamed"
+    unnamed.mkdir()
+    (unnamed / "IMG_0001.jpg").write_bytes(b"")
+    with pytest.raises(layouts.LayoutError, match="found 1 photos .like IMG_0001.jpg. and no one"):
+        workflow.ensure_images(config.make_config(DATA_DIR=str(unnamed)), progress=False)
+    named = config.make_config(DATA_DIR=str(folder), LABELS="filenames")
+    assert workflow.ensure_images(named, progress=False) == folder, "read by their names"
+
+
 def test_a_pattern_of_your_own_names_the_label_anywhere(tmp_path):
     names = {f"IMG_{i:04d}_{name}.png": label
              for label, name in enumerate(("bird", "cat", "dog")) for i in range(20)}  # fmt: skip

@@ -55,16 +55,29 @@ def test_preprocessing_is_saved_with_the_model_and_loaded_with_the_decision(peti
     assert predicting.preprocessing_of(checkpoint) == transforms.preprocessing_for(cfg)
     assert checkpoint["preprocessing"]["cache_size"] == cfg.cache_size == 46
 
-    decision = calibration.Decision(2.0, "Cat", 0.9, "precision >= 99.0% for Cat", 0.99, 0.5)
-    calibration.save_decision(cfg.run_dir, decision)
+    decision = calibration.Decision(2.0, "Cat", 0.9, "99% precision for Cat", 0.99, 0.5)
+    calibration.save_decision(cfg.run_dir, calibration.Decision(2.0))
+    calibration.save_decision(cfg.run_dir, decision, name="Cat-99")
     classifier = predicting.load_classifier(cfg.run_dir, device="cpu", tta="none")
-    assert classifier.decision == decision and classifier.name == "saved"
+    assert classifier.decision == calibration.Decision(2.0) and classifier.name == "saved"
     assert classifier.preprocessing.tta == "none" and classifier.preprocessing.eval_size == 40
-    table = predicting.predict_files(classifier, petimages / "Cat")
-    ok = table[table["error"] == ""]
-    called_cat = ok["p_Cat"] >= 0.9
-    assert (ok.loc[called_cat, "predicted"] == "Cat").all()
-    assert (ok.loc[~called_cat, "predicted"] == "Dog").all(), "below the threshold: not Cat"
+    plain = predicting.predict_files(classifier, petimages / "Cat")
+    ok = plain[plain["error"] == ""]
+    assert (ok["predicted"] == np.where(ok["p_Cat"] >= 0.5, "Cat", "Dog")).all(), "most likely"
+    assert (ok["confidence"] == ok[["p_Cat", "p_Dog"]].max(axis=1)).all()
+    ruled = predicting.load_classifier(cfg.run_dir, device="cpu", tta="none", decision="Cat-99")
+    assert ruled.decision == decision
+    for table in (
+        predicting.predict_files(ruled, petimages / "Cat"),
+        predicting.predict_files(classifier, petimages / "Cat", decision=decision),
+    ):
+        ok = table[table["error"] == ""]
+        called_cat = ok["p_Cat"] >= 0.9
+        assert (ok.loc[called_cat, "predicted"] == "Cat").all()
+        assert (ok.loc[~called_cat, "predicted"] == "Dog").all(), "below the threshold: not Cat"
+        assert ok["rule"].str.contains("needed for 99% precision for Cat").all()
+        given = np.where(called_cat, ok["p_Cat"], ok["p_Dog"])
+        np.testing.assert_allclose(ok["confidence"], given)  # the probability of the answer
 
 
 def test_files_folders_and_globs_are_found_once_each(tmp_path):

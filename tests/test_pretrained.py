@@ -91,7 +91,7 @@ def test_the_weights_were_made_with_our_normalisation_and_size(name):
     preset = models.imagenet_weights(name).transforms()
     assert tuple(preset.mean) == transforms.IMAGENET_MEAN
     assert tuple(preset.std) == transforms.IMAGENET_STD
-    assert preset.crop_size == [series.read_recipe("pretrained.yaml")["IMAGE_SIZE"]]
+    assert preset.crop_size == [224], "the size to fine-tune them at (WEIGHTS_PATH, 224 px)"
 
 
 @pytest.mark.parametrize("name", config.MODEL_NAMES)
@@ -102,18 +102,19 @@ def test_the_head_is_the_new_output_layer(name):
     assert head is list(model.modules())[-1], "the last layer, the one create_model replaced"
 
 
-def test_the_pretrained_recipe_fine_tunes_and_a_scratch_run_is_unchanged():
+def test_the_pretrained_recipe_trains_the_head_on_lite0_and_a_scratch_run_is_unchanged():
     recipe = series.read_recipe("pretrained.yaml")
     cfg = config.make_config(**recipe)
-    assert (cfg.model_name, cfg.image_size, cfg.epochs) == ("resnet18", 224, 2)
-    scratch = config.make_config(MODEL_NAME="resnet18", EPOCHS=2, IMAGE_SIZE=224)
+    assert (cfg.model_name, cfg.image_size, cfg.epochs) == ("efficientnet_lite0", 160, 1)
     assert cfg.fine_tuning == config.FineTuning(head_epochs=1, backbone_lr_scale=0.1)
-    assert cfg.sizes() == (224, 224), "the weights' size throughout, no progressive resizing"
-    assert cfg.lr == pytest.approx(scratch.lr * 0.1), "SGD's rate from scratch would wreck them"
-    assert [training.trains_backbone(cfg.fine_tuning, e) for e in range(2)] == [False, True]
+    assert cfg.sizes() == (160,), "one size throughout, no progressive resizing"
+    assert not training.trains_backbone(cfg.fine_tuning, 0), "EPOCHS 1: the head alone"
+    longer = config.make_config(**{**recipe, "EPOCHS": 3})
+    assert [training.trains_backbone(longer.fine_tuning, e) for e in range(3)] == [
+        False, True, True
+    ]  # fmt: skip
+    scratch = config.make_config(MODEL_NAME="resnet18", EPOCHS=2, IMAGE_SIZE=224)
     assert scratch.fine_tuning is None and training.trains_backbone(scratch.fine_tuning, 0)
-    small = config.make_config(PRETRAINED=True, MODEL_NAME="resnet18", IMAGE_SIZE=96, EPOCHS=1)
-    assert small.fine_tuning.head_epochs == 0
     with pytest.raises(config.ParameterError, match="WEIGHTS_PATH=.* PRETRAINED=False"):
         config.make_config(WEIGHTS_PATH="w.pth")
 
@@ -130,6 +131,7 @@ def pretrained_run(petimages, fake_imagenet, monkeypatch):
     monkeypatch.setenv("CATSDOGS_DATA_DIR", str(petimages.parent))
     recipe = series.read_recipe("pretrained.yaml")
     tiny = {"RUN_NAME": "p", "WEIGHTS_PATH": str(fake_imagenet[0]), "IMAGE_SIZE": 48}
+    tiny |= {"MODEL_NAME": "resnet18", "EPOCHS": 2, "LR": 0.02}  # the head, then all layers
     cfg = config.make_config(**{**recipe, **tiny, "BATCH_SIZE": 16, "NUM_WORKERS": 0})
     loaders, cfg = workflow.prepare_training(cfg, progress=False)
     return cfg, loaders

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
 import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
+
+import pytest
 
 import fakedata
 from catsdogs_helpers.plumbing import atomic_path
@@ -108,3 +111,44 @@ def test_watch_history_without_a_history_prints_nothing(tmp_path, capsys):
     with series.watch_history(tmp_path / "none", interval=0.01):
         time.sleep(0.05)
     assert capsys.readouterr().out == ""
+
+
+def test_a_failing_notebook_is_one_line_and_its_traceback_waits_in_the_copy(
+    tmp_path, monkeypatch, capsys
+):
+    folder = fakedata.tiny_notebook(tmp_path / "nb", "raise ZeroDivisionError('no photos here')")
+    monkeypatch.setattr(series, "notebook_paths", lambda _=None: sorted(folder.glob("*.ipynb")))
+    with pytest.raises(SystemExit) as stopped:
+        series.main(["-p", "RUN_NAME", "fails"])
+    assert stopped.value.code == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[0] == "error: 01_tiny.ipynb stopped: ZeroDivisionError: no photos here"
+    assert len(err) == 2 and "--debug" in err[1] and "Traceback" not in "\n".join(err)
+    executed = Path(err[1].split("its traceback is in ")[1].split(" (or")[0])
+    assert "ZeroDivisionError" in executed.read_text(), "the traceback, in the executed copy"
+    with pytest.raises(series.NotebookFailed):
+        series.main(["-p", "RUN_NAME", "fails", "--debug"])
+
+
+def test_a_second_series_keeps_the_executed_notebooks_of_the_first(tmp_path):
+    folder = fakedata.tiny_notebook(tmp_path / "nb", "print('first')")
+    out = series.run_series({"RUN_NAME": "twice"}, notebooks_dir=folder)
+    fakedata.tiny_notebook(folder, "print('second')")
+    assert series.run_series({"RUN_NAME": "twice"}, notebooks_dir=folder) == out
+    assert "second" in (out / "01_tiny.ipynb").read_text()
+    (kept,) = (out / "earlier").glob("*/01_tiny.ipynb")
+    assert "first" in kept.read_text()
+
+
+def test_the_end_of_a_series_says_what_it_gave(tmp_path):
+    run = tmp_path / "run"
+    (run / "figures").mkdir(parents=True)
+    (run / "figures" / "history.png").write_bytes(b"png")
+    metrics = {"test_accuracy": 0.9512, "n_test": 1000, "epochs_run": 6, "train_seconds": 90}
+    (run / "metrics.json").write_text(json.dumps(metrics))
+    assert series.summary_lines(run) == [
+        "test accuracy 95.12% on 1000 photos (6 epochs, 1.5 min of training)",
+        f"run folder: {run}",
+        f"figure: {run / 'figures' / 'history.png'}",
+    ]
+    assert series.summary_lines(tmp_path / "untrained") == [f"run folder: {tmp_path / 'untrained'}"]

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 
 import albumentations as A
 import numpy as np
@@ -209,6 +210,17 @@ def test_training_speed_is_measured_for_each_setting_in_turn():
         training.measure_training_speed("resnet9", {"x": {"amp": True}}, image_size=32)
 
 
+def test_a_saved_speed_is_reused_for_the_same_measure_only(tmp_path, monkeypatch):
+    saved, args = tmp_path / "speed.json", {"image_size": 32, "batch_size": 4, "steps": 1}
+    first = training.measure_training_speed("resnet9", {"fp32": {}}, saved=saved, **args)
+    assert runs.read_json(saved)["images_per_s"] == first
+    monkeypatch.setattr(training, "images_per_second", lambda *a, **k: {"fp32": -1.0})
+    again = training.measure_training_speed("resnet9", {"fp32": {}}, saved=saved, **args)
+    assert again == first, "the same measure: read back, not measured"
+    other = training.measure_training_speed("resnet9", {"fp32": {}}, saved=saved, image_size=40)
+    assert other == {"fp32": -1.0}, "another size: measured again"
+
+
 # ------------------------------------------------- kills while saving, bad checkpoints
 
 
@@ -333,3 +345,33 @@ def test_a_finished_run_with_a_bad_last_pt_is_loaded_from_best_pt(tiny_run, capl
         _train(cfg, loaders)
     _, replaced = _train(dataclasses.replace(cfg, overwrite=True), loaders)
     assert len(replaced) == 2 and training.load_checkpoint(last)["finished"]
+
+
+def test_onednn_held_to_avx2_means_no_bf16(monkeypatch):
+    """ONEDNN_MAX_CPU_ISA=AVX2 runs a bf16 CPU as a laptop's: fp32, no autocast."""
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True)
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    assert not devices.cpu_supports_bf16()
+    assert devices.amp_dtype(torch.device("cpu")) is None
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "avx512_core_amx")
+    assert devices.cpu_supports_bf16()
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA")
+    assert devices.amp_dtype(torch.device("cpu")) == torch.bfloat16
+
+
+def test_fit_says_what_it_trains_then_how_long_the_rest_takes(tiny_run, caplog):
+    cfg, loaders = tiny_run
+    cfg = dataclasses.replace(cfg, epochs=3)
+    with caplog.at_level(logging.INFO, logger="catsdogs_helpers"):
+        _, history = _train(cfg, loaders)
+    n = len(loaders["train"].dataset)
+    plan = f"training resnet9 in {cfg.run_dir}: 3 epochs at 32 to 48 px on {n} photos"
+    assert plan in caplog.text
+    first = history.iloc[0]
+    left = first["seconds"] / 32**2 * (40**2 + 48**2)
+    expected = f"epoch 1 took {first['seconds']:.0f} s: the other 2 need about {left / 60:.0f} min"
+    assert expected in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="catsdogs_helpers"):
+        _train(cfg, loaders)  # finished: loaded, nothing to plan
+    assert "training resnet9" not in caplog.text

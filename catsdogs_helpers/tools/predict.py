@@ -2,19 +2,21 @@
 
     catsdogs-predict photo.jpg more/ "others/*.png" --run fast --format csv --output out.csv
     catsdogs-predict photo.jpg --run fast --onnx    # the exported ONNX file, in ONNX Runtime
+    catsdogs-predict photos/ --run fast --decision Cat-99   # a rule notebook 05 saved
 
 Exit status: 0 when a photo was classified, 1 when none was, 2 for a usage error."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
 import pandas as pd
 import torch
 
-from .. import config, predicting
+from .. import calibration, config, predicting
 from ..config import TTAS
 from ..devices import pick_device
 from ..layouts import PHOTO_SUFFIXES
@@ -33,6 +35,8 @@ def make_parser() -> argparse.ArgumentParser:
     paths = "photos, folders or globs; every argument after -- is one (a name like -x.jpg)"
     add("paths", nargs="*", metavar="PATH", help=paths)
     add("--run", required=True, help="a run's name (in the runs folder) or path")
+    rule = "a decision rule saved with the run, e.g. Cat-99 (default: the most likely class)"
+    add("--decision", default="", metavar="NAME", help=rule)
     add("--tta", choices=TTAS, default="", help="test-time augmentation (default: the run's)")
     add("--device", default="auto", help="auto, cpu, cuda or mps")
     add("--format", choices=FORMATS, default="table", help="output format")
@@ -78,7 +82,8 @@ def load(args: argparse.Namespace, device: torch.device) -> predicting.Classifie
     """The classifier the arguments ask for: the run's best model, or its ONNX export."""
     run = find_run(args.run)
     if not args.onnx:
-        return predicting.load_classifier(run, device=device, tta=args.tta)
+        return predicting.load_classifier(run, device=device, tta=args.tta, decision=args.decision)
+    rule = calibration.read_decision(run, args.decision) if args.decision else None
     if (run / "best.pt").is_file():  # a run folder, not a copied export folder
         export.export_run(run, tta=args.tta, overwrite=args.overwrite)
     classifier = export.load_exported(run, runtime="onnx")
@@ -87,7 +92,7 @@ def load(args: argparse.Namespace, device: torch.device) -> predicting.Classifie
             f"the export in {run} averages tta={classifier.preprocessing.tta!r}, not "
             f"{args.tta!r}: export again from the run folder with --tta {args.tta}"
         )
-    return classifier
+    return dataclasses.replace(classifier, decision=rule) if rule else classifier
 
 
 def describe(classifier: predicting.Classifier) -> str:
@@ -97,7 +102,7 @@ def describe(classifier: predicting.Classifier) -> str:
     if d.has_threshold and len(classifier.class_names) == 2:
         other = next(name for name in classifier.class_names if name != d.positive)
         rule = f"{d.positive} when p_{d.positive} >= {d.threshold:.3f}, else {other}"
-        rule += f" (chosen for {d.goal})" if d.goal else ""
+        rule += f" (chosen on validation for {d.goal})" if d.goal else ""
     scaled = f"; probabilities at temperature {d.temperature:.2f}" if d.temperature != 1 else ""
     tta = classifier.preprocessing.tta
     return f"model {classifier.name}, test-time augmentation {tta}; decision: {rule}{scaled}"
@@ -125,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         classifier = load(args, device)
         table = predicting.predict_files(classifier, args.paths, batch_size=args.batch_size)
-    except (FileNotFoundError, CheckpointError, RunConflict, ImportError) as err:
+    except (FileNotFoundError, CheckpointError, RunConflict, ImportError, ValueError) as err:
         parser.error(str(err))
     if table.empty:
         suffixes = " ".join(sorted(PHOTO_SUFFIXES))

@@ -155,6 +155,67 @@ def environment(values: Mapping[str, str]) -> Iterator[None]:
                 os.environ[name] = value
 
 
+class NotebookFailed(RuntimeError):
+    """A notebook of the series stopped with an error: which one, the error in one line, and
+    the executed copy that holds its traceback."""
+
+    def __init__(self, name: str, error: str, executed: Path) -> None:
+        super().__init__(f"{name} stopped: {error}")
+        self.executed = executed
+
+
+def keep_earlier(out_dir: Path) -> Path | None:
+    """Move the executed notebooks of an earlier series into ``out_dir/earlier/<time>/``
+    (the time the last of them was written), so a new series never replaces them."""
+    earlier = sorted(out_dir.glob("[0-9][0-9]_*.ipynb"))
+    if not earlier:
+        return None
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(max(p.stat().st_mtime for p in earlier)))
+    folder = out_dir / "earlier" / stamp
+    folder.mkdir(parents=True, exist_ok=True)
+    for path in earlier:
+        path.replace(folder / path.name)
+    return folder
+
+
+def summary_lines(run_dir: Path) -> list[str]:
+    """What a finished series gives: the test accuracy, the run folder, the figures."""
+    from ..runs import read_json
+
+    lines = []
+    metrics = read_json(run_dir / "metrics.json") or {}
+    if "test_accuracy" in metrics:
+        minutes = metrics.get("train_seconds", 0) / 60
+        lines.append(
+            f"test accuracy {metrics['test_accuracy']:.2%} on {metrics['n_test']} photos "
+            f"({metrics['epochs_run']} epochs, {minutes:.1f} min of training)"
+        )
+    lines.append(f"run folder: {run_dir}")
+    lines += [f"figure: {p}" for p in sorted((run_dir / "figures").glob("*.png"))]
+    return lines
+
+
+def _execute(path: Path, out: Path, parameters: dict, env: Mapping[str, str]) -> None:
+    """One notebook through papermill; a failure as :class:`NotebookFailed`."""
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    with environment(env), watch_history(out.parent.parent):
+        try:
+            papermill.execute_notebook(
+                str(path),
+                str(out),
+                parameters=parameters,
+                cwd=str(path.parent),
+                kernel_name="python3",
+                progress_bar=False,
+                log_output=False,
+                **engine_options(),
+            )
+        except PapermillExecutionError as err:
+            raise NotebookFailed(path.name, f"{err.ename}: {err.evalue}", out) from err
+
+
 def run_series(
     parameters: dict | None = None,
     *,
@@ -173,21 +234,15 @@ def run_series(
     cfg = check_parameters(parameters, declared)
     out_dir = cfg.run_dir / "notebooks"
     out_dir.mkdir(parents=True, exist_ok=True)
+    kept = keep_earlier(out_dir)
+    if kept:
+        print(f"the executed notebooks of the series before are kept in {kept}")
     env = kernel_variables(parameters)
     for path in paths:
         start = time.perf_counter()
         print(f"== {path.name}", flush=True)
-        with environment(env), watch_history(out_dir.parent):
-            papermill.execute_notebook(
-                str(path),
-                str(out_dir / path.name),
-                parameters={k: v for k, v in parameters.items() if k in declared[path]},
-                cwd=str(path.parent),
-                kernel_name="python3",
-                progress_bar=False,
-                log_output=False,
-                **engine_options(),
-            )
+        given = {k: v for k, v in parameters.items() if k in declared[path]}
+        _execute(path, out_dir / path.name, given, env)
         print(f"   done in {time.perf_counter() - start:.0f}s -> {out_dir / path.name}", flush=True)
     return out_dir
 
@@ -242,12 +297,18 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_parameter_options(parser)
     parser.add_argument("--only", nargs="*", help="notebook number prefixes to run, e.g. 04 05")
+    parser.add_argument("--debug", action="store_true", help="a failing notebook's traceback")
     args = parser.parse_args(argv)
     try:
         out_dir = run_series(parameter_values(args), only=args.only)
     except config.ParameterError as err:
         parser.exit(2, f"error: {err}\n")
-    print(f"executed notebooks are in {out_dir}")
+    except NotebookFailed as err:
+        if args.debug:
+            raise
+        where = f"its traceback is in {err.executed} (or run again with --debug)"
+        parser.exit(1, f"error: {err}\n{where}\n")
+    print("\n".join([*summary_lines(out_dir.parent), f"executed notebooks: {out_dir}"]))
 
 
 if __name__ == "__main__":

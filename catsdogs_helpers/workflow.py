@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import sys
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from . import runs
 from .config import RunConfig, from_parameters, seed_for
 from .datasets import CachedImageDataset, ImageCache, build_cache, make_loader, split_datasets
 from .devices import amp_dtype, pick_device
@@ -28,7 +30,7 @@ from .layouts import find_image_root
 from .models import create_model
 from .splitting import SPLITS, class_names, read_split, save_split, split_dataset
 from .tools import distributed
-from .training import fit, make_optimizer, make_scheduler, seed_everything
+from .training import fit, make_optimizer, make_scheduler, measure_training_speed, seed_everything
 from .transforms import eval_transforms, preprocessing_for
 from .transforms import train_pipeline as make_train_pipeline
 from .validating import validate_folder
@@ -145,7 +147,54 @@ def prepare_training(
     cache = ensure_cache(cfg, split, progress=progress)
     datasets = make_datasets(cfg, split, cache, train_pipeline)
     cfg = cfg.for_data(len(datasets["train"]))
+    cfg = plan_time_budget(cfg, len(datasets["train"]), len(datasets["val"]))
     return make_loaders(cfg, datasets, cfg.batch_size), cfg
+
+
+def epochs_within(
+    cfg: RunConfig, images_per_s: float, n_train: int, n_val: int
+) -> tuple[int, float]:
+    """The most epochs, 1 to ``EPOCHS``, whose training (each epoch costing as the square of
+    its side, ``images_per_s`` at ``IMAGE_SIZE``) and validation (a third of a training pass
+    per photo) take at most ``TIME_BUDGET`` minutes; with the seconds they are expected to
+    take (more than the budget when even one epoch does not fit)."""
+    for epochs in range(cfg.epochs, 0, -1):
+        sizes = dataclasses.replace(cfg, epochs=epochs).sizes()
+        train = sum(n_train * (size / cfg.image_size) ** 2 for size in sizes) / images_per_s
+        seconds = train + epochs * n_val / (3 * images_per_s)
+        if seconds <= cfg.time_budget * 60 or epochs == 1:
+            return epochs, seconds
+    raise ValueError(f"EPOCHS={cfg.epochs}: at least 1")
+
+
+def plan_time_budget(cfg: RunConfig, n_train: int, n_val: int) -> RunConfig:
+    """``cfg`` with the epochs ``TIME_BUDGET`` allows (:func:`epochs_within`) at the step rate
+    measured here on a few batches, said in a line. The choice is kept in the run folder
+    (``time_budget.json``) and reused, so that the run resumes and is reused like any other."""
+    if not cfg.time_budget:
+        return cfg
+    path = cfg.run_dir / "time_budget.json"
+    key = {"minutes": cfg.time_budget, "epochs": cfg.epochs, "model": cfg.model_name,
+           "size": cfg.image_size, "batch": cfg.batch_size, "train": n_train}  # fmt: skip
+    saved = runs.read_json(path)
+    if saved is not None and saved["key"] == key and not cfg.overwrite:
+        log.info("TIME_BUDGET: %d epochs, as chosen before (%s)", saved["epochs"], path)
+        return dataclasses.replace(cfg, epochs=saved["epochs"])
+    device = pick_device(cfg.device)
+    setting = {"run": {"amp_dtype": amp_dtype(device), "channels_last": True}}
+    rate = measure_training_speed(
+        cfg.model_name, setting, image_size=cfg.image_size, batch_size=32, device=device
+    )["run"]
+    epochs, seconds = epochs_within(cfg, rate, n_train, n_val)
+    runs.write_json(path, {"key": key, "epochs": epochs, "images_per_s": rate, "seconds": seconds})
+    end = time.strftime("%H:%M", time.localtime(time.time() + seconds))
+    log.info(
+        "TIME_BUDGET %g min: %d of %d epochs fit at the %.0f images/s measured here, about "
+        "%.1f min (until about %s)%s", cfg.time_budget, epochs, cfg.epochs, rate, seconds / 60,
+        end, "" if seconds <= cfg.time_budget * 60 else ": more than the budget, as one epoch "
+        "needs that long (a smaller IMAGE_SIZE or LIMIT_PER_CLASS shortens it)",
+    )  # fmt: skip
+    return dataclasses.replace(cfg, epochs=epochs)
 
 
 def train_run(

@@ -702,14 +702,24 @@ def fit(
 
 
 def plan_message(cfg: RunConfig, n_train: int, start: int) -> str:
-    """What :func:`fit` is about to train, in a line, before it starts."""
+    """What :func:`fit` is about to train, in a line, before it starts: with the time it
+    should take where notebook 04's speed table measured the step (``speed.json``)."""
     sizes = cfg.sizes()[start:]
     side = f"{sizes[0]} px" if len(set(sizes)) == 1 else f"{sizes[0]} to {sizes[-1]} px"
     start_words = f", from epoch {start + 1}" if start else ""
-    return (
+    line = (
         f"training {cfg.model_name} in {cfg.run_dir}: {len(sizes)} epochs{start_words} at "
-        f"{side} on {n_train} photos; the time it needs follows the first epoch"
+        f"{side} on {n_train} photos"
     )
+    speed = runs.read_json(cfg.run_dir / "speed.json")
+    if speed is None or (speed["key"]["model"], speed["key"]["size"]) != (
+        cfg.model_name,
+        cfg.image_size,
+    ):
+        return line + "; the time it needs follows the first epoch"
+    rate = max(speed["images_per_s"].values())  # the fastest setting: the one training uses
+    seconds = sum(n_train * (size / cfg.image_size) ** 2 for size in sizes) / rate
+    return line + f": about {seconds / 60:.0f} min at the {rate:.0f} images/s measured before"
 
 
 def expected_message(cfg: RunConfig, state: FitState) -> str:

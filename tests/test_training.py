@@ -375,3 +375,16 @@ def test_fit_says_what_it_trains_then_how_long_the_rest_takes(tiny_run, caplog):
     with caplog.at_level(logging.INFO, logger="catsdogs_helpers"):
         _train(cfg, loaders)  # finished: loaded, nothing to plan
     assert "training resnet9" not in caplog.text
+
+
+def test_fit_gives_the_expected_time_before_it_starts_where_the_step_was_measured(tiny_run):
+    cfg, loaders = tiny_run
+    cfg.run_dir.mkdir(parents=True, exist_ok=True)
+    key = {"model": "resnet9", "size": 48, "batch": 32, "device": "cpu", "settings": {}}
+    runs.write_json(cfg.run_dir / "speed.json", {"key": key, "images_per_s": {"a": 2.0, "b": 4.0}})
+    n = len(loaders["train"].dataset)
+    seconds = n * ((32 / 48) ** 2 + 1) / 4.0  # 2 epochs at 32 then 48 px, at the faster rate
+    message = training.plan_message(cfg, n, 0)
+    assert message.endswith(f": about {seconds / 60:.0f} min at the 4 images/s measured before")
+    other = dataclasses.replace(cfg, model_name="resnet18")
+    assert training.plan_message(other, n, 0).endswith("the time it needs follows the first epoch")

@@ -8,6 +8,7 @@
     python benchmarks/benchmark.py --only loader        # stage 8 alone (about 3 minutes)
     python benchmarks/benchmark.py --loader             # stages 1-3 and 8
     python benchmarks/benchmark.py --only export        # stage 9 alone (about 2 minutes)
+    python benchmarks/benchmark.py --only levers        # stage 10 alone (about 20 minutes)
 
 Stages (each in its own process, so its peak memory is its own):
 
@@ -46,6 +47,9 @@ Stages (each in its own process, so its peak memory is its own):
    Runtime, for the default recipe's model and preprocessing (ResNet-9, 96 px, flip
    averaging), uint8 batches in, probabilities out, one thread each: the median latency of
    one photo and the throughput of batches of 64, the two taking turns. Needs no photos.
+10. levers: the quick run as it is, then with one change at a time (more epochs, a larger
+    side; add yours to ``LEVERS``), each from the extracted 10k photos to test accuracy,
+    timed: what each lever pays, and what it costs.
 
 Stages 1-3 use photos of the 10k subset enlarged to 500x375, the size of the real archive's
 photos. Ratios are measured within one run, so they hold on a noisy machine; absolute
@@ -471,6 +475,20 @@ def stage_loader(sizes: tuple[int, ...] = (96, 224), n: int = 1024) -> dict:
     return out
 
 
+#: One lever at a time on the quick run (``recipes/quick.yaml``), against it as it is.
+LEVERS = {
+    "the quick run as it is": {},
+    "8 epochs instead of 6": {"EPOCHS": 8},
+    "80 px instead of 64": {"IMAGE_SIZE": 80},
+}
+
+
+def stage_levers() -> dict:
+    """The quick run, then each lever of :data:`LEVERS` alone: test accuracy and time."""
+    base = quick_run()
+    return {name: train_and_test(**{**base, **change}) for name, change in LEVERS.items()}
+
+
 def stage_first_runs() -> dict:
     return {"quick": train_and_test(**quick_run()), "small": train_and_test(**SMALL_RUN)}
 
@@ -590,7 +608,7 @@ def stage_export(batch: int = 64, singles: int = 60, batches: int = 6, threads: 
 STAGES = {"data": stage_data, "train": stage_train, "scan": stage_scan,
           "time_to_accuracy": stage_time_to_accuracy, "first_runs": stage_first_runs,
           "trust": stage_trust, "pretrained": stage_pretrained,
-          "loader": stage_loader, "export": stage_export}  # fmt: skip
+          "loader": stage_loader, "export": stage_export, "levers": stage_levers}  # fmt: skip
 
 
 def run_stage(name: str, folder: Path) -> dict:
@@ -652,10 +670,23 @@ def print_table(r: dict) -> None:
         print_speed(r)
     printers = {"time_to_accuracy": print_time_to_accuracy, "first_runs": print_first_runs,
                 "trust": print_trust, "pretrained": print_pretrained, "loader": print_loader,
-                "export": print_export}  # fmt: skip
+                "export": print_export, "levers": print_levers}  # fmt: skip
     for stage, printer in printers.items():
         if stage in r:
             printer(r[stage])
+
+
+def print_levers(levers: dict) -> None:
+    levers = {name: r for name, r in levers.items() if isinstance(r, dict)}  # not peak_mb
+    base = levers["the quick run as it is"]
+    print(f"\nlevers on the quick run ({base['n_test']} test photos; from validation to test "
+          "predictions, training included):")  # fmt: skip
+    for name, r in levers.items():
+        gain = 100 * (r["test_accuracy"] - base["test_accuracy"])
+        print(
+            f"  {name:<44}{r['test_accuracy']:>7.1%} ({gain:+.1f} points)  "
+            f"{r['wall_seconds']:>5.0f} s ({r['wall_seconds'] / base['wall_seconds']:.2f}x)"
+        )
 
 
 def print_trust(t: dict) -> None:

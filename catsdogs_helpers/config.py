@@ -255,10 +255,14 @@ def unknown_names(names) -> list[str]:
     out = []
     for name in names:
         if name not in PARAMETERS:
-            close = difflib.get_close_matches(name, PARAMETERS, n=1)
-            hint = f" (did you mean {close[0]}?)" if close else ""
-            out.append(f"{name} is not a parameter of this series{hint}")
+            out.append(f"{name} is not a parameter of this series{_did_you_mean(name, PARAMETERS)}")
     return out
+
+
+def _did_you_mean(name: str, known, prefix: str = "") -> str:
+    """`` (did you mean X?)`` with the closest of ``known`` (``prefix`` before it), or ""."""
+    close = difflib.get_close_matches(name, list(known), n=1)
+    return f" (did you mean {prefix}{close[0]}?)" if close else ""
 
 
 #: ``CATSDOGS_*`` variables that are no parameter: the folders, the progress bars' kind and
@@ -272,8 +276,7 @@ def check_environment(environ: Mapping[str, str]) -> None:
     names = [k[len(ENV_PREFIX) :] for k in environ if k.startswith(ENV_PREFIX)]
     problems = []
     for name in sorted(set(names) - set(PARAMETERS) - set(OTHER_VARIABLES)):
-        close = difflib.get_close_matches(name, [*PARAMETERS, *OTHER_VARIABLES], n=1)
-        hint = f" (did you mean {ENV_PREFIX}{close[0]}?)" if close else ""
+        hint = _did_you_mean(name, [*PARAMETERS, *OTHER_VARIABLES], ENV_PREFIX)
         problems.append(f"the environment variable {ENV_PREFIX}{name} is no parameter{hint}")
     if problems:
         raise ParameterError("; ".join(problems) + ": unset it, or correct its name")

@@ -77,8 +77,8 @@ def check_no_loose_photos(data_dir: Path, layout: Layout) -> None:
     loose = _loose_files(data_dir) if data_dir.is_dir() else []
     if not loose:
         return
-    named = [n for n in loose if (m := re.search(layout.pattern, n)) and m.group(1)]
-    labels = {re.search(layout.pattern, n).group(1) for n in named}
+    labelled = _labels_by_name(loose, layout.pattern)
+    named, labels = list(labelled), set(labelled.values())
     if len(labels) >= 2:
         advice = (
             f"found {len(named)} photos named like {named[0]} ({len(labels)} classes by "
@@ -130,12 +130,18 @@ def read_labels(image_root: str | os.PathLike[str], layout: Layout = FOLDERS) ->
     return table.sort_values("path", kind="stable").reset_index(drop=True)
 
 
+def _labels_by_name(names: list[str], pattern: str) -> dict[str, str]:
+    """``{name: label}`` for the names whose ``pattern`` match captures a label (group 1)."""
+    matches = ((name, re.search(pattern, name)) for name in names)
+    return {name: m.group(1) for name, m in matches if m and m.group(1)}
+
+
 def _from_file_names(root: Path, pattern: str) -> pd.DataFrame:
     """The loose photos whose names ``pattern`` matches, labelled by its first group."""
     names = _loose_files(root)
-    found = [(name, re.search(pattern, name)) for name in names]
-    rows = [(name, match.group(1)) for name, match in found if match and match.group(1)]
-    unmatched = [name for name, match in found if not (match and match.group(1))]
+    labelled = _labels_by_name(names, pattern)
+    rows = list(labelled.items())
+    unmatched = [name for name in names if name not in labelled]
     if names and not rows:
         raise LayoutError(
             f"LABEL_PATTERN={pattern!r} matches none of the {len(names)} photos in {root} (such "

@@ -712,14 +712,18 @@ def plan_message(cfg: RunConfig, n_train: int, start: int) -> str:
         f"{side} on {n_train} photos"
     )
     speed = runs.read_json(cfg.run_dir / "speed.json")
-    if speed is None or (speed["key"]["model"], speed["key"]["size"]) != (
-        cfg.model_name,
-        cfg.image_size,
-    ):
+    measured = speed and (speed["key"]["model"], speed["key"]["size"])
+    if measured != (cfg.model_name, cfg.image_size):
         return line + "; the time it needs follows the first epoch"
     rate = max(speed["images_per_s"].values())  # the fastest setting: the one training uses
-    seconds = sum(n_train * (size / cfg.image_size) ** 2 for size in sizes) / rate
+    seconds = training_seconds(cfg, sizes, n_train, rate)
     return line + f": about {seconds / 60:.0f} min at the {rate:.0f} images/s measured before"
+
+
+def training_seconds(cfg: RunConfig, sizes, n_train: int, images_per_s: float) -> float:
+    """The seconds ``n_train`` photos take over epochs of ``sizes``, at ``images_per_s`` at
+    ``IMAGE_SIZE``: an epoch costs as the square of its image side."""
+    return sum(n_train * (size / cfg.image_size) ** 2 for size in sizes) / images_per_s
 
 
 def expected_message(cfg: RunConfig, state: FitState) -> str:

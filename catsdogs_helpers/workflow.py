@@ -30,7 +30,14 @@ from .layouts import find_image_root
 from .models import create_model
 from .splitting import SPLITS, class_names, read_split, save_split, split_dataset
 from .tools import distributed
-from .training import fit, make_optimizer, make_scheduler, measure_training_speed, seed_everything
+from .training import (
+    fit,
+    make_optimizer,
+    make_scheduler,
+    measure_training_speed,
+    seed_everything,
+    training_seconds,
+)
 from .transforms import eval_transforms, preprocessing_for
 from .transforms import train_pipeline as make_train_pipeline
 from .validating import validate_folder
@@ -160,7 +167,7 @@ def epochs_within(
     take (more than the budget when even one epoch does not fit)."""
     for epochs in range(cfg.epochs, 0, -1):
         sizes = dataclasses.replace(cfg, epochs=epochs).sizes()
-        train = sum(n_train * (size / cfg.image_size) ** 2 for size in sizes) / images_per_s
+        train = training_seconds(cfg, sizes, n_train, images_per_s)
         seconds = train + epochs * n_val / (3 * images_per_s)
         if seconds <= cfg.time_budget * 60 or epochs == 1:
             return epochs, seconds

@@ -103,6 +103,10 @@ def test_tta_views_and_their_count():
     torch.testing.assert_close(flipped, x[..., 1:9, 1:9].flip(3))
     corners = evaluation.tta_views(x, 8, "flip_crops")[1:5]
     assert {float(v[0, 0, 0, 0]) for v in corners} == {0.0, 2.0, 20.0, 22.0}
+    every = evaluation.tta_views(x, 8, "flip_crops")
+    for mode, index in evaluation.FLIP_CROPS_INDEX.items():  # compare_tta's one pass
+        for view, at in zip(evaluation.tta_views(x, 8, mode), index, strict=True):
+            torch.testing.assert_close(view, every[at])
 
 
 def test_tta_table_compares_every_mode_on_the_same_images(petimages, monkeypatch):
@@ -112,12 +116,19 @@ def test_tta_table_compares_every_mode_on_the_same_images(petimages, monkeypatch
     test_set = workflow.make_datasets(cfg, split, workflow.ensure_cache(cfg, split, progress=False))
     test_set = test_set["test"]
     before = test_set.transform
+    model = _random_model()
     table = evaluation.compare_tta(
-        _random_model(), test_set, transforms.preprocessing_for(cfg), torch.device("cpu")
+        model, test_set, transforms.preprocessing_for(cfg), torch.device("cpu")
     )
     assert table["tta"].tolist() == list(config.TTAS) and table["views"].tolist() == [1, 2, 10]
     assert table["accuracy"].between(0, 1).all() and (table["ms_per_image"] > 0).all()
     assert test_set.transform is before, "the caller's dataset is left as it was"
+    for row in table.itertuples():  # the one pass gives what predicting with each mode gives
+        tta = transforms.preprocessing_for(cfg).with_tta(row.tta)
+        probs, labels, _ = evaluation.predict_dataset(model, test_set, tta, torch.device("cpu"))
+        assert row.accuracy == pytest.approx(float((probs.argmax(1) == labels).mean()))
+        log_loss = -np.log(probs[np.arange(len(labels)), labels]).mean()
+        assert row.log_loss == pytest.approx(log_loss, rel=1e-4)
 
 
 def test_one_photo_is_explained_and_a_rejected_one_says_why(petimages):

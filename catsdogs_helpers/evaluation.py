@@ -26,13 +26,19 @@ def tta_views(x: torch.Tensor, size: int, mode: str) -> list[torch.Tensor]:
     """The test-time augmentation views of a normalised batch: the centre crop (``none``), and
     its mirror (``flip``), or the centre and corner crops and their mirrors (``flip_crops``)."""
     if mode == "flip_crops":
-        crops = list(TF.five_crop(x, [size, size]))
-        crops = [crops[4], *crops[:4]]  # the centre first
+        crops = [centre_crop(x, size), *TF.five_crop(x, [size, size])[:4]]  # the centre first
     else:
-        crops = [TF.center_crop(x, [size, size]) if x.shape[-1] != size else x]
+        crops = [centre_crop(x, size)]
     if mode == "none":
         return crops
     return crops + [torch.flip(crop, dims=[3]) for crop in crops]
+
+
+def centre_crop(x: torch.Tensor, size: int) -> torch.Tensor:
+    """The centre ``size`` square of a batch, placed as Albumentations' ``CenterCrop`` places
+    it (offsets rounded down), so that every TTA mode's centre view is the same crop."""
+    top, left = (x.shape[-2] - size) // 2, (x.shape[-1] - size) // 2
+    return x[..., top : top + size, left : left + size]
 
 
 #: Where each mode's views sit among those of ``flip_crops`` (centre, corners, then mirrors).

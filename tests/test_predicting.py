@@ -3,6 +3,7 @@ preprocessing and decision; files, folders and globs."""
 
 from __future__ import annotations
 
+import albumentations as A
 import numpy as np
 import pytest
 import torch
@@ -103,15 +104,21 @@ def test_tta_views_and_their_count():
     torch.testing.assert_close(flipped, x[..., 1:9, 1:9].flip(3))
     corners = evaluation.tta_views(x, 8, "flip_crops")[1:5]
     assert {float(v[0, 0, 0, 0]) for v in corners} == {0.0, 2.0, 20.0, 22.0}
-    every = evaluation.tta_views(x, 8, "flip_crops")
-    for mode, index in evaluation.FLIP_CROPS_INDEX.items():  # compare_tta's one pass
-        for view, at in zip(evaluation.tta_views(x, 8, mode), index, strict=True):
-            torch.testing.assert_close(view, every[at])
+    for size in (8, 7):  # an even and an odd margin: the centre crop as Albumentations'
+        every = evaluation.tta_views(x, size, "flip_crops")
+        for mode, index in evaluation.FLIP_CROPS_INDEX.items():  # compare_tta's one pass
+            for view, at in zip(evaluation.tta_views(x, size, mode), index, strict=True):
+                torch.testing.assert_close(view, every[at])
+        image = x[0].permute(1, 2, 0).numpy()
+        cropped = A.CenterCrop(size, size)(image=image)["image"]
+        torch.testing.assert_close(every[0][0], torch.from_numpy(cropped).permute(2, 0, 1))
 
 
 def test_tta_table_compares_every_mode_on_the_same_images(petimages, monkeypatch):
     monkeypatch.setenv("CATSDOGS_DATA_DIR", str(petimages.parent))
-    cfg = config.make_config(RUN_NAME="tta", IMAGE_SIZE=40, NUM_WORKERS=0)
+    # 47 px to 40: an odd margin, where the centre crop could fall a pixel either way
+    cfg = config.make_config(RUN_NAME="tta", IMAGE_SIZE=40, RESIZE_RATIO=1.175, NUM_WORKERS=0)
+    assert cfg.cache_size == 47
     split = workflow.ensure_split(cfg, progress=False)
     test_set = workflow.make_datasets(cfg, split, workflow.ensure_cache(cfg, split, progress=False))
     test_set = test_set["test"]

@@ -9,6 +9,7 @@
     python benchmarks/benchmark.py --loader             # stages 1-3 and 8
     python benchmarks/benchmark.py --only export        # stage 9 alone (about 2 minutes)
     python benchmarks/benchmark.py --only levers        # stage 10 alone (about 20 minutes)
+    python benchmarks/benchmark.py --only probe         # stage 11 alone (about 15 minutes)
 
 Stages (each in its own process, so its peak memory is its own):
 
@@ -50,6 +51,11 @@ Stages (each in its own process, so its peak memory is its own):
 10. levers: the quick run as it is, then with one change at a time (more epochs, a larger
     side; add yours to ``LEVERS``), each from the extracted 10k photos to test accuracy,
     timed: what each lever pays, and what it costs.
+11. probe: the pretrained recipe (``recipes/pretrained.yaml``) as it is, one epoch of SGD on
+    its new output layer, against that layer fitted to convergence (a logistic regression,
+    its strength chosen on validation) on the frozen ImageNet features of the centre crops,
+    computed once, at the recipe's side and at 224 px: what a converged linear probe and a
+    larger side pay, and what their features cost.
 
 Stages 1-3 use photos of the 10k subset enlarged to 500x375, the size of the real archive's
 photos. Ratios are measured within one run, so they hold on a noisy machine; absolute
@@ -301,8 +307,9 @@ class TrainedRun:
     prep_seconds: float  # validation, split and cache
 
 
-def trained_run(**parameters) -> TrainedRun:
-    """A run from the extracted 10k photos with these parameters, trained."""
+def prepared_run(**parameters) -> tuple:
+    """``(cfg, manifest, split, cache, start, seconds)``: a run's data from the extracted 10k
+    photos with these parameters, timed from validation on (``start``: perf_counter())."""
     os.environ["CATSDOGS_DATA_DIR"] = tempfile.mkdtemp(prefix="catsdogs-bench-")
     os.environ["CATSDOGS_RUNS_DIR"] = tempfile.mkdtemp(prefix="catsdogs-bench-runs-")
     from catsdogs_helpers import config, downloading, workflow
@@ -313,7 +320,14 @@ def trained_run(**parameters) -> TrainedRun:
     manifest = workflow.ensure_manifest(cfg, progress=False)
     split = workflow.ensure_split(cfg, progress=False)
     cache = workflow.ensure_cache(cfg, split, progress=False)
-    prep_seconds = time.perf_counter() - start
+    return cfg, manifest, split, cache, start, time.perf_counter() - start
+
+
+def trained_run(**parameters) -> TrainedRun:
+    """A run from the extracted 10k photos with these parameters, trained."""
+    from catsdogs_helpers import workflow
+
+    cfg, manifest, split, cache, start, prep_seconds = prepared_run(**parameters)
     model, history = workflow.train_run(cfg, progress=False)
     return TrainedRun(cfg, manifest, split, cache, model, history, start, prep_seconds)
 
@@ -493,6 +507,70 @@ def stage_first_runs() -> dict:
     return {"quick": train_and_test(**quick_run()), "small": train_and_test(**SMALL_RUN)}
 
 
+def frozen_features(model, dataset, device) -> tuple:
+    """``(features, labels)``: the inputs of ``model``'s output layer for every photo of
+    ``dataset`` (its centre crops), the pretrained layers frozen."""
+    import numpy as np
+    import torch
+
+    from catsdogs_helpers import datasets, devices, models
+
+    found = []
+    hook = models.head_of(model).register_forward_hook(lambda m, x, y: found.append(x[0]))
+    labels = []
+    with torch.inference_mode():
+        for images, y in datasets.make_loader(dataset, batch_size=128, shuffle=False):
+            model(devices.to_model_input(images, device))
+            labels.append(y.numpy())
+    hook.remove()
+    return torch.cat(found).float().cpu().numpy(), np.concatenate(labels)
+
+
+def linear_probe(side: int) -> dict:
+    """The pretrained recipe's model at ``side`` px, its new output layer a logistic
+    regression on the frozen features of the centre crops; the strength chosen on
+    validation. Timed from validation on, as :func:`train_and_test`."""
+    import torch
+    from sklearn.linear_model import LogisticRegression
+
+    from catsdogs_helpers import devices, models, transforms, workflow
+    from catsdogs_helpers.tools import series
+
+    recipe = {k: v for k, v in series.read_recipe("pretrained.yaml").items() if k != "RUN_NAME"}
+    cfg, _, split, cache, start, prep_seconds = prepared_run(**{**recipe, "IMAGE_SIZE": side})
+    device = devices.pick_device(cfg.device)
+    model = models.create_model(cfg.model_name, 2, pretrained=True).to(device).eval()
+    model = model.to(memory_format=torch.channels_last)
+    sets = workflow.make_datasets(
+        cfg, split, cache, transforms.eval_transforms(side, cfg.cache_size)
+    )
+    features = {
+        name: frozen_features(model, sets[name], device) for name in ("train", "val", "test")
+    }
+    feature_seconds = time.perf_counter() - start - prep_seconds
+    fits = [
+        LogisticRegression(C=c, max_iter=2000).fit(*features["train"]) for c in (0.1, 0.3, 1, 3)
+    ]
+    best = max(fits, key=lambda f: f.score(*features["val"]))
+    return {"side": side, "C": best.C, "val_acc": best.score(*features["val"]),
+            "test_accuracy": best.score(*features["test"]), "n_test": len(features["test"][1]),
+            "photos": sum(len(labels) for _, labels in features.values()),
+            "prep_seconds": prep_seconds, "feature_seconds": feature_seconds,
+            "wall_seconds": time.perf_counter() - start}  # fmt: skip
+
+
+def stage_probe() -> dict:
+    """The pretrained recipe as it is, then its output layer fitted as a linear probe at the
+    recipe's side and at 224 px."""
+    from catsdogs_helpers.tools import series
+
+    recipe = {k: v for k, v in series.read_recipe("pretrained.yaml").items() if k != "RUN_NAME"}
+    out = {"the pretrained recipe as it is": train_and_test(**recipe)}
+    for side in (recipe["IMAGE_SIZE"], 224):
+        out[f"a converged linear probe at {side} px"] = linear_probe(side)
+    return out
+
+
 def _own_photo_paths(cfg, cache, dataset, positions) -> list[str]:
     from catsdogs_helpers import workflow
 
@@ -608,7 +686,8 @@ def stage_export(batch: int = 64, singles: int = 60, batches: int = 6, threads: 
 STAGES = {"data": stage_data, "train": stage_train, "scan": stage_scan,
           "time_to_accuracy": stage_time_to_accuracy, "first_runs": stage_first_runs,
           "trust": stage_trust, "pretrained": stage_pretrained,
-          "loader": stage_loader, "export": stage_export, "levers": stage_levers}  # fmt: skip
+          "loader": stage_loader, "export": stage_export, "levers": stage_levers,
+          "probe": stage_probe}  # fmt: skip
 
 
 def run_stage(name: str, folder: Path) -> dict:
@@ -670,23 +749,31 @@ def print_table(r: dict) -> None:
         print_speed(r)
     printers = {"time_to_accuracy": print_time_to_accuracy, "first_runs": print_first_runs,
                 "trust": print_trust, "pretrained": print_pretrained, "loader": print_loader,
-                "export": print_export, "levers": print_levers}  # fmt: skip
+                "export": print_export, "levers": print_levers, "probe": print_probe}  # fmt: skip
     for stage, printer in printers.items():
         if stage in r:
             printer(r[stage])
 
 
-def print_levers(levers: dict) -> None:
+def print_levers(levers: dict, base_name: str = "the quick run as it is") -> None:
     levers = {name: r for name, r in levers.items() if isinstance(r, dict)}  # not peak_mb
-    base = levers["the quick run as it is"]
-    print(f"\nlevers on the quick run ({base['n_test']} test photos; from validation to test "
-          "predictions, training included):")  # fmt: skip
+    base = levers[base_name]
+    print(f"\nlevers on {base_name.removesuffix(' as it is')} ({base['n_test']} test photos; "
+          "from validation to test predictions, training included):")  # fmt: skip
     for name, r in levers.items():
         gain = 100 * (r["test_accuracy"] - base["test_accuracy"])
         print(
             f"  {name:<44}{r['test_accuracy']:>7.1%} ({gain:+.1f} points)  "
             f"{r['wall_seconds']:>5.0f} s ({r['wall_seconds'] / base['wall_seconds']:.2f}x)"
         )
+
+
+def print_probe(probe: dict) -> None:
+    print_levers(probe, "the pretrained recipe as it is")
+    for name, r in probe.items():
+        if isinstance(r, dict) and "feature_seconds" in r:
+            print(f"  {name}: C {r['C']}, validation {r['val_acc']:.1%}, features of the "
+                  f"{r['photos']:,} photos {r['feature_seconds']:.0f} s")  # fmt: skip
 
 
 def print_trust(t: dict) -> None:

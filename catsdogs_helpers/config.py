@@ -463,7 +463,7 @@ class RunConfig:
 
     @property
     def fine_tuning(self) -> FineTuning | None:
-        """Pretrained weights: the head alone in the first epoch (so ``EPOCHS=1`` trains the
+        """Pretrained weights: the head alone in the first epoch (so ``EPOCHS=1`` fits the
         head alone: a linear probe of the pretrained features), all layers after; else None."""
         if not self.pretrained:
             return None

@@ -7,8 +7,8 @@ checkpoints (``last.pt`` every epoch, ``best.pt`` when validation improves, writ
 atomically; ``last.pt`` first, so that a run killed while saving is made whole from it when it
 starts again), resuming, reuse of a finished run and ``RunConflict`` for one with other
 settings, progressive resizing, early stopping, and fine-tuning of pretrained weights (the
-new head alone first; which layers train follows from the epoch number, so a resumed run
-continues in the right phase).
+new head alone first, fitted to convergence by :func:`fit_head`; which layers train follows
+from the epoch number, so a resumed run continues in the right phase).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import os
 import random
 import re
 import time
+import warnings
 from collections.abc import Callable
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
@@ -121,6 +122,69 @@ def evaluate(
         seen += len(y)
     nll, accuracy = (totals / max(seen, 1)).tolist()
     return EpochResult(nll, nll, accuracy, seen, time.perf_counter() - start)
+
+
+def fit_head(
+    model: torch.nn.Module,
+    loader: torch.utils.data.DataLoader,
+    optimizer: torch.optim.Optimizer,
+    loss_fn: torch.nn.Module,
+    device: torch.device,
+    *,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+    amp_dtype: torch.dtype | None = None,
+    image_size: int | None = None,
+    progress: bool = True,
+    **_: Any,
+) -> EpochResult:
+    """A head-only epoch of a pretrained start, fitted to convergence: the frozen layers'
+    features of every training batch computed once (one forward pass, what an epoch of
+    :func:`train_one_epoch` with those layers frozen costs), then L-BFGS on the new output
+    layer alone, to the minimum of the plain cross-entropy plus the weight decay
+    ``optimizer`` gives it (label smoothing, which helps SGD, pulls a converged layer away
+    from the best one). ``scheduler`` steps once per batch, so the fine-tuning epochs after
+    keep its pace."""
+    head, start = head_of(distributed.unwrap(model)), time.perf_counter()
+    found, labels = [], []
+    hook = head.register_forward_hook(lambda module, inputs, output: found.append(inputs[0]))
+    model.eval()  # the frozen layers as they are evaluated: batch norms' statistics, no dropout
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "Detected call of `lr_scheduler.step", UserWarning)
+        for images, y in progress_bar(loader, desc="features", disable=not progress):
+            with autocast(device, amp_dtype):
+                model(to_model_input(images, device, size=image_size))
+            labels.append(y.to(device))
+            if scheduler is not None:
+                scheduler.step()
+    hook.remove()
+    if not found:  # no batch to learn from: nothing changes, as with train_one_epoch
+        return EpochResult(0.0, 0.0, 0.0, 0, time.perf_counter() - start)
+    x, y = torch.cat(found).float(), torch.cat(labels)
+    _converge(head, distributed.gather(x), distributed.gather(y), optimizer)
+    with torch.no_grad():  # the result over this process's share, as train_one_epoch's
+        logits = head(x)
+        nll = nn.functional.cross_entropy(logits, y).item()
+        accuracy = (logits.argmax(1) == y).float().mean().item()
+    return EpochResult(nll, nll, accuracy, len(y), time.perf_counter() - start)
+
+
+def _converge(head: nn.Linear, x, y, optimizer) -> None:
+    """``head`` at the minimum of the cross-entropy on ``(x, y)`` plus the weight decay of
+    its weights' group in ``optimizer`` (L-BFGS: a few dozen full-batch steps)."""
+    groups = optimizer.param_groups
+    mine = (g for g in groups if any(p is head.weight for p in g["params"]))
+    decay = next(mine, {"weight_decay": 0.0})["weight_decay"]
+    lbfgs = torch.optim.LBFGS(
+        head.parameters(), max_iter=300, history_size=20, line_search_fn="strong_wolfe"
+    )
+
+    def closure():
+        lbfgs.zero_grad()
+        loss = nn.functional.cross_entropy(head(x), y) + decay / 2 * head.weight.square().sum()
+        loss.backward()
+        return loss
+
+    lbfgs.step(closure)
 
 
 # ------------------------------------------------------------------ what fit is made of
@@ -604,7 +668,10 @@ def _run_epoch(loop: _Loop, state: FitState) -> None:
     size = loop.cfg.sizes()[state.epoch]
     set_trainable(model, loop.cfg.fine_tuning, state.epoch)  # fine-tuning: the head alone first
     batch_scheduler = None if per_epoch(parts.scheduler) else parts.scheduler
-    train = loop.train_epoch(
+    step = loop.train_epoch
+    if _fits_head(loop.cfg, step) and not trains_backbone(loop.cfg.fine_tuning, state.epoch):
+        step = fit_head  # the new layer alone, on features computed once: to convergence
+    train = step(
         loop.model,
         train_loader,
         parts.optimizer,
@@ -628,16 +695,23 @@ def _run_epoch(loop: _Loop, state: FitState) -> None:
         raise FloatingPointError("the training loss became NaN: lower the learning rate")
 
 
+def _fits_head(cfg: RunConfig, train_epoch: Callable) -> bool:
+    """Whether the head-only epochs are :func:`fit_head`'s: with pretrained weights and the
+    package's step (your own step trains them as it does the others)."""
+    return cfg.fine_tuning is not None and train_epoch is train_one_epoch
+
+
 def run_settings(
     cfg: RunConfig, train_loader, parts: TrainingParts, train_epoch: Callable
 ) -> dict[str, Any]:
     """The settings a run records and is compared by: the configuration, the training
     pipeline (``A.to_dict``), the step, the optimiser, the schedule and the loss."""
     pipeline = getattr(train_loader.dataset, "transform", None)
+    step = step_name(train_epoch) + (" + fit_head" if _fits_head(cfg, train_epoch) else "")
     return {
         **cfg.to_dict(),
         "train_pipeline": describe_pipeline(pipeline) if pipeline is not None else None,
-        "step": step_name(train_epoch),
+        "step": step,
         "parts": describe_parts(parts.optimizer, parts.scheduler, parts.loss_fn),
     }
 

@@ -76,7 +76,8 @@ NOTES = {
     "MODEL_NAME": "`resnet9` is this project's small network, fast on a CPU; the others are "
     "torchvision's, and can start from ImageNet weights (`PRETRAINED`).",
     "PRETRAINED": "start from torchvision's ImageNet weights (a torchvision `MODEL_NAME`; "
-    "downloaded once) and fine-tune them: the new output layer alone in the first epoch, "
+    "downloaded once) and fine-tune them: the new output layer alone in the first epoch "
+    "(fitted to convergence on the frozen layers' features), "
     "then all layers, the pretrained ones at a tenth of its learning rate. "
     "`-f recipes/pretrained.yaml` sets the values that go with it "
     "([a pretrained start](pretrained.md)).",

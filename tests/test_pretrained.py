@@ -6,6 +6,7 @@ torchvision ResNet-18 saved to a file, and torchvision's download is made to fai
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import urllib.error
 
@@ -210,3 +211,54 @@ def test_a_run_resumed_after_the_head_epoch_trains_everything(pretrained_run, mo
     assert len(resumed) == 1 and resumed[0]["backbone"] > 0, "the phase follows the epoch"
     last = training.load_checkpoint(cfg.run_dir / "last.pt")
     assert last["finished"] and [row["epoch"] for row in last["history"]] == [1, 2]
+
+
+def test_the_head_only_epoch_fits_the_new_layer_to_convergence(pretrained_run, monkeypatch):
+    """fit's default head-only epoch (fit_head): the frozen layers unchanged, buffers too;
+    the new layer at the minimum of the cross-entropy plus its weight decay on the features,
+    lower than an SGD epoch gets; the schedule stepped once per batch, as in an SGD epoch."""
+    cfg, loaders = pretrained_run
+    model = models.create_model(cfg.model_name, 2, pretrained=True, weights_path=cfg.weights_path)
+    training.set_trainable(model, cfg.fine_tuning, epoch=0)
+    optimizer = training.make_optimizer(model, cfg)
+    scheduler = training.make_scheduler(optimizer, cfg, len(loaders["train"]))
+    loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    frozen = {k: v.clone() for k, v in model.state_dict().items() if not k.startswith("fc.")}
+    sgd = copy.deepcopy(model)
+    cpu = torch.device("cpu")
+    sgd_optimizer = training.make_optimizer(sgd, cfg)
+    training.train_one_epoch(sgd, loaders["train"], sgd_optimizer, loss_fn, cpu, progress=False)
+    seen, converge = [], training._converge
+    monkeypatch.setattr(training, "_converge", lambda *a: (seen.append(a[1:3]), converge(*a)))
+    assert cfg.label_smoothing > 0, "the recipe smooths the labels; the fit does not"
+    result = training.fit_head(
+        model, loaders["train"], optimizer, loss_fn, cpu, scheduler=scheduler, progress=False
+    )
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in frozen.items()), "frozen"
+    assert scheduler.last_epoch == len(loaders["train"])
+    (features, labels), head = seen[0], models.head_of(model)
+
+    def objective(layer):  # the plain cross-entropy: label smoothing hurts a converged fit
+        loss = torch.nn.functional.cross_entropy(layer(features), labels)
+        return loss + cfg.weight_decay / 2 * layer.weight.square().sum()
+
+    head.zero_grad()
+    objective(head).backward()
+    gradient = max(p.grad.abs().max().item() for p in head.parameters())
+    assert gradient < 1e-3, f"not at the minimum: gradient up to {gradient:.1e}"
+    assert objective(head).item() < objective(models.head_of(sgd)).item()
+    assert result.images == len(labels) and 0 <= result.accuracy <= 1
+
+
+def test_a_run_says_its_head_was_fitted_so_an_sgd_head_run_is_not_taken_for_it(pretrained_run):
+    cfg, loaders = pretrained_run
+    model = models.create_model(cfg.model_name, 2, pretrained=True, weights_path=cfg.weights_path)
+    optimizer = training.make_optimizer(model, cfg)
+    parts = training.TrainingParts(optimizer, None, None, torch.nn.CrossEntropyLoss())
+    step = training.run_settings(cfg, loaders["train"], parts, training.train_one_epoch)["step"]
+    assert step == "catsdogs_helpers.training.train_one_epoch + fit_head"
+    own = training.run_settings(cfg, loaders["train"], parts, _recorder([]))["step"]
+    assert "fit_head" not in own, "your own step trains the head as it trains the rest"
+    scratch = dataclasses.replace(cfg, pretrained=False)
+    step = training.run_settings(scratch, loaders["train"], parts, training.train_one_epoch)
+    assert step["step"] == "catsdogs_helpers.training.train_one_epoch"

@@ -144,6 +144,16 @@ def reduce_result(result: R) -> R:
     )
 
 
+def gather(tensor: torch.Tensor) -> torch.Tensor:
+    """``tensor`` of every process (each the same shape), one after the other; outside
+    ``torchrun``, ``tensor`` itself."""
+    if not active():
+        return tensor
+    parts = [torch.empty_like(tensor) for _ in range(world_size())]
+    dist.all_gather(parts, tensor.contiguous())
+    return torch.cat(parts)
+
+
 def share_buffers(model: nn.Module) -> None:
     """Copy process 0's buffers (batch-norm statistics, updated per process) to the others."""
     if active():

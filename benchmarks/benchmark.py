@@ -510,20 +510,14 @@ def stage_first_runs() -> dict:
 def frozen_features(model, dataset, device) -> tuple:
     """``(features, labels)``: the inputs of ``model``'s output layer for every photo of
     ``dataset`` (its centre crops), the pretrained layers frozen."""
-    import numpy as np
     import torch
 
-    from catsdogs_helpers import datasets, devices, models
+    from catsdogs_helpers import datasets, training
 
-    found = []
-    hook = models.head_of(model).register_forward_hook(lambda m, x, y: found.append(x[0]))
-    labels = []
-    with torch.inference_mode():
-        for images, y in datasets.make_loader(dataset, batch_size=128, shuffle=False):
-            model(devices.to_model_input(images, device))
-            labels.append(y.numpy())
-    hook.remove()
-    return torch.cat(found).float().cpu().numpy(), np.concatenate(labels)
+    loader = datasets.make_loader(dataset, batch_size=128, shuffle=False)
+    batches = training.head_inputs(model, loader, device)
+    x, y = (torch.cat(parts) for parts in zip(*batches, strict=True))
+    return x.cpu().numpy(), y.cpu().numpy()
 
 
 def linear_probe(side: int) -> dict:

@@ -145,27 +145,49 @@ def fit_head(
     from the best one). ``scheduler`` steps once per batch, so the fine-tuning epochs after
     keep its pace."""
     head, start = head_of(distributed.unwrap(model)), time.perf_counter()
-    found, labels = [], []
-    hook = head.register_forward_hook(lambda module, inputs, output: found.append(inputs[0]))
-    model.eval()  # the frozen layers as they are evaluated: batch norms' statistics, no dropout
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.filterwarnings("ignore", "Detected call of `lr_scheduler.step", UserWarning)
-        for images, y in progress_bar(loader, desc="features", disable=not progress):
-            with autocast(device, amp_dtype):
-                model(to_model_input(images, device, size=image_size))
-            labels.append(y.to(device))
-            if scheduler is not None:
+    batches = head_inputs(model, loader, device, amp_dtype=amp_dtype, image_size=image_size,
+                          progress=progress)  # fmt: skip
+    if scheduler is not None:
+        with warnings.catch_warnings():  # the schedule moves on without an optimiser step
+            warnings.filterwarnings("ignore", "Detected call of `lr_scheduler.step", UserWarning)
+            for _ in batches:
                 scheduler.step()
-    hook.remove()
-    if not found:  # no batch to learn from: nothing changes, as with train_one_epoch
+    if not batches:  # no batch to learn from: nothing changes, as with train_one_epoch
         return EpochResult(0.0, 0.0, 0.0, 0, time.perf_counter() - start)
-    x, y = torch.cat(found).float(), torch.cat(labels)
+    x, y = (torch.cat(parts) for parts in zip(*batches, strict=True))
     _converge(head, distributed.gather(x), distributed.gather(y), optimizer)
     with torch.no_grad():  # the result over this process's share, as train_one_epoch's
         logits = head(x)
         nll = nn.functional.cross_entropy(logits, y).item()
         accuracy = (logits.argmax(1) == y).float().mean().item()
     return EpochResult(nll, nll, accuracy, len(y), time.perf_counter() - start)
+
+
+def head_inputs(
+    model: nn.Module,
+    loader,
+    device: torch.device,
+    *,
+    amp_dtype: torch.dtype | None = None,
+    image_size: int | None = None,
+    progress: bool = False,
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """``(what the output layer takes, labels)`` for each batch of ``loader``, in float32:
+    the model in eval mode (batch norms' statistics, no dropout), without gradients."""
+    found, batches = [], []
+    hook = head_of(distributed.unwrap(model)).register_forward_hook(
+        lambda module, inputs, output: found.append(inputs[0])
+    )
+    model.eval()
+    try:
+        with torch.no_grad():
+            for images, y in progress_bar(loader, desc="features", disable=not progress):
+                with autocast(device, amp_dtype):
+                    model(to_model_input(images, device, size=image_size))
+                batches.append((found.pop().float(), y.to(device)))
+    finally:
+        hook.remove()
+    return batches
 
 
 def _converge(head: nn.Linear, x, y, optimizer) -> None:

@@ -1,21 +1,6 @@
-"""Configuration: where things live and the parameters of a run, checked in one place.
-
-Every path comes from here: the repository root (found from this file, not from the current
-folder) or a ``CATSDOGS_*`` environment variable.
-
-**Parameters.** Each notebook's ``parameters`` cell holds the real values of the default
-recipe (the defaults of :data:`PARAMETERS`); other recipes are papermill parameter files in
-``recipes/`` (``papermill -f recipes/tutorial.yaml``). :func:`from_parameters` reads them:
-
-1. a value you set (by editing the cell, or with papermill's ``-p``/``-f``) wins;
-2. a value left at its default is taken from ``CATSDOGS_<NAME>`` when that is set;
-3. otherwise the default.
-
-A wrong name, type or value raises :class:`ParameterError`, naming the parameter, where the
-value came from and what it accepts. The result is one :class:`RunConfig`.
-
-**Seeds.** :func:`seed_for` is the one place that derives every seed from ``SEED``.
-"""
+"""Configuration: every path (from the repository root or ``CATSDOGS_*``) and the checked
+parameters of a run: a value you set wins, then ``CATSDOGS_<NAME>``, then the default.
+:func:`seed_for` derives every seed from ``SEED``."""
 
 from __future__ import annotations
 
@@ -146,9 +131,8 @@ def is_colab() -> bool:
 
 
 def project_root() -> Path:
-    """The folder that holds ``data/`` and ``runs/``: ``CATSDOGS_HOME``; else the repository
-    this package was installed from (editable); else ``/content/catsdogs`` on Colab or
-    ``~/catsdogs``."""
+    """``CATSDOGS_HOME``, else this (editable) repository, else ``/content/catsdogs`` on Colab
+    or ``~/catsdogs``: the folder that holds ``data/`` and ``runs/``."""
     home = os.environ.get(ENV_PREFIX + "HOME")
     if home:
         return Path(home).expanduser().resolve()
@@ -159,8 +143,7 @@ def project_root() -> Path:
 
 
 def data_dir(value: str | os.PathLike[str] | None = None) -> Path:
-    """Downloads, manifest and cache: ``value`` (``DATA_DIR``), ``CATSDOGS_DATA_DIR``, or
-    ``data/`` at the project root."""
+    """``value`` (``DATA_DIR``), ``CATSDOGS_DATA_DIR``, or ``data/`` at the project root."""
     value = value or os.environ.get(ENV_PREFIX + "DATA_DIR")
     return (Path(value).expanduser() if value else project_root() / "data").resolve()
 
@@ -184,15 +167,11 @@ def _cut(text: str, limit: int) -> str:
 
 
 def run_dir(run_name: str) -> Path:
-    """The folder of one run: ``RUN_NAME`` checked by :data:`RUN_NAME_RULE` (whoever writes
-    into the folder creates it)."""
+    """The folder of one run, not created; a bad ``RUN_NAME`` raises :class:`ParameterError`."""
     if not isinstance(run_name, str) or not RUN_NAME_PATTERN.fullmatch(run_name):
         shown = _cut(run_name, 64) if isinstance(run_name, str) else repr(run_name)
         raise ParameterError(f"RUN_NAME={shown} is not a usable folder name: use {RUN_NAME_RULE}.")
     return runs_dir() / run_name
-
-
-# ---------------------------------------------------------------------------- parameters
 
 
 def _fail(param: Parameter, value: Any, source: str, accepts: str) -> ParameterError:
@@ -240,8 +219,8 @@ def _as_str(param: Parameter, value: Any, source: str) -> str:
 
 
 def parse_value(name: str, value: Any, source: str = "given") -> str | int | float | bool:
-    """``value`` checked and converted to the type of parameter ``name``'s default (text
-    from the environment is parsed: ``"3"`` -> 3, ``"yes"`` -> True)."""
+    """``value`` converted to the type of ``name``'s default (``"3"`` -> 3, ``"yes"`` -> True);
+    raises :class:`ParameterError`."""
     param = PARAMETERS[name]
     if isinstance(param.default, bool):
         return _as_bool(param, value, source)
@@ -265,14 +244,12 @@ def _did_you_mean(name: str, known, prefix: str = "") -> str:
     return f" (did you mean {prefix}{close[0]}?)" if close else ""
 
 
-#: ``CATSDOGS_*`` variables that are no parameter: the folders, the progress bars' kind and
-#: the benchmark's zip.
+#: ``CATSDOGS_*`` variables that are no parameter.
 OTHER_VARIABLES = ("HOME", "RUNS_DIR", "PROGRESS", "DEV_ZIP")
 
 
 def check_environment(environ: Mapping[str, str]) -> None:
-    """A :class:`ParameterError` for a ``CATSDOGS_*`` variable that names no parameter (a
-    misspelt ``CATSDOGS_EPOCH`` would otherwise be ignored without a word)."""
+    """Raise :class:`ParameterError` for a ``CATSDOGS_*`` variable that names no parameter."""
     names = [k[len(ENV_PREFIX) :] for k in environ if k.startswith(ENV_PREFIX)]
     problems = []
     for name in sorted(set(names) - set(PARAMETERS) - set(OTHER_VARIABLES)):
@@ -285,12 +262,8 @@ def check_environment(environ: Mapping[str, str]) -> None:
 def read_parameters(
     given: Mapping[str, Any], *, explicit: bool = False, environ: Mapping[str, str] | None = None
 ) -> dict[str, Any]:
-    """Every parameter's checked value, from ``given`` values, ``CATSDOGS_*`` and defaults.
-
-    ``given`` may hold other names (a notebook's ``globals()``); only parameters are read.
-    A given value wins over the environment when it differs from the default, or always
-    with ``explicit=True`` (the runners' ``-p`` values).
-    """
+    """Every parameter's checked value, from ``given`` (other names ignored), ``CATSDOGS_*``
+    and defaults; a given value wins when it differs from the default, or with ``explicit``."""
     environ = os.environ if environ is None else environ
     check_environment(environ)
     values = {}
@@ -304,15 +277,13 @@ def read_parameters(
     return values
 
 
-# ----------------------------------------------------------------------------- the labels
-
 #: The longest class label: it is a folder's name, a column's (``p_<label>``) and in messages.
 MAX_LABEL = 100
 
 
 def check_label(label: str) -> str:
-    """``label``, when it can name a class: 1 to :data:`MAX_LABEL` characters, none of them a
-    control character (a newline, a tab); else :class:`ParameterError` quoting it."""
+    """``label`` if it has 1 to :data:`MAX_LABEL` characters and no control character; else
+    :class:`ParameterError`."""
     if 0 < len(label) <= MAX_LABEL and not any(unicodedata.category(c) == "Cc" for c in label):
         return label
     raise ParameterError(
@@ -339,9 +310,8 @@ class Layout:
 
 
 def make_layout(source: str, pattern: str, labels_csv: str, data_dir: Path) -> Layout:
-    """The :class:`Layout` the three parameters describe; a relative ``LABELS_CSV`` is inside
-    ``data_dir``. A pattern that is no regular expression or has no group, or a pattern or
-    CSV set for another ``LABELS``, raises :class:`ParameterError`."""
+    """The :class:`Layout` of the three parameters (a relative ``LABELS_CSV`` is inside
+    ``data_dir``); an unusable pattern or a setting for another ``LABELS`` raises."""
     if pattern != DEFAULT_LABEL_PATTERN and source != "filenames":
         raise ParameterError(
             f"LABEL_PATTERN={pattern!r} is only read with LABELS='filenames', not "
@@ -369,19 +339,9 @@ def make_layout(source: str, pattern: str, labels_csv: str, data_dir: Path) -> L
     return Layout(source, pattern, csv_path)
 
 
-# ------------------------------------------------------------------------------ the run
-
-
 def seed_for(seed: int, purpose: str, epoch: int = 0) -> int:
-    """The one place every seed is derived from ``SEED``.
-
-    ``split``, ``model`` (initial weights), ``loader`` (the loaders' base generators) and
-    ``augment`` (the training pipeline before the first epoch) use ``SEED`` itself.
-    ``epoch``: each epoch's data order and augmentations, ``SEED * 1000 + epoch``, so an
-    epoch depends only on the seed and its number and a resumed run repeats exactly what an
-    uninterrupted one would have done (under ``torchrun`` process ``r > 0`` augments by a
-    seed drawn from it and ``r``: ``tools.distributed.process_seed``).
-    """
+    """The seed for ``purpose``: ``SEED`` itself, or for an ``epoch`` ``SEED * 1000 + epoch``,
+    so a resumed run repeats an uninterrupted one."""
     if purpose in ("split", "model", "loader", "augment"):
         return seed
     if purpose == "epoch":
@@ -394,17 +354,14 @@ MIN_STEPS_PER_EPOCH = 40
 MIN_AUTO_BATCH = 16
 #: SGD's ``LR`` is the rate for batches of this many photos; other batches scale it linearly.
 LR_BATCH = 128
-#: With pretrained weights, the pretrained layers learn at this share of the new head's
-#: rate once they train (after one epoch of the head alone).
+#: Pretrained layers learn at this share of the new head's rate (after the head's epoch).
 BACKBONE_LR_SCALE = 0.1
 
 
 @dataclass(frozen=True)
 class FineTuning:
-    """How pretrained weights are trained: the new output layer (the *head*) alone for
-    ``head_epochs``, then all layers, the rest (the *backbone*) at ``backbone_lr_scale``
-    times the head's rate. A random head would send large, meaningless gradients into good
-    features; trained first, it does not."""
+    """The new head alone for ``head_epochs``, then all layers, the backbone at
+    ``backbone_lr_scale`` times the rate (a random head would spoil good features)."""
 
     head_epochs: int
     backbone_lr_scale: float
@@ -412,9 +369,7 @@ class FineTuning:
 
 @dataclass(frozen=True)
 class RunConfig:
-    """The checked settings of one run: one field per parameter (lower case), built by
-    :func:`make_config` or :func:`from_parameters`. :meth:`for_data` resolves the batch size
-    and learning rate for a data set."""
+    """The checked settings of one run: one field per parameter (lower case)."""
 
     data_dir: Path
     dataset_url: str
@@ -458,21 +413,19 @@ class RunConfig:
 
     @property
     def eval_size(self) -> int:
-        """The side of evaluation images: a centre crop the size of the last training crops."""
+        """The side of the evaluation centre crop."""
         return self.image_size
 
     @property
     def fine_tuning(self) -> FineTuning | None:
-        """Pretrained weights: the head alone in the first epoch (so ``EPOCHS=1`` fits the
-        head alone: a linear probe of the pretrained features), all layers after; else None."""
+        """With pretrained weights, the head alone in the first epoch; else None."""
         if not self.pretrained:
             return None
         return FineTuning(1, BACKBONE_LR_SCALE)
 
     def sizes(self, stages: int = 5) -> tuple[int, ...]:
-        """The training image side of each epoch. ``PROGRESSIVE``: ``stages`` steps from 2/3
-        of ``IMAGE_SIZE`` up to it (multiples of 8), spread evenly over the epochs. Small
-        images early are cheap and teach coarse shapes; the last epochs see the full size."""
+        """The training image side of each epoch; ``PROGRESSIVE``: ``stages`` steps (multiples
+        of 8) from 2/3 of ``IMAGE_SIZE`` up to it."""
         size, epochs = self.image_size, self.epochs
         if not self.progressive:
             return (size,) * epochs
@@ -482,10 +435,8 @@ class RunConfig:
         return tuple(sizes[min(len(sizes) - 1, e * len(sizes) // epochs)] for e in range(epochs))
 
     def for_data(self, n_train: int) -> RunConfig:
-        """This configuration for ``n_train`` training photos: the batch halved (down to 16)
-        until an epoch has at least :data:`MIN_STEPS_PER_EPOCH` steps (a few hundred photos
-        in batches of 128 give too few steps to learn anything), and SGD's rate scaled with
-        the batch (``LR`` is per 128 photos)."""
+        """This configuration for ``n_train`` photos: the batch halved (to 16) until an epoch
+        has :data:`MIN_STEPS_PER_EPOCH` steps, and SGD's rate scaled with the batch."""
         size = self.batch_size
         while size > MIN_AUTO_BATCH and n_train < MIN_STEPS_PER_EPOCH * size:
             size //= 2
@@ -505,7 +456,7 @@ class RunConfig:
 
 
 def available_cores() -> int:
-    """CPU cores this process may run on (fewer than the machine has when it is confined)."""
+    """CPU cores this process may run on."""
     if hasattr(os, "sched_getaffinity"):
         return max(1, len(os.sched_getaffinity(0)))
     return os.cpu_count() or 1
@@ -516,9 +467,8 @@ MAX_GPU_WORKERS = 8
 
 
 def default_num_workers(accelerator: bool = False) -> int:
-    """Loader workers that pay off here. On the CPU workers take cores from the model: 0 on
-    one or two cores, else up to 4. On a GPU all cores but one (the training process's), up
-    to :data:`MAX_GPU_WORKERS`, shared by ``torchrun``'s processes (``LOCAL_WORLD_SIZE``)."""
+    """Loader workers: on the CPU 0 on two cores or fewer, else up to 4; on a GPU all cores
+    but one, up to :data:`MAX_GPU_WORKERS`, shared by ``torchrun``'s processes."""
     cores = available_cores() // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
     if accelerator:
         return max(0, min(MAX_GPU_WORKERS, cores - 1))
@@ -535,7 +485,7 @@ def trains_on_cuda(device: str) -> bool:
 
 
 def _check(p: dict[str, Any]) -> None:
-    """What the parameters say together: checked now, not after the data are cached."""
+    """Check what the parameters say together."""
     if p["WEIGHTS_PATH"] and not p["PRETRAINED"]:
         raise ParameterError(
             f"WEIGHTS_PATH={p['WEIGHTS_PATH']!r} is set but PRETRAINED=False: set "
@@ -561,8 +511,7 @@ def _check(p: dict[str, Any]) -> None:
 
 
 def make_config(**values: Any) -> RunConfig:
-    """A checked :class:`RunConfig` from parameter values given by name (the rest take their
-    defaults; the environment is not read, see :func:`from_parameters`)."""
+    """A checked :class:`RunConfig` from values by name, the rest defaults (no environment)."""
     problems = unknown_names(values)
     if problems:
         raise ParameterError("; ".join(problems))
@@ -590,8 +539,8 @@ NOTEBOOK_NAMES = ("IS_COLAB",)
 
 
 def unknown_values(namespace: Mapping[str, Any]) -> list[str]:
-    """The upper-case plain values in a notebook's namespace that are no parameter: what
-    papermill's ``-p DATA_DIRR ...`` adds, which papermill itself only warns about."""
+    """Messages for upper-case plain values in a namespace that are no parameter (a misspelt
+    papermill ``-p``)."""
     plain = (str, int, float, bool, type(None))
     names = [
         name
@@ -602,10 +551,8 @@ def unknown_values(namespace: Mapping[str, Any]) -> list[str]:
 
 
 def from_parameters(namespace: Mapping[str, Any]) -> RunConfig:
-    """The run's configuration from a notebook's parameters (pass ``globals()``), with the
-    ``CATSDOGS_*`` environment variables applied to values left at their default: the one
-    call after every ``parameters`` cell. A value the notebook has that is no parameter is
-    a :class:`ParameterError`."""
+    """The run's configuration from a notebook's ``globals()`` and ``CATSDOGS_*``; an unknown
+    upper-case value raises :class:`ParameterError`."""
     problems = unknown_values(namespace)
     if problems:
         raise ParameterError("; ".join(problems))

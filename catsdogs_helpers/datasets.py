@@ -1,13 +1,6 @@
-"""Datasets and loaders: decode every photo once into a uint8 cache, then train from it.
-
-Decoding a JPEG costs more than all of the augmentation at these image sizes, so
-:func:`build_cache` decodes each photo once (at reduced scale), resizes it to a square of
-``cache_size`` pixels and stores it in a memory-mapped ``.npy`` file under ``data/cache/``.
-Epochs then read arrays from that file (from RAM when it fits, from disk when not).
-
-The classes here live in a module, not in a notebook, so ``num_workers > 0`` also works on
-Windows and macOS, where worker processes are started fresh and must import them.
-"""
+"""Datasets and loaders: decode every photo once into a memory-mapped uint8 cache (decoding
+costs more than augmenting), then train from it. In a module, not a notebook, so that
+loader workers started fresh (Windows, macOS) can import the classes."""
 
 from __future__ import annotations
 
@@ -32,8 +25,8 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class ImageCache:
-    """A decoded cache: ``path`` holds ``(N, size, size, 3)`` uint8 images, one per row of
-    ``rows``; ``ok[i]`` is False where image ``i`` could not be decoded when it was built."""
+    """``path`` holds ``(N, size, size, 3)`` uint8 images, one per row of ``rows``; ``ok[i]``
+    is False where image ``i`` did not decode."""
 
     path: Path
     rows: pd.DataFrame
@@ -46,7 +39,7 @@ class ImageCache:
 
 
 def cache_key(rows: pd.DataFrame, size: int) -> str:
-    """A short name for the cache of these files at this size (changes when any file does)."""
+    """A short name for the cache of these files at this size."""
     digest = hashlib.sha1(f"{size}".encode())
     for path, sha in zip(rows["path"], rows["sha256"], strict=True):
         digest.update(f"{path}\0{sha}\n".encode(errors="surrogateescape"))
@@ -74,14 +67,8 @@ def build_cache(
     workers: int | None = None,
     progress: bool = True,
 ) -> ImageCache:
-    """Decode the files in ``rows`` (columns ``path``, ``sha256``) into a square uint8 cache.
-
-    Reuses a finished cache of the same files and size. The file is written under a
-    temporary name of its own, flushed to the disk and renamed when complete, so an
-    interrupted build is never reused. Processes that need the same cache at once take turns
-    (a lock file beside it): the first builds it, the others wait and reuse it. Files that
-    no longer decode are logged and marked in ``ok``.
-    """
+    """Decode the files in ``rows`` (``path``, ``sha256``) into a square uint8 cache, or reuse
+    a finished one; built by one process at a time and renamed into place only when whole."""
     rows = rows[["path", "sha256"]].reset_index(drop=True)
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
@@ -99,7 +86,7 @@ def build_cache(
 
 
 def _ok_path(path: Path) -> Path:
-    """Where the cache ``path`` keeps which of its images decoded."""
+    """The file of the cache's ``ok`` flags."""
     return path.with_name(f"{path.stem}.ok.npy")
 
 
@@ -113,7 +100,7 @@ def _finished_cache(path: Path, rows: pd.DataFrame, size: int) -> ImageCache | N
 
 def _open_partial(path: Path, n: int, size: int) -> tuple[Path, np.ndarray]:
     """A new memory-mapped ``(n, size, size, 3)`` uint8 file beside ``path``, its space
-    reserved on the disk; a full disk raises an ``OSError`` that says what to do."""
+    reserved; a full disk raises an ``OSError`` that says what to do."""
     for stale in path.parent.glob(f"{path.name}.*.partial"):  # left by a killed build
         stale.unlink(missing_ok=True)
     partial = unique_sibling(path, ".partial")
@@ -138,8 +125,7 @@ def _open_partial(path: Path, n: int, size: int) -> tuple[Path, np.ndarray]:
 def _decode_into(
     path: Path, root: Path, names: list[str], size: int, *, workers: int | None, progress: bool
 ) -> np.ndarray:
-    """Decode the files ``names`` (relative to ``root``) into the cache file ``path`` (and
-    its ``ok`` file), both flushed to the disk before they are in place; returns ``ok``."""
+    """Decode ``names`` (under ``root``) into the cache ``path``; returns ``ok``."""
     partial, array = _open_partial(path, len(names), size)
     paths = [str(root / name) for name in names]
     try:
@@ -165,12 +151,8 @@ def _decode_into(
 
 
 class CachedImageDataset(Dataset):
-    """Images from an :class:`ImageCache` (selected by ``indices``) with integer labels
-    (``class_names[label]`` is the label's name).
-
-    Items are ``(uint8 HWC array, label)`` after ``transform``. The memory map is opened
-    lazily in each process, so worker processes share the file instead of copies of it.
-    """
+    """Items ``(uint8 HWC array, label)`` of an :class:`ImageCache` at ``indices``, after
+    ``transform``; the memory map is opened lazily in each process, so workers share it."""
 
     def __init__(self, cache: ImageCache, indices, labels, transform=None, class_names=()) -> None:
         indices = np.asarray(indices, dtype=np.int64)
@@ -203,11 +185,8 @@ class CachedImageDataset(Dataset):
 
 
 class ImageFileDataset(Dataset):
-    """Images decoded from files on every access (for your own photos, or without a cache).
-
-    A file that cannot be decoded yields ``None`` and is dropped by :func:`collate_images`
-    with a logged warning, so one bad file never ends an epoch.
-    """
+    """Images decoded from files on each access; one that fails yields ``None`` (logged),
+    which :func:`collate_images` drops."""
 
     def __init__(self, paths, labels=None, size: int = 128, transform=None) -> None:
         self.paths = [str(p) for p in paths]
@@ -230,8 +209,7 @@ class ImageFileDataset(Dataset):
 
 
 def collate_images(batch: list) -> tuple[torch.Tensor, ...]:
-    """Stack items into a uint8 ``(N, H, W, 3)`` tensor and label (and index) tensors,
-    dropping items that failed to load (``None``)."""
+    """A uint8 ``(N, H, W, 3)`` tensor and label (and index) tensors, ``None`` items dropped."""
     batch = [item for item in batch if item is not None]
     if not batch:
         return (torch.empty(0, 0, 0, 3, dtype=torch.uint8), torch.empty(0, dtype=torch.long))
@@ -241,12 +219,8 @@ def collate_images(batch: list) -> tuple[torch.Tensor, ...]:
 
 
 def seed_worker(worker_id: int) -> None:
-    """Give each loader worker its own seeded random state, different every epoch.
-
-    ``torch.initial_seed()`` in a worker is derived from the loader's generator, so runs with
-    the same seed repeat exactly while each worker and epoch still draws new augmentations.
-    Workers are started afresh each epoch (not persistent) for exactly that reason.
-    """
+    """Seed a loader worker from ``torch.initial_seed()``: repeatable, yet new each epoch
+    (hence workers are not persistent)."""
     seed = torch.initial_seed() % 2**32
     np.random.seed(seed)
     random.seed(seed)
@@ -266,10 +240,8 @@ def make_loader(
     drop_last: bool = False,
     shard: bool = False,
 ) -> DataLoader:
-    """A seeded DataLoader that yields uint8 batches (see :func:`collate_images`).
-
-    With ``shard`` under ``torchrun``, it loads only this process's share of ``dataset``
-    (:func:`distributed.sampler_for`); ``batch_size`` is then per process."""
+    """A seeded DataLoader of uint8 batches; with ``shard`` under ``torchrun``, of this
+    process's share (``batch_size`` per process)."""
     generator = torch.Generator()
     generator.manual_seed(seed)
     sampler = distributed.sampler_for(dataset, shuffle=shuffle) if shard else None

@@ -1,10 +1,6 @@
-"""Downloading and extracting the data set: resumable, verified, and safe to extract.
-
-A download resumes a cut or stalled connection, never writes more than the size it expects,
-and is renamed from ``<name>.part`` only once verified (Microsoft's archive against its
-published size and sha256). Extraction is all or nothing, and refuses unsafe archives before
-writing anything.
-"""
+"""Downloading and extracting the data set: a download resumes, never writes more than it
+expects and is renamed from ``<name>.part`` only once verified; extraction is all or
+nothing, and refuses unsafe archives before writing anything."""
 
 from __future__ import annotations
 
@@ -38,8 +34,7 @@ log = logging.getLogger(__name__)
 
 MAX_ARCHIVE_FILES = 200_000
 MAX_ARCHIVE_BYTES = 8 * 1024**3  # the real archive unpacks to about 0.8 GB
-#: JPEGs barely compress (the real archive is close to 1:1): an entry over MAX_RATIO_FROM_BYTES
-#: that expands more than this is no photo but an archive bomb.
+#: An entry over MAX_RATIO_FROM_BYTES expanding more than this is a bomb (JPEGs barely compress).
 MAX_EXPANSION_RATIO = 100
 MAX_RATIO_FROM_BYTES = 1024**2
 #: The longest part of an entry's name, in bytes, that most file systems take.
@@ -51,7 +46,7 @@ DEFAULT_ARCHIVE_SHA256 = "b7974bd00a84a99921f36ee4403f089853777b5ae8d151c76a86e6
 MAX_UNKNOWN_BYTES = 2 * 1024**3
 #: Seconds without a byte from the server before a read gives up (and the download resumes).
 READ_TIMEOUT = 30.0
-#: Seconds to wait before the first retry of a cut download, more before each next (to 10).
+#: Seconds before the first retry of a cut download, more before each next (to 10).
 RETRY_WAIT = 2.0
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-\d+/(\d+|\*)")
 _LOCAL_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EDQUOT}
@@ -80,9 +75,8 @@ def sha256_of(path: Path, chunk_size: int = 1 << 20) -> str:
 
 
 def _quarantine(path: Path, why: str) -> Path:
-    """Move a file that failed verification aside (data is never deleted) as
-    ``<name>.bad-<time>``, replacing the bad copy an earlier failure kept: one to look at,
-    never a pile of full-size copies. Returns where it went."""
+    """Move a file that failed verification to ``<name>.bad-<time>``, replacing an earlier bad
+    copy; returns where it went."""
     bad = path.with_name(f"{path.name}.bad-{time.strftime('%Y%m%d-%H%M%S')}")
     path.replace(bad)
     for older in path.parent.glob(f"{glob.escape(path.name)}.bad-*"):
@@ -94,7 +88,7 @@ def _quarantine(path: Path, why: str) -> Path:
 
 def _request(url: str, start: int, timeout: float):
     """The response for ``url`` from byte ``start`` on; None when the server refuses that
-    range. Other errors raise one line, from None: urllib's traceback adds nothing to it."""
+    range; other errors raise a one-line :class:`DownloadError`."""
     headers = {"User-Agent": _USER_AGENT} | ({"Range": f"bytes={start}-"} if start else {})
     try:
         return urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout)
@@ -110,8 +104,8 @@ def _request(url: str, start: int, timeout: float):
 
 
 def _placement(response) -> tuple[int | None, int | None]:
-    """The byte of the file the response's bytes start at (0 for a whole file; None for a
-    206 without a readable Content-Range) and the file's size it announces, if it does."""
+    """The byte the response starts at (None for a 206 without a readable Content-Range) and
+    the file size it announces, if any."""
     if response.status != 206:
         length = response.headers.get("Content-Length", "").strip()
         return 0, int(length) if length.isdigit() else None
@@ -124,8 +118,8 @@ def _placement(response) -> tuple[int | None, int | None]:
 def _append(
     response, part: Path, start: int, total: int | None, limit: int, *, progress: bool
 ) -> bool:
-    """Write the response's bytes into ``part`` from byte ``start`` on, with a byte bar;
-    False, having written no byte past it, when they run past ``limit`` bytes in all."""
+    """Write the response into ``part`` from ``start`` on; False, with nothing past ``limit``
+    written, when it runs past ``limit`` bytes."""
     in_bytes = {"unit": "B", "unit_scale": True, "unit_divisor": 1024, "disable": not progress}
     bar = progress_bar(total=total, initial=start, desc=part.name.removesuffix(".part"), **in_bytes)
     try:
@@ -148,8 +142,7 @@ def _append(
 
 @dataclass
 class _Transfer:
-    """One download's state over its attempts: ``size`` is the size it must have, when known
-    (a published one), ``total`` the size expected so far (``size``, else announced)."""
+    """One download over its attempts: ``size`` the published size, ``total`` the expected."""
 
     url: str
     part: Path
@@ -193,8 +186,8 @@ class _Transfer:
         return False
 
     def _place(self, response, start: int) -> int | None:
-        """Where the response's bytes go in the ``.part``: at ``start``, or at 0 to restart;
-        None (the ``.part`` removed) for a 206 from anywhere else. Sets ``total``."""
+        """Where the response goes in the ``.part`` (``start`` or 0), or None (the ``.part``
+        removed) for a 206 from elsewhere; sets ``total``."""
         offset, announced = _placement(response)
         if offset not in (0, start):  # not what was asked: never appended
             sent = "no readable Content-Range" if offset is None else f"bytes from {offset:,}"
@@ -215,7 +208,7 @@ class _Transfer:
         return offset
 
     def _failed(self, problem: str) -> None:
-        """Note a read that failed (cut or silent) and wait a little before the next try."""
+        """Note a failed read and wait before the next try."""
         self.failures += 1
         self.problem = problem
         log.warning("%s; resuming", problem)
@@ -235,7 +228,7 @@ class _Transfer:
 
 
 def _verify(part: Path, url: str, total: int | None, sha256: str) -> None:
-    """Check the finished file's size and sha256; a mismatch is moved aside and raised."""
+    """Check the size and sha256; a mismatch is moved aside and raised."""
     size = part.stat().st_size
     if total is not None and size != total:
         why = f"is {size:,} bytes, not the {total:,} expected"
@@ -261,12 +254,8 @@ def download(
     retries: int = 5,
     progress: bool = True,
 ) -> Path:
-    """Download ``url`` to ``dest`` (unless it exists: it only ever appears verified), resuming
-    from ``<dest>.part`` after a cut connection or ``timeout`` seconds of silence (default
-    :data:`READ_TIMEOUT`), here up to ``retries`` times and next call. It never writes more
-    than ``size`` bytes (when known), else the size announced, else :data:`MAX_UNKNOWN_BYTES`.
-    A file whose size or sha256 does not match is moved aside (``.bad-<time>``, replacing an
-    earlier one) and raised."""
+    """Download ``url`` to ``dest`` unless it exists, resuming ``<dest>.part`` up to ``retries``
+    times; a wrong size or sha256 is moved aside and raises :class:`DownloadError`."""
     dest = Path(dest)
     if dest.is_file():
         log.info("%s already downloaded, skipping", dest.name)
@@ -289,12 +278,12 @@ def download(
 
 
 def _shown(name: str) -> str:
-    """An entry's name as an error shows it: whole, or its two ends when it is very long."""
+    """An entry's name, shortened when very long."""
     return name if len(name) <= 100 else f"{name[:60]}...{name[-30:]}"
 
 
 def _check_member(info: zipfile.ZipInfo) -> str | None:
-    """Why an entry's path or kind must not be extracted, if it must not."""
+    """Why an entry's path or kind must not be extracted, or None."""
     name = info.filename.replace("\\", "/")
     if name.startswith("/") or (len(name) > 1 and name[1] == ":"):
         return "absolute path"
@@ -314,7 +303,7 @@ def _check_member(info: zipfile.ZipInfo) -> str | None:
 
 
 def _expansion(info: zipfile.ZipInfo) -> str | None:
-    """Why an entry's declared expansion is no photo's but an archive bomb's, if it is."""
+    """Why an entry's declared expansion is an archive bomb's, or None."""
     ratio = info.file_size / max(info.compress_size, 1)
     if info.file_size > MAX_RATIO_FROM_BYTES and ratio > MAX_EXPANSION_RATIO:
         return (
@@ -332,8 +321,7 @@ def _size(n: int) -> str:
 def check_archive(
     archive: Path, members: list[zipfile.ZipInfo], *, max_files: int, max_bytes: int, free: int
 ) -> None:
-    """Raise :class:`UnsafeArchiveError` for the first reason not to extract ``archive``, from
-    its headers alone."""
+    """Raise :class:`UnsafeArchiveError` for the first reason not to extract ``archive``."""
     for info in members:
         if why := _check_member(info):
             name = _shown(info.filename)
@@ -359,7 +347,7 @@ def check_archive(
 
 
 def _advice(archive: Path, downloaded: bool) -> str:
-    """What to do about a bad archive: delete it only when the series downloaded it."""
+    """What to do about a bad archive (delete it only if the series downloaded it)."""
     if downloaded:
         return (
             f"delete {archive} and run again to download it afresh; if that fails too, check "
@@ -372,7 +360,7 @@ def _advice(archive: Path, downloaded: bool) -> str:
 
 
 def _extract_entry(zf: zipfile.ZipFile, info: zipfile.ZipInfo, staging: Path, advice: str) -> None:
-    """Write one checked entry under ``staging``, refusing content other than its header's."""
+    """Write one entry under ``staging``, refusing content other than its header declares."""
     dest = staging.joinpath(*PurePosixPath(info.filename.replace("\\", "/")).parts)
     if info.is_dir():
         dest.mkdir(parents=True, exist_ok=True)
@@ -401,8 +389,7 @@ def _extract_entry(zf: zipfile.ZipFile, info: zipfile.ZipInfo, staging: Path, ad
 
 @contextmanager
 def _staged(archive: Path, target: Path) -> Iterator[Path]:
-    """A new folder inside ``target`` to extract into (callers that may run at once hold the
-    data folder's lock), flushed to the disk and moved into place when the block ends."""
+    """A new folder in ``target`` to extract into, flushed and moved into place at the end."""
     prefix = f".extracting-{archive.stem}"
     for stale in target.glob(f"{prefix}*"):
         shutil.rmtree(stale, ignore_errors=True)
@@ -430,8 +417,8 @@ def extract_zip(
     progress: bool = True,
     downloaded: bool = False,
 ) -> Path:
-    """Extract ``archive`` into ``target``, all or nothing, after :func:`check_archive`.
-    ``downloaded``: the series downloaded it, so an error may advise deleting it."""
+    """Extract ``archive`` into ``target``, all or nothing, after :func:`check_archive`;
+    ``downloaded``: an error may advise deleting it."""
     archive, target = Path(archive), Path(target)
     target.mkdir(parents=True, exist_ok=True)
     advice = _advice(archive, downloaded)
@@ -467,7 +454,7 @@ def prepare_dataset(
     layout: Layout = FOLDERS,
 ) -> Path:
     """The image folder in ``data_dir``, downloaded from ``url`` (``http(s)://``, ``file://``
-    or a local zip) and extracted when it is not there, by one process at a time."""
+    or a local zip) and extracted when missing, by one process at a time."""
     data_dir = Path(data_dir)
     found = find_image_root(data_dir, layout)
     if found is not None:
@@ -498,11 +485,8 @@ def prepare_dataset(
 
 @contextmanager
 def _download_lock(data_dir: Path) -> Iterator[None]:
-    """Hold ``data_dir``'s download lock, and remove its file, empty, before letting it go
-    (done or failed), so none is left behind: a process that waits on it then finds the
-    file it opened gone and makes its own (filelock checks it locked a linked file). A
-    soft lock's marker (filelock's fallback where the disk has no flock) is not empty and
-    is left to filelock, which removes it itself."""
+    """Hold ``data_dir``'s download lock and remove its empty file before release, so none is
+    left behind (a waiter then makes its own; a soft lock's marker is left to filelock)."""
     lock = data_dir / ".download.lock"
     with held(lock, "downloading and extracting the data set"):
         try:
@@ -514,8 +498,8 @@ def _download_lock(data_dir: Path) -> Iterator[None]:
 
 
 def _fetch_archive(data_dir: Path, url: str, *, sha256: str, progress: bool) -> tuple[Path, bool]:
-    """The local zip ``url`` names, or the one it downloads into ``data_dir`` (checked
-    against the published size and sha256 for Microsoft's); and whether it downloaded it."""
+    """The local zip ``url`` names, or the one downloaded into ``data_dir``; and whether it
+    was downloaded."""
     if url.startswith("file://"):
         url = urllib.request.url2pathname(url[len("file://") :])
     if "://" not in url:

@@ -23,22 +23,13 @@ from tqdm.std import tqdm as text_tqdm
 
 from .config import available_cores
 
-# ------------------------------------------------------------------------------- files
-# Every write goes to a temporary file of its own beside the target, is flushed to the disk
-# and renamed over it, and the folder is flushed too: a crash, a kill, a power cut or a full
-# disk never leaves a half-written file, even with several writers at once.
-
-
 #: Random bytes in a temporary sibling's name (twice as many hexadecimal digits).
 TOKEN_BYTES = 6
 
 
 def unique_sibling(path: Path, suffix: str) -> Path:
-    """Create and return a new, empty file beside ``path`` named ``<name>.<random><suffix>``.
-
-    The name is claimed with ``O_EXCL``, so no other writer can have it; the file gets the
-    usual permissions (``0o666`` less the umask), like the file it will replace.
-    """
+    """Create (``O_EXCL``, mode ``0o666`` less the umask) and return a new, empty file beside
+    ``path`` named ``<name>.<random><suffix>``."""
     for _ in range(100):
         candidate = path.with_name(f"{path.name}.{secrets.token_hex(TOKEN_BYTES)}{suffix}")
         try:
@@ -50,8 +41,7 @@ def unique_sibling(path: Path, suffix: str) -> Path:
 
 
 def stale_siblings(path: str | os.PathLike[str], suffix: str = ".tmp") -> list[Path]:
-    """The files beside ``path`` that :func:`unique_sibling` names for it (``<name>.<12
-    hexadecimal digits><suffix>``), as a write killed half-way leaves them; nothing else."""
+    """The files beside ``path`` named as :func:`unique_sibling` names them (a killed write's)."""
     path = Path(path)
     name = re.compile(rf"{re.escape(path.name)}\.[0-9a-f]{{{2 * TOKEN_BYTES}}}{re.escape(suffix)}")
     if not path.parent.is_dir():
@@ -61,8 +51,7 @@ def stale_siblings(path: str | os.PathLike[str], suffix: str = ".tmp") -> list[P
 
 
 def remove_stale_temporaries(path: str | os.PathLike[str], suffix: str = ".tmp") -> list[Path]:
-    """Remove :func:`stale_siblings` of ``path``; returns them. Only for a file no one is
-    writing now (e.g. in a folder held with :func:`held`): a write under way loses its file."""
+    """Remove and return :func:`stale_siblings` of ``path``; only for a file no one is writing."""
     stale = stale_siblings(path, suffix)
     for sibling in stale:
         sibling.unlink(missing_ok=True)
@@ -79,8 +68,7 @@ def fsync_file(path: str | os.PathLike[str]) -> None:
 
 
 def fsync_folder(folder: str | os.PathLike[str]) -> None:
-    """Flush a folder's entries (a rename into it) to the disk; a no-op where folders cannot
-    be opened (Windows, where a rename is flushed with the file)."""
+    """Flush a folder's entries to the disk; a no-op where folders cannot be opened (Windows)."""
     if not hasattr(os, "O_DIRECTORY"):
         return
     fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
@@ -99,16 +87,8 @@ def replace_durably(source: Path, target: Path) -> None:
 
 @contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
-    """A temporary path beside ``path`` to write to; when the block ends without error it is
-    flushed to the disk and renamed to ``path`` (and the folder flushed), so ``path`` is
-    always either the old file or the whole new one, even after a power cut.
-
-    Each call gets its own temporary name, so processes writing the same file at once never
-    disturb each other (the last rename wins, and each version is whole). On any error the
-    temporary file is removed; an ``OSError`` (disk full, read-only folder) is re-raised
-    naming the file. The block must close what it opened on the path before it ends.
-    Usage: ``with atomic_path(p) as tmp: frame.to_csv(tmp)``.
-    """
+    """A temporary path of its own beside ``path``, flushed and renamed to ``path`` when the
+    block succeeds, removed on error (an ``OSError`` re-raised naming the file)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp: Path | None = None
@@ -126,13 +106,8 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         raise
 
 
-# --------------------------------------------------------------------------------- CSV
-# Every CSV the package writes (the manifest, a split, predictions) is written by write_csv
-# and read back by read_csv, so that any path a file system can hold survives the round
-# trip: a field holding a line break or a carriage return is quoted (the writer quotes what
-# holds a character of its line end, which is RFC 4180's "\r\n"), and a name that is not
-# UTF-8 keeps its bytes (Python holds the undecodable ones as lone surrogates, written back
-# as the bytes they came from: "surrogateescape").
+# Any path survives a CSV round trip: "\r\n" line ends make the writer quote a field with a
+# line break, and "surrogateescape" keeps the bytes of a name that is not UTF-8.
 
 CSV_ENCODING = "utf-8"
 CSV_ERRORS = "surrogateescape"
@@ -145,8 +120,7 @@ def csv_text(frame: pd.DataFrame) -> str:
 
 
 def write_text(path: str | os.PathLike[str], text: str) -> Path:
-    """Write ``text`` atomically (:func:`atomic_path`), in UTF-8, any undecodable bytes of a
-    file name as they were, and no line end translated."""
+    """Write ``text`` atomically, in UTF-8 (undecodable bytes kept), no line end translated."""
     with (
         atomic_path(path) as tmp,
         open(tmp, "w", encoding=CSV_ENCODING, errors=CSV_ERRORS, newline="") as file,
@@ -161,28 +135,19 @@ def write_csv(frame: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
 
 
 def read_csv(path: str | os.PathLike[str], **options: Any) -> pd.DataFrame:
-    """Read a CSV written by :func:`write_csv` (or by hand): every column as text, nothing
-    read as missing, unless ``options`` (``pandas.read_csv``'s) say otherwise. A byte-order
-    mark (Excel's) is skipped."""
+    """Read a CSV, every column as text and nothing as missing unless ``options`` say otherwise;
+    a byte-order mark is skipped."""
     options = {"dtype": str, "keep_default_na": False, **options}
     return pd.read_csv(path, encoding="utf-8-sig", encoding_errors=CSV_ERRORS, **options)
 
-
-# ------------------------------------------------------------------------------- locks
-# Work done once per data or run folder (download, manifest, cache, training) is done under
-# a lock file beside its result: the first process does it, the others wait and reuse it.
-# filelock's locks are released by the operating system when a process dies.
 
 log = logging.getLogger(__name__)
 
 
 @contextmanager
 def held(lock_file: str | os.PathLike[str], what: str, *, wait: bool = True) -> Iterator[None]:
-    """Hold the lock ``lock_file`` while the block does ``what`` (e.g. "building the cache").
-
-    When another process holds it, wait for it (saying so once, in the log), or with
-    ``wait=False`` raise :class:`filelock.Timeout` at once.
-    """
+    """Hold ``lock_file`` while the block does ``what``, waiting for another holder (or with
+    ``wait=False`` raising :class:`filelock.Timeout`); released when the process dies."""
     lock_file = Path(lock_file)
     lock_file.parent.mkdir(parents=True, exist_ok=True)
     lock = FileLock(lock_file)
@@ -199,15 +164,9 @@ def held(lock_file: str | os.PathLike[str], what: str, *, wait: bool = True) -> 
         lock.release()
 
 
-# ---------------------------------------------------------------------------- progress
-# ``CATSDOGS_PROGRESS``: ``auto`` (tqdm.auto: a widget in Jupyter, text in a terminal),
-# ``text`` (plain text, redrawn at most once a second: what a notebook executed unattended
-# saves in its final state; the series runner and the tests set it) or ``off``.
-
 ENV_VAR = "CATSDOGS_PROGRESS"
 MODES = ("auto", "text", "off")
-#: Seconds between redraws of a text bar: every redraw is kept in the notebook until the cell
-#: ends, so a 20-minute loop at tqdm's default of 0.1 s would pile up 12,000 of them.
+#: Seconds between redraws of a text bar (a notebook keeps every redraw).
 TEXT_MININTERVAL = 1.0
 
 
@@ -220,11 +179,7 @@ def progress_mode() -> str:
 
 
 def progress_bar(iterable: Iterable | None = None, **tqdm_kwargs: Any) -> text_tqdm:
-    """A tqdm bar of the kind ``CATSDOGS_PROGRESS`` asks for; takes tqdm's own arguments.
-
-    Use it as tqdm: ``for batch in progress_bar(loader, desc="epoch 1")`` or
-    ``progress_bar(total=n, unit="B")`` with ``update``. ``disable=True`` still turns it off.
-    """
+    """A tqdm bar of the kind ``CATSDOGS_PROGRESS`` asks for; takes tqdm's own arguments."""
     mode = progress_mode()
     if mode == "off":
         tqdm_kwargs["disable"] = True
@@ -236,10 +191,7 @@ def progress_bar(iterable: Iterable | None = None, **tqdm_kwargs: Any) -> text_t
     return auto_tqdm(iterable, **tqdm_kwargs)
 
 
-# ---------------------------------------------------------------------------- parallel
-
-#: Files per task: large enough that sending work to a process costs little, small enough
-#: that the progress bar moves.
+#: Files per task: sending it costs little, and the progress bar still moves.
 CHUNK = 64
 
 
@@ -251,12 +203,8 @@ def map_chunks(
     desc: str = "",
     progress: bool = True,
 ) -> Iterator[tuple[int, Any]]:
-    """Yield ``(start, func(items[start:start + CHUNK], *args))`` for each chunk, in order.
-
-    The chunks run in ``workers`` processes (default: every core this process may use), or
-    here when ``workers <= 1`` or there are too few items to pay for starting processes.
-    ``func`` must be importable (a module-level function) for the worker processes.
-    """
+    """Yield ``(start, func(items[start:start + CHUNK], *args))`` per chunk, in order, over
+    ``workers`` processes (here for one worker or few items); ``func`` must be importable."""
     workers = workers if workers is not None else available_cores()
     starts = list(range(0, len(items), CHUNK))
     chunks = [items[s : s + CHUNK] for s in starts]

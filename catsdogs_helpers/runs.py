@@ -1,15 +1,6 @@
-"""The run folder: what identifies a run, what it has written, and conflicts.
-
-``runs/<RUN_NAME>/`` holds everything one run makes. A finished run is never silently
-replaced: work done again with the same settings reuses what is there, and anything that
-would replace it with other settings (a split, a training, results) raises
-:class:`RunConflict`, the one exception type for that, with what differs and what to do.
-
-- ``.training.lock``: held while a process trains the run (:func:`claim`), so a second
-  process cannot train into the same folder at the same time.
-- ``history.csv``: one row per epoch; ``summary.json``: the settings and the state of
-  training (readable without torch); ``metrics.json``: the test results and the settings.
-"""
+"""The run folder ``runs/<RUN_NAME>/``: what identifies a run and what it has written. Work
+with the same settings is reused; replacing it with other settings raises
+:class:`RunConflict`."""
 
 from __future__ import annotations
 
@@ -27,10 +18,7 @@ from filelock import Timeout
 from .config import runs_dir
 from .plumbing import atomic_path, held
 
-#: The settings that must match for a run's work to be reused or resumed: the parameters
-#: that decide the result (resolved for the data set), the training pipeline as
-#: ``A.to_dict`` writes it, the step (the epoch function) and the optimiser, schedule and
-#: loss (``training.describe_parts``).
+#: The settings that must match for a run's work to be reused or resumed.
 IDENTITY = (
     *("seed", "limit_per_class", "model_name", "pretrained", "epochs", "batch_size"),
     *("image_size", "cache_size", "sizes", "optimizer", "lr", "schedule", "weight_decay"),
@@ -84,9 +72,7 @@ def check_same_settings(run_dir: Path, before: dict, now: dict, what: str) -> No
 
 @contextmanager
 def claim(run_dir: Path) -> Iterator[None]:
-    """Hold the run folder for training: a second process that tries while the first trains
-    gets :class:`RunConflict` at once, naming the run (the lock goes with the process, so a
-    killed run never blocks the next one)."""
+    """Hold the run folder for training; a second process gets :class:`RunConflict` at once."""
     run_dir = Path(run_dir)
     with ExitStack() as stack:
         try:
@@ -140,12 +126,8 @@ def write_summary(run_dir: Path, settings: dict, state: dict, *, finished: bool)
 def write_metrics(
     run_dir: Path, metrics: dict, settings: dict, *, overwrite: bool = False, **extra: Any
 ) -> Path:
-    """``metrics.json``: the test metrics, epochs run, training time and the settings.
-
-    Writing the same results with the same settings again is fine (evaluation is
-    deterministic); other results or other settings raise :class:`RunConflict` unless
-    ``overwrite``.
-    """
+    """``metrics.json``: the test metrics, epochs, time and settings; other results or
+    settings than those there raise :class:`RunConflict` unless ``overwrite``."""
     history = pd.read_csv(run_dir / "history.csv")
     payload = {
         **{f"test_{k}": v for k, v in metrics.items() if k != "n"},
@@ -172,7 +154,7 @@ def write_metrics(
 
 
 def _same(a: Any, b: Any) -> bool:
-    """Equal, counting NaN (an ROC AUC a split without both classes cannot have) as equal."""
+    """Equal, NaN counting as equal to NaN."""
     both_nan = isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b)
     return a == b or both_nan
 
@@ -185,8 +167,7 @@ def pipeline_summary(description: dict[str, Any]) -> str:
 
 
 def runs_table(folder: str | os.PathLike[str] | None = None) -> pd.DataFrame:
-    """One row per run folder: model, training pipeline, schedule, epochs, best validation
-    and test accuracy, time."""
+    """One row per run folder: its settings, accuracies and time."""
     rows = []
     for summary_path in sorted(Path(folder or runs_dir()).glob("*/summary.json")):
         summary = json.loads(summary_path.read_text())

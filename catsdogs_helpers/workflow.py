@@ -1,10 +1,5 @@
-"""The series' work as calls that reuse what exists and make what is missing.
-
-Each notebook can run on its own in a fresh kernel (Colab users often open notebook 04
-first): ``ensure_split(cfg)`` downloads, validates and splits only when those files are not
-there yet, with the same helpers notebooks 01 and 02 use; ``train_run(cfg)`` trains only
-when the run folder holds no finished training with the same settings.
-"""
+"""The series' work as calls that reuse what exists and make what is missing, so each
+notebook can run on its own in a fresh kernel."""
 
 from __future__ import annotations
 
@@ -46,7 +41,7 @@ log = logging.getLogger(__name__)
 
 
 def setup_logging(level: int = logging.INFO) -> None:
-    """Show the package's progress messages in the notebook (once, however often called)."""
+    """Show the package's log messages on stdout (one handler, however often called)."""
     logger = logging.getLogger("catsdogs_helpers")
     logger.setLevel(level)
     if not any(getattr(h, "_catsdogs", False) for h in logger.handlers):
@@ -57,9 +52,8 @@ def setup_logging(level: int = logging.INFO) -> None:
 
 
 def start(namespace: Mapping[str, Any]) -> RunConfig:
-    """The cell after every ``parameters`` cell: the run's checked configuration (the
-    notebook's values, then ``CATSDOGS_*`` variables, see :func:`config.from_parameters`),
-    progress messages shown, and where the data and the run are."""
+    """The cell after every ``parameters`` cell: logging on, and the run's checked
+    configuration (:func:`config.from_parameters`), its folders printed."""
     setup_logging()
     cfg = from_parameters(namespace)
     print(f"data: {cfg.data_dir}\nrun:  {cfg.run_dir}")
@@ -81,18 +75,14 @@ def ensure_images(cfg: RunConfig, *, progress: bool = True) -> Path:
 
 
 def ensure_manifest(cfg: RunConfig, *, progress: bool = True) -> pd.DataFrame:
-    """The validation manifest, labelled as ``LABELS`` says; only new or changed files are
-    checked again."""
+    """The validation manifest, labelled as ``LABELS`` says."""
     image_root = find_image_root(cfg.data_dir, cfg.layout) or ensure_images(cfg, progress=progress)
     return validate_folder(image_root, manifest_path(cfg), progress=progress, layout=cfg.layout)
 
 
 def ensure_split(cfg: RunConfig, *, progress: bool = True) -> pd.DataFrame:
-    """The run's split file, made (with the seed and limit of ``cfg``) when missing.
-
-    The manifest is listed again (its verdicts reused), so that the labels are the ones
-    ``LABELS`` reads now, even when another run wrote the manifest with another layout.
-    """
+    """The run's split, made when missing (from the manifest listed again, so the labels are
+    those ``LABELS`` reads now)."""
     path = split_path(cfg)
     if path.is_file() and not cfg.overwrite:
         return read_split(path)
@@ -115,9 +105,8 @@ def ensure_cache(cfg: RunConfig, split: pd.DataFrame, *, progress: bool = True) 
 def make_datasets(
     cfg: RunConfig, split: pd.DataFrame, cache: ImageCache, train_pipeline: A.Compose | None = None
 ) -> dict[str, CachedImageDataset]:
-    """Train, val and test datasets: ``train_pipeline`` (or ``AUGMENT``'s) for training, the
-    centre crop for validation, and the run's evaluation preprocessing
-    (:func:`transforms.preprocessing_for`, which your own photos get too) for the test."""
+    """Train, val and test datasets: ``train_pipeline`` (or ``AUGMENT``'s), the centre crop,
+    and :func:`transforms.preprocessing_for` (what your own photos get)."""
     val = eval_transforms(cfg.eval_size, cfg.cache_size)
     train_pipeline = train_pipeline if train_pipeline is not None else make_train_pipeline(cfg)
     pipelines = {"train": train_pipeline, "val": val, "test": preprocessing_for(cfg).pipeline()}
@@ -125,9 +114,8 @@ def make_datasets(
 
 
 def make_loaders(cfg: RunConfig, datasets: dict, batch_size: int) -> dict:
-    """Seeded loaders: the training one shuffles and drops a last batch too small to help;
-    evaluation uses twice the batch (no gradients to keep). Under ``torchrun`` the train
-    and val loaders load this process's share, ``batch_size`` being the global batch."""
+    """Seeded loaders, evaluation at twice the batch; under ``torchrun`` train and val load
+    this process's share of the global ``batch_size``."""
     loaders = {}
     for name, dataset in datasets.items():
         train, shard = name == "train", name in ("train", "val")
@@ -147,9 +135,8 @@ def make_loaders(cfg: RunConfig, datasets: dict, batch_size: int) -> dict:
 def prepare_training(
     cfg: RunConfig, train_pipeline: A.Compose | None = None, *, progress: bool = True
 ) -> tuple[dict, RunConfig]:
-    """Split, cache, datasets and loaders; returns them with the configuration for this
-    data set (:meth:`RunConfig.for_data`: the batch and learning rate). The training
-    pipeline is ``train_pipeline``, or ``AUGMENT``'s (:func:`transforms.train_pipeline`)."""
+    """The loaders, and the configuration for this data set (:meth:`RunConfig.for_data` and
+    :func:`plan_time_budget`)."""
     split = ensure_split(cfg, progress=progress)
     cache = ensure_cache(cfg, split, progress=progress)
     datasets = make_datasets(cfg, split, cache, train_pipeline)
@@ -161,10 +148,8 @@ def prepare_training(
 def epochs_within(
     cfg: RunConfig, images_per_s: float, n_train: int, n_val: int
 ) -> tuple[int, float]:
-    """The most epochs, 1 to ``EPOCHS``, whose training (each epoch costing as the square of
-    its side, ``images_per_s`` at ``IMAGE_SIZE``) and validation (a third of a training pass
-    per photo) take at most ``TIME_BUDGET`` minutes; with the seconds they are expected to
-    take (more than the budget when even one epoch does not fit)."""
+    """The most epochs, 1 to ``EPOCHS``, that fit in ``TIME_BUDGET`` minutes at ``images_per_s``,
+    and their expected seconds (over the budget when one epoch does not fit)."""
     for epochs in range(cfg.epochs, 0, -1):
         sizes = dataclasses.replace(cfg, epochs=epochs).sizes()
         train = training_seconds(cfg, sizes, n_train, images_per_s)
@@ -175,9 +160,8 @@ def epochs_within(
 
 
 def plan_time_budget(cfg: RunConfig, n_train: int, n_val: int) -> RunConfig:
-    """``cfg`` with the epochs ``TIME_BUDGET`` allows (:func:`epochs_within`) at the step rate
-    measured here on a few batches, said in a line. The choice is kept in the run folder
-    (``time_budget.json``) and reused, so that the run resumes and is reused like any other."""
+    """``cfg`` with the epochs ``TIME_BUDGET`` allows at the rate measured here; the choice is
+    kept in ``time_budget.json`` and reused."""
     if not cfg.time_budget:
         return cfg
     path = cfg.run_dir / "time_budget.json"
@@ -207,14 +191,8 @@ def plan_time_budget(cfg: RunConfig, n_train: int, n_val: int) -> RunConfig:
 def train_run(
     cfg: RunConfig, train_pipeline: A.Compose | None = None, *, progress: bool = True
 ) -> tuple[torch.nn.Module, pd.DataFrame]:
-    """Everything notebook 04 does, in one call: data, model, optimiser, schedule and
-    :func:`training.fit`.
-
-    A finished run with the same settings is loaded, not trained again; one with other
-    settings raises :class:`~catsdogs_helpers.runs.RunConflict`. Under ``torchrun``, process
-    0 prepares the data (and downloads pretrained weights) first; the others then read what
-    it made (and replace nothing).
-    """
+    """Everything notebook 04 does, in one call, down to :func:`training.fit` (which reuses a
+    finished run or raises :class:`~catsdogs_helpers.runs.RunConflict`)."""
     with distributed.main_first():
         shared = cfg if distributed.is_main() else dataclasses.replace(cfg, overwrite=False)
         main = progress and distributed.is_main()
@@ -245,5 +223,5 @@ def train_run(
 
 
 def dataset_paths(cache: ImageCache, dataset) -> np.ndarray:
-    """The file path (relative to the image root) of each item of a cached dataset."""
+    """The path (relative to the image root) of each item of a cached dataset."""
     return cache.rows["path"].to_numpy()[dataset.indices]

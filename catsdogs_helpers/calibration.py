@@ -1,8 +1,6 @@
-"""Calibration and decisions: can you trust "90 % dog", and when should the answer be "dog"?
-
-Temperature scaling (Guo et al., 2017) fixes most over-confidence without changing the most
-likely class (``decision.json``); a named :class:`Decision` (``decisions/<name>.json``) adds
-a threshold chosen for a goal, used only when asked for by its name."""
+"""Calibration and decisions: temperature scaling (Guo et al., 2017) in ``decision.json``,
+and named :class:`Decision` rules (``decisions/<name>.json``) that add a threshold for a
+goal."""
 
 from __future__ import annotations
 
@@ -96,8 +94,7 @@ class Decision:
         return apply_temperature(probs, self.temperature)
 
     def in_words(self, answer: str, probs_row: np.ndarray, class_names: list[str]) -> str:
-        """Why ``answer`` was given for calibrated ``probs_row``, by this threshold: "Dog: p_Cat
-        0.87 is below the 0.89 needed for 99 % precision for Cat" ("" without a threshold)."""
+        """Why ``answer`` was given for calibrated ``probs_row`` ("" without a threshold)."""
         if not self.has_threshold or self.positive not in class_names:
             return ""
         p = probs_row[list(class_names).index(self.positive)]
@@ -168,8 +165,7 @@ def make_decision(
 
 
 def decision_path(run_dir: str | Path, name: str = "") -> Path:
-    """``decision.json`` (the calibration every prediction uses), or the named rule's file
-    ``decisions/<name>.json``; a ValueError for a name that cannot be a file name."""
+    """``decision.json``, or ``decisions/<name>.json``; ValueError for an unusable name."""
     if not name:
         return Path(run_dir) / "decision.json"
     if not re.fullmatch(r"[\w][\w.-]{0,63}", name):
@@ -185,8 +181,7 @@ def decision_names(run_dir: str | Path) -> list[str]:
 def save_decision(
     run_dir: str | Path, decision: Decision, *, name: str = "", overwrite: bool = False
 ) -> Path:
-    """Write the run's calibration (no ``name``) or the rule ``name``; a different one there
-    raises ``RunConflict``."""
+    """Write the calibration (no ``name``) or rule ``name``; a different one raises RunConflict."""
     path = decision_path(run_dir, name)
     values = read_json(path)
     before = None if values is None else Decision.from_dict(values)
@@ -208,9 +203,8 @@ def _same(a: Decision, b: Decision) -> bool:
 
 
 def read_decision(run_dir: str | Path, name: str = "") -> Decision | None:
-    """The decision predictions use: with no ``name``, the most likely class at the run's
-    temperature (None when the run has none saved); else the saved rule ``name``, or a
-    FileNotFoundError naming the rules there are."""
+    """Without ``name`` the run's temperature alone (None if unsaved); else the rule ``name``
+    (FileNotFoundError if missing)."""
     values = read_json(decision_path(run_dir, name))
     if values is None and name:
         saved = ", ".join(decision_names(run_dir)) or "none yet (notebook 05 saves one)"

@@ -1,8 +1,5 @@
-"""How labels are read (``LABELS``): ``<root>/<class>/<photo>`` folders, loose photos named by
-group 1 of ``LABEL_PATTERN`` (``cat.123.jpg``), or a CSV of ``path,label`` relative to its
-folder. Each yields the same table of ``path`` and ``label``, all that validation and the
-split read, so every layout gets the same verdicts and the same split.
-"""
+"""How labels are read (``LABELS``): class folders, file names (``LABEL_PATTERN``) or a CSV of
+``path,label``; each yields the same table of ``path`` and ``label``."""
 
 from __future__ import annotations
 
@@ -21,8 +18,7 @@ log = logging.getLogger(__name__)
 IMAGE_ROOT_NAME = "PetImages"
 LABELS_CSV_NAME = "labels.csv"  # looked for beside the photos when LABELS_CSV is empty
 DATA_FOLDER_NAMES = ("cache",)  # the series' decoded cache inside DATA_DIR: never a class
-#: What a photo's name ends with (also for your own photos to predict): anything else beside
-#: the photos (a README, the manifest, the archive) is not one of them.
+#: What a photo's name ends with (also for your own photos to predict).
 PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 CSV_COLUMNS = ("path", "label")
 EXAMPLES = 3  # file names quoted in a message
@@ -34,7 +30,7 @@ class LayoutError(ValueError):
 
 
 def describe(layout: Layout) -> str:
-    """The layout in words, for messages: what the series expected to find."""
+    """The layout in words, for messages."""
     if layout.source == "filenames":
         return f"photos named like cat.123.jpg, labelled by LABEL_PATTERN={layout.pattern!r}"
     if layout.source == "csv":
@@ -71,9 +67,8 @@ def holds_layout(folder: Path, layout: Layout) -> bool:
 
 
 def check_no_loose_photos(data_dir: Path, layout: Layout) -> None:
-    """Before downloading into ``data_dir``: a :class:`LayoutError` when it already holds
-    photos that ``layout`` does not read (a flat folder of ``cat.1.jpg`` with the default
-    ``LABELS="folders"``), saying which ``LABELS`` reads them. Nothing is downloaded there."""
+    """Raise :class:`LayoutError` when ``data_dir`` holds loose photos that ``layout`` does not
+    read (checked before downloading there)."""
     loose = _loose_files(data_dir) if data_dir.is_dir() else []
     if not loose:
         return
@@ -96,9 +91,8 @@ def check_no_loose_photos(data_dir: Path, layout: Layout) -> None:
 
 
 def find_image_root(data_dir: str | os.PathLike[str], layout: Layout = FOLDERS) -> Path | None:
-    """The image root inside ``data_dir`` for ``layout``, or None when there is none yet:
-    ``PetImages/``, the only folder there (an extracted archive's), or ``data_dir`` itself;
-    with ``LABELS_CSV`` set, its folder (wherever it is)."""
+    """The image root for ``layout``: ``PetImages/``, the only folder, or ``data_dir`` itself
+    (with ``LABELS_CSV`` set, its folder); None when there is none yet."""
     if layout.source == "csv" and layout.csv_path is not None:
         return layout.csv_path.parent if layout.csv_path.is_file() else None
     data_dir = Path(data_dir)
@@ -108,9 +102,8 @@ def find_image_root(data_dir: str | os.PathLike[str], layout: Layout = FOLDERS) 
 
 
 def read_labels(image_root: str | os.PathLike[str], layout: Layout = FOLDERS) -> pd.DataFrame:
-    """Every photo under ``image_root`` with its label, as ``layout`` says: columns ``path``
-    (relative to ``image_root``) and ``label``, sorted by path. Raises :class:`LayoutError`
-    when the layout finds nothing to label, or fewer than two classes."""
+    """Columns ``path`` (relative, sorted) and ``label``, as ``layout`` says; raises
+    :class:`LayoutError` for fewer than two classes."""
     root = Path(image_root)
     if layout.source == "filenames":
         table = _from_file_names(root, layout.pattern)
@@ -160,8 +153,7 @@ def _examples(names: list[str]) -> str:
 
 
 def _from_csv(root: Path, path: Path) -> pd.DataFrame:
-    """The CSV's rows, paths relative to its folder ``root``: rows naming files that are not
-    there stay, for validation to list them as ``unreadable``."""
+    """The CSV's rows, paths relative to ``root`` (missing files kept, for validation)."""
     table = _read_csv(path)
     blank = (table["path"] == "") | (table["label"] == "")
     if blank.any():
@@ -193,8 +185,6 @@ def _read_csv(path: Path) -> pd.DataFrame:
             f"{', '.join(CSV_COLUMNS)} (relative paths are inside DATA_DIR), or put "
             f"{LABELS_CSV_NAME} beside the photos."
         )
-    # read_csv skips the byte-order mark a CSV saved by Excel starts with (not part of
-    # "path"), and keeps the bytes of a name that is not UTF-8, as the file system has them
     table = read_csv(path, skipinitialspace=True)
     table.columns = [str(c).strip().lower() for c in table.columns]
     missing = [c for c in CSV_COLUMNS if c not in table.columns]

@@ -1,9 +1,6 @@
-"""Splitting: seeded, stratified, and with every duplicate group on one side.
-
-Files that are the same photo (same bytes, or close difference hashes) form a group. A group
-filed under more than one class is label noise and is left out; of any other group only one
-file is used, so no photo can sit in both train and test (leakage) or count twice.
-"""
+"""Splitting: seeded and stratified. Copies of a photo (same bytes or close hashes) form a
+group: one filed under two classes is left out, of any other only one file is used, so no
+photo sits in both train and test."""
 
 from __future__ import annotations
 
@@ -30,9 +27,8 @@ def split_dataset(
     seed: int = 42,
     limit_per_class: int = 0,
 ) -> pd.DataFrame:
-    """Assign each valid file to ``train``, ``val``, ``test`` or ``excluded`` (with a reason),
-    stratified by class and seeded; ``limit_per_class`` (0 = all) keeps a seeded subset of
-    each class, for quick runs. A class with too few usable images raises ``ValueError``."""
+    """Each valid file's ``split`` (``train``, ``val``, ``test`` or ``excluded`` with a reason);
+    ``limit_per_class`` (0 = all) keeps a seeded subset; too few images raise ``ValueError``."""
     if not 0 < val_fraction < 1 or not 0 < test_fraction < 1 or val_fraction + test_fraction >= 1:
         raise ValueError("val_fraction and test_fraction must be in (0, 1) and sum to under 1")
     labels = sorted(manifest["label"].unique())
@@ -80,9 +76,8 @@ def split_summary(split: pd.DataFrame) -> pd.DataFrame:
 def save_split(
     split: pd.DataFrame, path: str | os.PathLike[str], *, overwrite: bool = False
 ) -> Path:
-    """Write ``split`` to ``path``, keeping an existing, different split unless ``overwrite``:
-    splitting is deterministic, so a different one means the settings changed, and silently
-    replacing it would mix runs."""
+    """Write ``split`` to ``path``; a different split there raises ``RunConflict`` unless
+    ``overwrite`` (it means the settings changed)."""
     path = Path(path)
     if path.is_file() and not overwrite:
         columns = ["path", "label", "split"]
@@ -96,7 +91,7 @@ def save_split(
 
 
 def read_split(path: str | os.PathLike[str]) -> pd.DataFrame:
-    """Read a split written by :func:`save_split` (any file name as it was written)."""
+    """Read a split written by :func:`save_split`."""
     split = read_csv(path, dtype=dict.fromkeys(["path", "label", "sha256"], str))
     missing = {"path", "label", "split"} - set(split.columns)
     if missing:
@@ -112,9 +107,8 @@ def class_names(split: pd.DataFrame) -> list[str]:
 def leakage_report(
     split: pd.DataFrame, manifest: pd.DataFrame, max_distance: int = LEAKAGE_REPORT_BITS
 ) -> pd.DataFrame:
-    """Pairs of similar photos (difference hashes up to ``max_distance`` bits apart) in
-    different splits, to look at: :func:`split_dataset` keeps close copies together, and this
-    checks a looser threshold, and any split file you bring."""
+    """Pairs of photos in different splits whose difference hashes are at most
+    ``max_distance`` bits apart (a looser threshold than the split's)."""
     used = split[split["split"].isin(SPLITS)].set_index("path")["split"]
     report = near_duplicates(manifest[manifest["path"].isin(used.index)], max_distance)
     report = report.assign(split_a=report["path_a"].map(used), split_b=report["path_b"].map(used))

@@ -1,14 +1,6 @@
-"""Validating every file: a verdict (``reason``: ``ok``, ``empty``, ``not_an_image``,
-``truncated``, ``corrupt``, ``too_small``, ``too_large``, ``unreadable`` or ``not_a_file``) and
-a note per file, written to a manifest. Each JPEG is decoded once, in grayscale at reduced
-scale: the decoder still reads every byte, so damage is caught, and the difference hash for
-near duplicates is taken from that image.
-
-Links are followed, wherever they lead; a system file (under ``/proc``, ``/sys`` or ``/dev``)
-or anything but a regular file (a folder, a FIFO, a device) is ``not_a_file`` and never
-opened; a file over ``MAX_FILE_BYTES`` is ``too_large`` and never read. A file is read in
-chunks, hashed as they come.
-"""
+"""Validating every file: a verdict (``reason``) and a note per file, written to a manifest.
+Each JPEG is decoded once, in grayscale at reduced scale (every byte still read), and its
+difference hash taken from that; what is no regular file is never opened."""
 
 from __future__ import annotations
 
@@ -35,14 +27,12 @@ from .plumbing import held, map_chunks, read_csv, remove_stale_temporaries, writ
 
 log = logging.getLogger(__name__)
 
-#: The version of :func:`check_image` that wrote a manifest row. Rows of another version are
-#: checked again, so that every difference hash in a manifest is made the same way.
+#: The version of :func:`check_image`: rows of another version are checked again.
 CHECKER = 2
-#: Formats decoded as JPEG: MPO is what Pillow calls a camera JPEG with extra images.
+#: Formats decoded as JPEG (MPO: a camera JPEG with extra images).
 JPEG_FORMATS = ("JPEG", "MPO")
 MIN_SIDE = 32
-#: Files larger than this are ``too_large`` without a byte read: every core reads one file
-#: at once, and a photo is rarely over 20 MB. A test may shrink it.
+#: Files larger than this are ``too_large`` without a byte read (a test may shrink it).
 MAX_FILE_BYTES = 64 * 1024 * 1024
 #: Bytes read (and hashed) at a time.
 READ_CHUNK = 1024 * 1024
@@ -72,8 +62,7 @@ MANIFEST_COLUMNS = ["path", "label", *(field.name for field in fields(Verdict))]
 
 
 def check_image(path: str | os.PathLike[str], *, min_side: int = MIN_SIDE) -> dict:
-    """Check one file and return its :class:`Verdict` as a dict; each step sets ``reason``
-    when it finds one, and the check stops there."""
+    """Check one file; returns its :class:`Verdict` as a dict."""
     row = Verdict()
     data = _read_file(path, row)
     header, orientation = _read_header(data, row, min_side) if data else (None, 1)
@@ -90,9 +79,7 @@ def check_image(path: str | os.PathLike[str], *, min_side: int = MIN_SIDE) -> di
 
 
 def _read_file(path: str | os.PathLike[str], row: Verdict) -> bytes | None:
-    """The file's bytes, or None and a reason: ``not_a_file`` (never opened: a system file,
-    or not a regular file), ``too_large`` (over ``MAX_FILE_BYTES``: never read), ``empty``
-    or ``unreadable``."""
+    """The file's bytes, or None with ``row.reason`` set."""
     try:
         with open_file(path) as file:
             info = os.fstat(file.fileno())
@@ -116,8 +103,7 @@ def _read_file(path: str | os.PathLike[str], row: Verdict) -> bytes | None:
 
 
 def _read_chunks(file: BinaryIO, row: Verdict) -> bytes | None:
-    """The rest of ``file``, hashed as it is read, ``READ_CHUNK`` bytes at a time; None and
-    ``too_large`` when it grows past ``MAX_FILE_BYTES`` while it is read."""
+    """The rest of ``file``, hashed as read; None (``too_large``) past ``MAX_FILE_BYTES``."""
     digest, chunks, size = hashlib.sha256(), [], 0
     while chunk := file.read(READ_CHUNK):
         size += len(chunk)
@@ -132,8 +118,7 @@ def _read_chunks(file: BinaryIO, row: Verdict) -> bytes | None:
 
 
 def _read_header(data: bytes, row: Verdict, min_side: int) -> tuple[Image.Image | None, int]:
-    """The image as Pillow opens it (header only) and a JPEG's EXIF orientation; no image
-    when it is none, or its declared size is absurdly large or too small to use."""
+    """The image opened (header only) and a JPEG's EXIF orientation; None when unusable."""
     try:
         header = Image.open(io.BytesIO(data))
         row.format, (row.width, row.height) = header.format or "", header.size
@@ -155,8 +140,7 @@ def _read_header(data: bytes, row: Verdict, min_side: int) -> tuple[Image.Image 
 
 
 def _decode_gray(data: bytes, header: Image.Image, row: Verdict, notes: list[str]):
-    """The photo in grayscale, all of its data decoded (a JPEG by OpenCV at reduced scale,
-    anything else, or a JPEG OpenCV declines without a message, by Pillow), or None."""
+    """The photo fully decoded in grayscale (a JPEG by OpenCV, else by Pillow), or None."""
     if row.format in JPEG_FORMATS:
         gray, messages = jpeg_gray(data, reduction_for(header.size, DHASH_MIN_SIDE))
         row.decoder_warnings = len(messages)
@@ -180,13 +164,10 @@ def _decode_gray(data: bytes, header: Image.Image, row: Verdict, notes: list[str
 
 
 def _jpeg_problem(gray: np.ndarray | None, messages: list[str], data: bytes) -> tuple[str, str]:
-    """The reason and note that reject a JPEG; empty when nothing is wrong with it yet (it
-    decoded, or OpenCV declined it without a message and Pillow is to decide)."""
+    """The reason and note that reject a JPEG; empty when nothing is wrong with it yet."""
     ended_early = [m for m in messages if "premature end" in m.lower()]
     if ended_early:
-        # libjpeg met a marker before the image data was complete. When that marker is the
-        # file's end marker, the file was cut short (and perhaps closed again): the rest of
-        # the photo is grey. A marker in the middle of the data is corruption.
+        # a marker before the data was complete: at the file's end it was cut, else corrupt
         cut = "of JPEG file" in ended_early[0] or _scan_data_runs_to_the_end(data)
         return ("truncated" if cut else "corrupt"), ended_early[0][:200]
     if gray is None and not _closed(data):
@@ -215,8 +196,8 @@ def _scan_data_runs_to_the_end(data: bytes) -> bool:
 
 
 def list_files(image_root: str | os.PathLike[str], layout: Layout = FOLDERS) -> pd.DataFrame:
-    """Every file ``layout`` labels under ``image_root``, with its size in bytes (0 for all but
-    a regular file) and modification time."""
+    """Every file ``layout`` labels under ``image_root``, with its size (0 if not a regular
+    file) and modification time."""
     root = Path(image_root)
     files = read_labels(root, layout)
     sizes = [_size_and_time(root / path) for path in files["path"]]
@@ -232,8 +213,7 @@ def _size_and_time(path: Path) -> tuple[int, int]:
 
 
 def peek_sizes(image_root: str | os.PathLike[str], files: pd.DataFrame) -> pd.DataFrame:
-    """Format, width and height from each file's header only (fast; nothing is decoded, and
-    what validation never opens is not opened: empty format, no size)."""
+    """Format, width and height from each file's header only (empty where not opened)."""
     rows = []
     for path in files["path"]:
         try:
@@ -258,8 +238,7 @@ def validate_folder(
     layout: Layout = FOLDERS,
 ) -> pd.DataFrame:
     """Check every file ``layout`` labels under ``image_root``; return (and write) the manifest.
-    Files unchanged in size and time since ``manifest_path`` was written keep their verdict,
-    so a re-run checks only what is new. Processes validating into it take turns (a lock)."""
+    Files unchanged in size and time keep their verdict from ``manifest_path``."""
     locked = manifest_path is not None
     with held(f"{manifest_path}.lock", "validating the photos") if locked else nullcontext():
         files = list_files(image_root, layout)  # at least two classes, or a LayoutError
@@ -287,8 +266,7 @@ def validate_folder(
 def _check_rows(
     merged: pd.DataFrame, todo: pd.Index, image_root: str | os.PathLike[str], **options
 ) -> pd.DataFrame:
-    """``merged`` with the rows ``todo`` checked (:func:`check_files` ``options``), saying in
-    the log which of them lead out of ``image_root`` through a link (they are followed)."""
+    """``merged`` with the rows ``todo`` checked, logging those that link out of the root."""
     names = list(merged.loc[todo, "path"])
     outside = _links_out(image_root, names)
     if outside:
@@ -303,7 +281,7 @@ def _check_rows(
 
 
 def _links_out(image_root: str | os.PathLike[str], names: list[str]) -> list[str]:
-    """Those of ``names`` (paths relative to ``image_root``) that lead out of it, by a link."""
+    """Those of ``names`` that lead out of ``image_root`` through a link."""
     top = os.path.join(os.path.realpath(image_root), "")
     real = (os.path.realpath(os.path.join(image_root, name)) for name in names)
     return [name for name, path in zip(names, real, strict=True) if not path.startswith(top)]
@@ -320,8 +298,7 @@ def check_files(
 
 
 def write_manifest(manifest: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
-    """Write the manifest CSV atomically (a temporary file renamed into place), giving back
-    any file name (:func:`plumbing.write_csv`)."""
+    """Write the manifest CSV atomically (:func:`plumbing.write_csv`)."""
     return write_csv(manifest, path)
 
 

@@ -1,9 +1,5 @@
-"""Reading photos: any format to RGB, upright, and at reduced scale when that is all we need.
-
-JPEGs can be decoded at 1/2, 1/4 or 1/8 scale inside the decoder (Pillow's ``draft``, OpenCV's
-``IMREAD_REDUCED_*``): several times faster than a full decode and a resize, and still reading
-every byte of the compressed data. libjpeg's warnings are kept out of the notebook.
-"""
+"""Reading photos: any format to RGB, upright; JPEGs at 1/2, 1/4 or 1/8 scale inside the
+decoder (faster, and still reading every byte), libjpeg's warnings kept out of the notebook."""
 
 from __future__ import annotations
 
@@ -27,11 +23,10 @@ Image.MAX_IMAGE_PIXELS = MAX_PIXELS
 
 PathOrBytes = str | os.PathLike[str] | bytes
 
-#: The kernel's own files (processes, settings, devices): never opened as a photo, wherever a
-#: link to them is. ``/dev/shm`` is a RAM disk for files of one's own, opened like any folder.
+#: The kernel's own files, never opened as a photo (``/dev/shm``, a RAM disk, is opened).
 SYSTEM_FOLDERS = ("/proc", "/sys", "/dev")
 RAM_DISKS = ("/dev/shm",)
-#: What a file that is not a regular one is, for the note that says why it was not opened.
+#: What a file that is not a regular one is, for the note.
 KINDS = (
     (stat.S_ISDIR, "a folder"),
     (stat.S_ISFIFO, "a FIFO (named pipe)"),
@@ -42,8 +37,7 @@ KINDS = (
 
 
 class NotAFile(OSError):
-    """A path never opened as a photo: a system file, or not a regular file. ``info`` is its
-    status (``os.stat``, through links)."""
+    """A path never opened: a system file or not a regular file; ``info`` is its ``os.stat``."""
 
     def __init__(self, note: str, info: os.stat_result) -> None:
         super().__init__(note)
@@ -55,9 +49,8 @@ def _under(path: str, folders: tuple[str, ...]) -> bool:
 
 
 def file_status(path: str | os.PathLike[str]) -> os.stat_result:
-    """The status of the file ``path`` leads to (links followed, nothing opened); raises
-    :class:`NotAFile` for a system file or anything but a regular file, and ``OSError`` when
-    there is no file."""
+    """``os.stat`` through links, nothing opened; raises :class:`NotAFile` for a system file or
+    anything but a regular file, ``OSError`` when there is none."""
     real = os.path.realpath(path)
     info = os.stat(real)
     if _under(real, SYSTEM_FOLDERS) and not _under(real, RAM_DISKS):
@@ -74,8 +67,8 @@ def _without_waiting(path: str, flags: int) -> int:
 
 
 def open_file(path: str | os.PathLike[str]) -> BinaryIO:
-    """The regular file ``path`` leads to, opened to read (:func:`file_status` says which
-    are); ``OSError`` when it was replaced by another file since it was looked at."""
+    """The regular file ``path`` leads to, opened to read; ``OSError`` if it was replaced
+    since :func:`file_status` looked."""
     info = file_status(path)
     file = open(path, "rb", opener=_without_waiting)
     now = os.fstat(file.fileno())
@@ -86,10 +79,8 @@ def open_file(path: str | os.PathLike[str]) -> BinaryIO:
 
 
 def open_image(source: PathOrBytes, *, min_side: int | None = None) -> Image.Image:
-    """Decode ``source`` (a path or the file's bytes) to an upright RGB image; a JPEG at the
-    smallest built-in scale that keeps ``min_side`` on its shorter side. Raises Pillow's
-    ``OSError``/``ValueError`` subclasses on anything but a complete, decodable image, and
-    :class:`NotAFile` for a path :func:`open_file` does not open."""
+    """Decode a path or bytes to upright RGB, a JPEG at the smallest scale keeping ``min_side``;
+    raises Pillow's ``OSError``/``ValueError`` or :class:`NotAFile`."""
     if isinstance(source, bytes):
         return _decode(io.BytesIO(source), min_side)
     with open_file(source) as file:
@@ -126,8 +117,7 @@ def to_rgb(image: Image.Image) -> Image.Image:
 
 
 def resize_square(image: Image.Image, size: int) -> np.ndarray:
-    """Resize so the shorter side is ``size``, then centre-crop: a ``(size, size, 3)`` uint8
-    array, the format of the decoded cache."""
+    """The shorter side resized to ``size``, centre-cropped: a ``(size, size, 3)`` uint8 array."""
     w, h = image.size
     scale = size / min(w, h)
     new_w, new_h = max(size, round(w * scale)), max(size, round(h * scale))
@@ -147,9 +137,8 @@ def reduction_for(size: tuple[int, int], min_side: int) -> int:
 
 
 def jpeg_gray(data: bytes, reduction: int = 8) -> tuple[np.ndarray | None, list[str]]:
-    """JPEG ``data`` decoded upright in grayscale at 1/``reduction`` scale (None when it cannot
-    be), and libjpeg's warnings: the cheapest decode that still reads every byte, so it finds
-    truncated and corrupt files."""
+    """JPEG ``data`` in grayscale at 1/``reduction`` scale (None when it cannot be decoded), and
+    libjpeg's warnings."""
     flag = f"IMREAD_REDUCED_GRAYSCALE_{reduction}" if reduction > 1 else "IMREAD_GRAYSCALE"
     with captured_stderr() as messages:
         image = cv2.imdecode(np.frombuffer(data, np.uint8), getattr(cv2, flag))
@@ -158,9 +147,8 @@ def jpeg_gray(data: bytes, reduction: int = 8) -> tuple[np.ndarray | None, list[
 
 @contextmanager
 def captured_stderr() -> Iterator[list[str]]:
-    """The lines C libraries write to file descriptor 2 during the block, where libjpeg's
-    warnings would flood a notebook. Keep the block to the C call (other threads' writes are
-    collected too); a full pipe drops the rest, and without a descriptor 2 nothing breaks."""
+    """The lines written to file descriptor 2 during the block (keep it to the C call: other
+    threads' writes are caught too); a full pipe drops the rest."""
     lines: list[str] = []
     sys.stderr.flush()
     read_end, write_end = os.pipe()

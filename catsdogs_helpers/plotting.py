@@ -113,7 +113,6 @@ def show_grad_cam(
     titles, colors = _prediction_titles(table) if table is not None else (None, None)
     fig = show_images(images, titles, colors, ncols=ncols, size=size)
     for ax, image, heat in zip(fig.axes, images, maps, strict=False):
-        # ``extent`` stretches the map over the photo even where their sizes differ.
         extent = (-0.5, image.shape[1] - 0.5, image.shape[0] - 0.5, -0.5)
         ax.imshow(heat, cmap=cmap, alpha=alpha, vmin=0, vmax=1, extent=extent)
     return fig
@@ -149,8 +148,7 @@ def plot_size_histogram(manifest: Table) -> plt.Figure:
 
 
 def plot_history(history: Table) -> plt.Figure:
-    """Loss, accuracy and learning rate per epoch; the label-smoothed loss is dashed (the
-    others are plain cross-entropy, so they compare)."""
+    """Loss, accuracy and learning rate per epoch (the label-smoothed loss dashed)."""
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.4))
     epoch = history["epoch"]
     for ax, train, val in ((axes[0], "train_nll", "val_loss"), (axes[1], "train_acc", "val_acc")):
@@ -183,8 +181,7 @@ def plot_confusion_matrix(matrix: Sequence[Sequence[int]], class_names: list[str
 def plot_roc(
     is_positive: np.ndarray, scores: np.ndarray, positive: str, negative: str
 ) -> plt.Figure:
-    """ROC curve of ``positive`` against ``negative`` (the other class, or "the rest"), with
-    the area under it: the axes say what they count in the classes' names."""
+    """ROC curve, with its area, of ``positive`` against ``negative`` (a class or "the rest")."""
     fig, ax = plt.subplots(figsize=(4.2, 4))
     skm.RocCurveDisplay.from_predictions(is_positive, scores, ax=ax, name=positive, pos_label=True)
     ax.plot([0, 1], [0, 1], "--", color="grey", lw=1)
@@ -217,8 +214,7 @@ def plot_reliability(tables: dict[str, Table]) -> plt.Figure:
 def plot_precision_recall(
     labels: np.ndarray, scores: np.ndarray, positive: str, point=None
 ) -> plt.Figure:
-    """The precision-recall curve of ``positive`` (``labels``: True where a photo is one),
-    with an operating ``point`` marked."""
+    """The precision-recall curve of ``positive`` (``labels`` True for one), ``point`` marked."""
     fig, ax = plt.subplots(figsize=(4.2, 4))
     labels = np.asarray(labels, dtype=bool)
     skm.PrecisionRecallDisplay.from_predictions(

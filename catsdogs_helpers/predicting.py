@@ -62,8 +62,8 @@ def preprocessing_of(checkpoint: dict) -> Preprocessing:
 def load_classifier(
     run_dir: PathArg, *, device: str | torch.device = "auto", tta: str = "", decision: str = ""
 ) -> Classifier:
-    """A run's ``best.pt`` with its preprocessing (``tta`` replaces its TTA) and its
-    calibration: answering the most likely class, or by the saved rule ``decision``."""
+    """A run's ``best.pt`` with its preprocessing (``tta`` replaces its TTA) and calibration
+    (or the saved rule ``decision``)."""
     run_dir = Path(run_dir)
     rule = read_decision(run_dir, decision) or Decision()  # a missing rule: before loading
     device = pick_device(device) if isinstance(device, str) else device
@@ -71,8 +71,7 @@ def load_classifier(
     preprocessing = preprocessing_of(checkpoint)
     preprocessing = preprocessing.with_tta(tta) if tta else preprocessing
     names = tuple(checkpoint["class_names"])
-    # On a CPU in float32, even where bf16 is supported: a few photos gain little from it,
-    # and the answers are then those of the exported files, to the last digits.
+    # float32 on a CPU: the answers then match the exported files' to the last digits
     dtype = amp_dtype(device) if device.type == "cuda" else None
     return Classifier(model, names, preprocessing, rule, device, dtype, run_dir.name)
 
@@ -96,8 +95,8 @@ def _is_image(path: Path) -> bool:
 
 
 def find_images(sources: Sources) -> list[tuple[Path, str]]:
-    """The image files of files, folders (recursively) and globs, each once, with its name:
-    relative to the folder when one folder is given, the path otherwise."""
+    """The image files of files, folders (recursively) and globs, each once, with its name
+    (relative to the folder when one folder is given)."""
     items = [sources] if isinstance(sources, str | os.PathLike) else list(sources)
     out: dict[Path, str] = {}
     for source in items:
@@ -120,10 +119,8 @@ def predict_files(
     batch_size=64,
     csv_path: PathArg | None = None,
 ) -> pd.DataFrame:
-    """Predict photos (:func:`find_images`) by the classifier's decision, or ``decision``
-    (:func:`calibration.read_decision` reads a saved rule), rows with the validate step's
-    reason (or ``could not decode``) in ``error``; optionally write a CSV. ``confidence``
-    is the probability of the class given; with a threshold, ``rule`` says why in words."""
+    """Predict photos (:func:`find_images`) by the classifier's decision or ``decision``; a
+    rejected photo's reason is in ``error``; optionally write the table as a CSV."""
     if decision is not None:
         classifier = dataclasses.replace(classifier, decision=decision)
     found = find_images(sources)
@@ -187,8 +184,7 @@ def _fill_predictions(
 
 @dataclass(frozen=True)
 class Explanation:
-    """A one-row :func:`predict_files` table, the photo as the model saw it (uint8) and its
-    Grad-CAM map for the predicted class."""
+    """A one-row :func:`predict_files` table, the photo as the model saw it, its Grad-CAM map."""
 
     table: pd.DataFrame
     image: np.ndarray
@@ -196,8 +192,8 @@ class Explanation:
 
 
 def explain_photo(classifier: Classifier, path: PathArg) -> Explanation:
-    """Predict one photo and show where the evidence for the answer was (Grad-CAM); a photo
-    the validate step rejects raises ``ValueError``. Needs the PyTorch model, not an export."""
+    """Predict one photo with its Grad-CAM map; a rejected photo, or an exported model, raises
+    ``ValueError``."""
     if classifier.model is None:
         raise ValueError("explaining needs the PyTorch model: load_classifier(), not an export")
     table = predict_files(classifier, path)

@@ -1,10 +1,6 @@
-"""Albumentations pipelines: what the model sees in training and in evaluation.
-
-The pipelines work on uint8 HWC arrays and return uint8 arrays. Normalisation and the
-conversion to a float tensor happen once per batch on the training device
-(:func:`catsdogs_helpers.devices.to_model_input`), which is cheaper than per image and sends
-four times fewer bytes to a GPU.
-"""
+"""Albumentations pipelines for training and evaluation, uint8 HWC arrays in and out; the
+conversion to a normalised float tensor is done per batch on the device
+(:func:`catsdogs_helpers.devices.to_model_input`)."""
 
 from __future__ import annotations
 
@@ -93,9 +89,8 @@ def pipeline_file(name: str | Path) -> Path:
 
 
 def train_pipeline(cfg: RunConfig) -> A.Compose:
-    """The run's training pipeline: ``AUGMENT``'s at the run's sizes, or the pipeline saved
-    in the file ``AUGMENT`` names (``A.save``; a relative path is in ``runs/``), seeded from
-    ``SEED`` either way."""
+    """``AUGMENT``'s pipeline at the run's sizes, or the one in the file it names (relative:
+    in ``runs/``), seeded from ``SEED``."""
     seed = seed_for(cfg.seed, "augment")
     if cfg.augment in PIPELINES:
         return PIPELINES[cfg.augment](cfg.image_size, cfg.cache_size, seed=seed)
@@ -110,14 +105,12 @@ def train_pipeline(cfg: RunConfig) -> A.Compose:
 
 
 def describe_pipeline(pipeline: A.Compose) -> dict[str, Any]:
-    """The pipeline as Albumentations serialises it (``A.to_dict``), without the version: what
-    a run records as its training pipeline, and compares."""
+    """``A.to_dict`` of the pipeline without the version: what a run records and compares."""
     return A.to_dict(pipeline)["transform"]
 
 
 def save_pipeline(pipeline: A.Compose, path: str | Path) -> Path:
-    """Write ``pipeline`` with ``A.save`` (JSON), atomically, for ``AUGMENT`` to name (a
-    relative path is in ``runs/``, where ``AUGMENT`` looks)."""
+    """Write ``pipeline`` with ``A.save`` (JSON), atomically; a relative path is in ``runs/``."""
     path = pipeline_file(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
@@ -134,20 +127,9 @@ def eval_transforms(eval_size: int = 96, cache_size: int = 110) -> A.Compose:
 
 @dataclass(frozen=True)
 class Preprocessing:
-    """How a photo becomes the model's input at evaluation: one record, saved with the model.
-
-    The test split, :func:`catsdogs_helpers.predicting.predict_files`, the console command
-    and the exported models all use it, so one photo gets one answer everywhere:
-
-    1. decode at reduced scale, shorter side to ``cache_size``, centre square
-       (:func:`images.load_square`: what the decoded cache holds);
-    2. centre crop ``eval_size`` (:meth:`pipeline`), except with ``tta="flip_crops"``, which
-       keeps the whole square and takes its five crops on the device;
-    3. per batch on the device: scale to 0-1, subtract ``mean``, divide by ``std``
-       (:func:`devices.to_model_input`);
-    4. test-time augmentation ``tta`` (:func:`evaluation.tta_views`): the probabilities are
-       averaged over the views.
-    """
+    """How a photo becomes the model's input at evaluation, saved with the model: (1) a
+    ``cache_size`` square (:func:`images.load_square`), (2) a centre crop of ``eval_size``
+    (the whole square for ``flip_crops``), (3) per batch ``mean``/``std``, (4) ``tta``."""
 
     cache_size: int
     eval_size: int
@@ -192,8 +174,8 @@ def preprocessing_for(cfg: RunConfig) -> Preprocessing:
 
 
 def one_at_a_time(pipeline: A.Compose) -> list[tuple[str, A.Compose]]:
-    """Each transform of a training pipeline on its own, always applied (p=1), after its
-    first (the resize): for showing what every transform does to the same photo."""
+    """Each transform of a training pipeline after its first (the resize), alone and always
+    applied (p=1)."""
     resize, *rest = pipeline.transforms
     out = [(type(resize).__name__, A.Compose([resize], seed=0))]
     for transform in rest:

@@ -31,8 +31,7 @@ BF16_ISAS = ("ALL", "DEFAULT", "AVX512_CORE_BF16", "AVX512_CORE_AMX", "AVX10")
 
 
 def cpu_supports_bf16() -> bool:
-    """True on CPUs with native bfloat16 instructions (AVX512-BF16 or AMX), unless
-    ``ONEDNN_MAX_CPU_ISA`` holds oneDNN below them (``AVX2``: run as a laptop CPU does)."""
+    """True on CPUs with AVX512-BF16 or AMX, unless ``ONEDNN_MAX_CPU_ISA`` holds oneDNN below."""
     isa = os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper()
     if isa and not isa.startswith(BF16_ISAS):
         return False
@@ -65,8 +64,8 @@ def to_model_input(
     mean: Sequence[float] = IMAGENET_MEAN,
     std: Sequence[float] = IMAGENET_STD,
 ) -> torch.Tensor:
-    """uint8 ``(N, H, W, 3)`` batch -> normalised float ``(N, 3, H, W)`` on ``device``, once
-    per batch instead of per image in the loader; ``size`` resizes it (progressive resizing)."""
+    """uint8 ``(N, H, W, 3)`` batch -> normalised float ``(N, 3, H, W)`` on ``device``; ``size``
+    resizes it."""
     mean = torch.tensor(mean, device=device).view(1, 3, 1, 1) * 255
     std = torch.tensor(std, device=device).view(1, 3, 1, 1) * 255
     x = (images.to(device, non_blocking=True).permute(0, 3, 1, 2).float() - mean) / std

@@ -1,9 +1,5 @@
-"""Duplicates: the same photo twice, byte for byte (the same sha256) or re-encoded and resized.
-
-A re-encoded copy has other bytes, so it is found by what it *looks like*: the **difference
-hash** (:func:`dhash`). Re-encoding and resizing hardly change the brightness of whole cells
-of a grid, so a copy's hash lands a few bits from the original's, another photo's dozens.
-"""
+"""Duplicates: the same photo twice, byte for byte (the same sha256) or re-encoded and resized
+(found by its difference hash, :func:`dhash`, a few bits from the original's)."""
 
 from __future__ import annotations
 
@@ -18,18 +14,15 @@ from scipy.sparse.csgraph import connected_components
 NEAR_DUPLICATE_BITS = 12
 #: The leakage report's looser threshold: similar photos, not only copies, across splits.
 LEAKAGE_REPORT_BITS = 24
-#: The hash is taken from a grayscale copy whose shorter side is at least this (1/2 scale for
-#: a 500x375 photo): from a 1/8 decode, a copy resized to 75 % lands 19 bits away, not 3.
+#: The hash is taken from a grayscale copy whose shorter side is at least this.
 DHASH_MIN_SIDE = 128
 
 
 def dhash(image: Image.Image | np.ndarray, size: int = 16) -> str:
-    """A 256-bit difference hash (hex) of a Pillow image or a 2-D uint8 grayscale array, with
-    at least :data:`DHASH_MIN_SIDE` on its shorter side: for each pair of neighbouring cells in
-    a row of a ``size`` x ``size + 1`` grid, whether the right one is brighter."""
+    """A 256-bit difference hash (hex) of an image (shorter side :data:`DHASH_MIN_SIDE` or more):
+    whether each cell of a ``size`` x ``size + 1`` grid is brighter than its left neighbour."""
     gray = np.asarray(image.convert("L")) if isinstance(image, Image.Image) else image
-    # Exact mean brightness per cell (pixels cut by a cell edge count in part), from the
-    # image's running sums: sums[y, x] = gray[:y, :x].sum().
+    # exact mean per cell (cut pixels count in part), from sums[y, x] = gray[:y, :x].sum()
     h, w = gray.shape
     sums = cv2.integral(gray)
     ys, xs = np.linspace(0, h, size + 1), np.linspace(0, w, size + 2)
@@ -56,8 +49,8 @@ def find_duplicates(manifest: pd.DataFrame, *, key: str = "sha256") -> pd.DataFr
 def near_duplicate_pairs(
     hashes: list[str], max_distance: int = NEAR_DUPLICATE_BITS
 ) -> pd.DataFrame:
-    """Pairs ``(i, j)``, ``i < j``, of difference hashes at most ``max_distance`` bits apart
-    (blocks of all pairs: seconds for 25,000 images); empty ones (rejected files) never match."""
+    """Pairs ``(i, j)``, ``i < j``, of difference hashes at most ``max_distance`` bits apart;
+    empty ones never match."""
     valid = np.array([i for i, h in enumerate(hashes) if h], dtype=np.int64)
     words = np.array([np.frombuffer(bytes.fromhex(hashes[i]), np.uint64) for i in valid])
     found = [np.empty((3, 0), np.int64)]
@@ -84,8 +77,8 @@ def near_duplicates(
 
 
 def duplicate_groups(manifest: pd.DataFrame, max_distance: int = NEAR_DUPLICATE_BITS) -> pd.Series:
-    """A group id per row: rows with the same ``sha256``, or ``dhash`` values at most
-    ``max_distance`` bits apart (the same photo re-encoded or resized), share an id."""
+    """A group id per row, shared by rows with the same ``sha256`` or ``dhash`` values at most
+    ``max_distance`` bits apart."""
     n = len(manifest)
     codes, shas = pd.factorize(manifest["sha256"])
     rows = np.flatnonzero((codes >= 0) & (manifest["sha256"].to_numpy() != ""))

@@ -1,7 +1,5 @@
-"""Explaining predictions: Grad-CAM maps (Selvaraju et al., 2017) of where the evidence was.
-
-Each channel of the last spatial feature map is weighed by the mean gradient of the class's
-logit; the positive part of the sum shows whether the model looked at the animal or the sofa."""
+"""Explaining predictions: Grad-CAM maps (Selvaraju et al., 2017), the last spatial feature
+map's channels weighed by the mean gradient of the class's logit, the positive part kept."""
 
 from __future__ import annotations
 
@@ -20,8 +18,7 @@ Target = Sequence[int] | torch.Tensor | None
 
 @contextlib.contextmanager
 def _eval_mode(model: nn.Module) -> Iterator[None]:
-    """Evaluation mode inside the block (batch-norm's running statistics make each map depend
-    on its image alone; no dropout makes it repeatable), each module's own flag afterwards."""
+    """Evaluation mode inside the block, each module's own flag restored afterwards."""
     flags = [(module, module.training) for module in model.modules()]
     model.eval()
     try:
@@ -32,8 +29,7 @@ def _eval_mode(model: nn.Module) -> Iterator[None]:
 
 
 def find_target_layer(model: nn.Module, example_input: torch.Tensor) -> nn.Module:
-    """The outermost module producing the last spatial ``(N, C, H, W)`` map, found by hooks:
-    the deepest features (ears, snouts) that still know *where*, in any architecture."""
+    """The outermost module producing the last spatial ``(N, C, H, W)`` map, found by hooks."""
     found: list[nn.Module] = []
 
     def record(module: nn.Module, _inputs: object, out: object) -> None:
@@ -55,8 +51,8 @@ def find_target_layer(model: nn.Module, example_input: torch.Tensor) -> nn.Modul
 def _forward_capturing(
     model: nn.Module, layer: nn.Module, x: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``layer``'s output, kept in the graph for ``torch.autograd.grad`` (backward hooks break
-    on in-place ReLUs), and the logits for ``x``."""
+    """``layer``'s output, kept for ``torch.autograd.grad`` (backward hooks break on in-place
+    ReLUs), and the logits."""
     captured: list[torch.Tensor] = []
 
     def keep(_module: nn.Module, _inputs: object, output: torch.Tensor) -> torch.Tensor:
@@ -116,8 +112,7 @@ def grad_cam_images(
     layer: nn.Module | None = None,
     batch_size: int = 32,
 ) -> np.ndarray:
-    """Grad-CAM maps ``(N, H, W)`` in [0, 1] of uint8 images ``(N, H, W, 3)`` as the loaders
-    yield them, in batches of ``batch_size`` to bound the memory."""
+    """Grad-CAM maps ``(N, H, W)`` in [0, 1] of uint8 images ``(N, H, W, 3)``, in batches."""
     images = images if torch.is_tensor(images) else torch.as_tensor(np.asarray(images))
     if images.dim() != 4 or images.shape[-1] != 3 or images.dtype != torch.uint8:
         raise ValueError(

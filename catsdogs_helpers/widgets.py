@@ -13,8 +13,7 @@ log = logging.getLogger(__name__)
 
 
 def uploaded_files(value: object) -> list[dict]:
-    """A ``FileUpload`` value as ``[{"name": ..., "content": ...}]``: ipywidgets 8 gives a
-    tuple of such dicts, ipywidgets 7 (still on Colab) a dict of name to ``{"content": ...}``."""
+    """A ``FileUpload`` value (ipywidgets 8's tuple or 7's dict) as ``[{"name", "content"}]``."""
     if isinstance(value, dict):
         return [{"name": name, "content": item["content"]} for name, item in value.items()]
     return list(value)

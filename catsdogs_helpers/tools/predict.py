@@ -1,9 +1,5 @@
 """``catsdogs-predict``: classify photos with a trained run, from a terminal.
 
-    catsdogs-predict photo.jpg more/ "others/*.png" --run fast --format csv --output out.csv
-    catsdogs-predict photo.jpg --run fast --onnx    # the exported ONNX file, in ONNX Runtime
-    catsdogs-predict photos/ --run fast --decision Cat-99   # a rule notebook 05 saved
-
 Exit status: 0 when a photo was classified, 1 when none was, 2 for a usage error."""
 
 from __future__ import annotations
@@ -50,8 +46,7 @@ def make_parser() -> argparse.ArgumentParser:
 
 
 def parse_arguments(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
-    """The arguments, with PATHs before and after the options; everything after the first
-    ``--`` is a PATH, even a name that starts with '-'. No PATH at all is a usage error."""
+    """The arguments, PATHs anywhere (all after ``--`` too); no PATH is a usage error."""
     argv = list(sys.argv[1:] if argv is None else argv)
     end = argv.index("--") if "--" in argv else len(argv)
     args = parser.parse_intermixed_args(argv[:end])

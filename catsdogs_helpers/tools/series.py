@@ -1,11 +1,7 @@
 """Run the whole notebook series with papermill: ``python -m catsdogs_helpers.tools.series``.
 
-Executed notebooks are written to ``runs/<run-name>/notebooks/``. Parameters come from a
-papermill parameter file (``-f recipes/quick.yaml``), ``-p NAME VALUE`` (which wins) or
-``CATSDOGS_<NAME>`` environment variables (which the notebooks read themselves)::
-
-    python -m catsdogs_helpers.tools.series -f recipes/quick.yaml -p RUN_NAME quick
-"""
+Executed notebooks go to ``runs/<run-name>/notebooks/``; parameters from ``-f FILE``, ``-p``
+(which wins) or ``CATSDOGS_<NAME>``."""
 
 from __future__ import annotations
 
@@ -38,15 +34,13 @@ def notebook_paths(notebooks_dir: str | os.PathLike[str] | None = None) -> list[
     return paths
 
 
-#: Set for the notebook kernels (which inherit the environment) unless already set: text
-#: progress bars, which a saved notebook shows in their final state (see ``progress``).
+#: Set for the notebook kernels unless already set: text progress bars.
 KERNEL_ENVIRONMENT: Mapping[str, str] = {"CATSDOGS_PROGRESS": "text"}
 
 
 def kernel_manager_config() -> Config:
-    """Kernel manager settings: CurveZMQ encryption of the kernels' messages where
-    jupyter_client (>= 8.10) and pyzmq can, so ipykernel does not warn "Kernel is running
-    over TCP without encryption"; empty elsewhere (the warning stays, nothing else)."""
+    """Kernel manager settings: CurveZMQ encryption where jupyter_client and pyzmq can (so
+    ipykernel does not warn of TCP without encryption); else empty."""
     import zmq
     from jupyter_client.manager import KernelManager
     from traitlets.config import Config
@@ -57,14 +51,12 @@ def kernel_manager_config() -> Config:
 
 
 def engine_options() -> dict[str, Any]:
-    """nbclient options for ``papermill.execute_notebook``: ``coalesce_streams`` stores a
-    text progress bar once, in its final state, not once per redraw."""
+    """nbclient options for ``papermill.execute_notebook`` (a text bar stored once)."""
     return {"coalesce_streams": True, "config": kernel_manager_config()}
 
 
 def kernel_variables(parameters: Mapping[str, object]) -> dict[str, str]:
-    """The kernels' environment: :data:`KERNEL_ENVIRONMENT` where unset, and every
-    parameter as ``CATSDOGS_<NAME>``."""
+    """:data:`KERNEL_ENVIRONMENT` where unset, and every parameter as ``CATSDOGS_<NAME>``."""
     added = {name: value for name, value in KERNEL_ENVIRONMENT.items() if name not in os.environ}
     return {**added, **{config.ENV_PREFIX + k: str(v) for k, v in parameters.items()}}
 
@@ -98,8 +90,7 @@ def epoch_line(row: Mapping[str, str]) -> str:
 
 @contextlib.contextmanager
 def watch_history(run_folder: str | os.PathLike[str], interval: float = 2.0) -> Iterator[None]:
-    """While the block runs, print a line for each epoch added to ``run_folder/history.csv``
-    (read every ``interval`` seconds, and once more at the end)."""
+    """While the block runs, print a line for each epoch added to ``run_folder/history.csv``."""
     path = Path(run_folder) / "history.csv"
     seen = read_history(path) or []
     stop = threading.Event()
@@ -128,8 +119,7 @@ def watch_history(run_folder: str | os.PathLike[str], interval: float = 2.0) -> 
 
 def check_parameters(parameters: dict, declared: Mapping[Path, set[str]]) -> config.RunConfig:
     """The run's checked configuration before any notebook runs (``declared``: each
-    notebook's parameters): a wrong name, type or value raises ``ParameterError`` now, not
-    in notebook 04 after 01-03."""
+    notebook's parameters); raises ``ParameterError``."""
     problems = config.unknown_names(parameters)
     known = set().union(*declared.values())
     known.add("RUN_NAME")  # the runner's own: the folder of the executed notebooks
@@ -156,8 +146,7 @@ def environment(values: Mapping[str, str]) -> Iterator[None]:
 
 
 class NotebookFailed(RuntimeError):
-    """A notebook of the series stopped with an error: which one, the error in one line, and
-    the executed copy that holds its traceback."""
+    """A notebook stopped with an error; ``executed`` is the copy that holds its traceback."""
 
     def __init__(self, name: str, error: str, executed: Path) -> None:
         super().__init__(f"{name} stopped: {error}")
@@ -165,8 +154,7 @@ class NotebookFailed(RuntimeError):
 
 
 def keep_earlier(out_dir: Path) -> Path | None:
-    """Move the executed notebooks of an earlier series into ``out_dir/earlier/<time>/``
-    (the time the last of them was written), so a new series never replaces them."""
+    """Move an earlier series' executed notebooks into ``out_dir/earlier/<time>/``."""
     earlier = sorted(out_dir.glob("[0-9][0-9]_*.ipynb"))
     if not earlier:
         return None
@@ -222,9 +210,8 @@ def run_series(
     notebooks_dir: str | os.PathLike[str] | None = None,
     only: list[str] | None = None,
 ) -> Path:
-    """Execute the notebooks in order; returns the folder of the executed copies. Each
-    notebook gets the parameters its cell holds; all of them are also ``CATSDOGS_*``
-    variables for the kernels, so a notebook without one in its cell still sees it."""
+    """Execute the notebooks in order, each with the parameters its cell holds (all of them
+    also as ``CATSDOGS_*``); returns the folder of the executed copies."""
     import papermill
 
     parameters = dict(parameters or {})
@@ -255,8 +242,8 @@ def _value(text: str):
 
 
 def add_parameter_options(parser: argparse.ArgumentParser) -> None:
-    """papermill's ``-f FILE`` (a YAML file of parameters, e.g. a recipe) and ``-p NAME VALUE``
-    (repeatable, wins over the file), read back by :func:`parameter_values`."""
+    """papermill's ``-f FILE`` and ``-p NAME VALUE`` (which wins), read by
+    :func:`parameter_values`."""
     parser.add_argument(
         "-f", "--parameters-file", action="append", default=[], metavar="FILE",
         help="a YAML file of parameters, e.g. -f recipes/tutorial.yaml",
@@ -268,8 +255,8 @@ def add_parameter_options(parser: argparse.ArgumentParser) -> None:
 
 
 def read_recipe(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """The parameters of a YAML parameter file (papermill's ``-f``); a relative path that is
-    not in the current folder is looked up in the project's ``recipes/``."""
+    """The parameters of a YAML file (``-f``); a relative path not found here is looked up in
+    ``recipes/``."""
     import yaml
 
     path = Path(path)
@@ -285,8 +272,7 @@ def read_recipe(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 
 def parameter_values(args: argparse.Namespace) -> dict[str, Any]:
-    """The ``-f`` files' values, then the ``-p`` pairs (Python literals where they parse,
-    ``3``, ``True``, else text)."""
+    """The ``-f`` files' values, then the ``-p`` pairs (Python literals where they parse)."""
     values: dict[str, Any] = {}
     for path in args.parameters_file:
         values.update(read_recipe(path))

@@ -1,18 +1,7 @@
 """The command-line trainer: ``python -m catsdogs_helpers.tools.trainer -f RECIPE -p NAME VALUE``.
 
-It does what notebook 04 does in one call (:func:`workflow.train_run`: data, split, cache,
-:func:`training.fit`), with the notebooks' parameters, checked the same way (``-f`` files,
-then ``-p`` values, win over ``CATSDOGS_*`` variables)::
-
-    python -m catsdogs_helpers.tools.trainer -f recipes/quick.yaml -p RUN_NAME quick
-
-Started by ``torchrun``, each process trains its share of every batch (DistributedDataParallel,
-see :mod:`catsdogs_helpers.tools.distributed`); ``BATCH_SIZE`` stays the global batch::
-
-    torchrun --nproc_per_node=8 -m catsdogs_helpers.tools.trainer -p RUN_NAME ddp -p BATCH_SIZE 1024
-
-Notebook 05 then evaluates the run like any other (same ``RUN_NAME``).
-"""
+Notebook 04's :func:`workflow.train_run` with the notebooks' parameters; under ``torchrun``
+each process trains its share of every batch (``BATCH_SIZE`` stays the global batch)."""
 
 from __future__ import annotations
 
@@ -24,8 +13,7 @@ from . import distributed, series
 
 
 def read_config(parser: argparse.ArgumentParser, argv: list[str] | None) -> config.RunConfig:
-    """The run's checked configuration from ``-p`` values; a wrong name, type or value ends
-    the command with a message naming it (exit status 2)."""
+    """The run's checked configuration from ``-f``/``-p``; a wrong one exits with status 2."""
     args = parser.parse_args(argv)
     try:
         parameters = series.parameter_values(args)

@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from unittest import mock
 
 from .. import config
 
@@ -130,19 +131,9 @@ def check_parameters(parameters: dict, declared: Mapping[Path, set[str]]) -> con
     return config.make_config(**config.read_parameters(parameters, explicit=True))
 
 
-@contextlib.contextmanager
-def environment(values: Mapping[str, str]) -> Iterator[None]:
+def environment(values: Mapping[str, str]) -> contextlib.AbstractContextManager:
     """Set environment variables for a block (the kernels started in it inherit them)."""
-    saved = {name: os.environ.get(name) for name in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+    return mock.patch.dict(os.environ, values)
 
 
 class NotebookFailed(RuntimeError):

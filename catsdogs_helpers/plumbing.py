@@ -58,15 +58,6 @@ def remove_stale_temporaries(path: str | os.PathLike[str], suffix: str = ".tmp")
     return stale
 
 
-def fsync_file(path: str | os.PathLike[str]) -> None:
-    """Flush a written (and closed) file's content to the disk."""
-    fd = os.open(path, os.O_RDWR)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def fsync_folder(folder: str | os.PathLike[str]) -> None:
     """Flush a folder's entries to the disk; a no-op where folders cannot be opened (Windows)."""
     if not hasattr(os, "O_DIRECTORY"):
@@ -79,8 +70,12 @@ def fsync_folder(folder: str | os.PathLike[str]) -> None:
 
 
 def replace_durably(source: Path, target: Path) -> None:
-    """Flush ``source`` to the disk, rename it to ``target``, then flush the folder."""
-    fsync_file(source)
+    """Flush ``source`` (closed) to the disk, rename it to ``target``, then flush the folder."""
+    fd = os.open(source, os.O_RDWR)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
     source.replace(target)
     fsync_folder(target.parent)
 

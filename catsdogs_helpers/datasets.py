@@ -17,7 +17,14 @@ import torch
 from torch.utils.data import DataLoader, Dataset, get_worker_info
 
 from .images import load_square
-from .plumbing import atomic_path, held, map_chunks, replace_durably, unique_sibling
+from .plumbing import (
+    atomic_path,
+    held,
+    map_chunks,
+    remove_stale_temporaries,
+    replace_durably,
+    unique_sibling,
+)
 from .tools import distributed
 
 log = logging.getLogger(__name__)
@@ -101,8 +108,7 @@ def _finished_cache(path: Path, rows: pd.DataFrame, size: int) -> ImageCache | N
 def _open_partial(path: Path, n: int, size: int) -> tuple[Path, np.ndarray]:
     """A new memory-mapped ``(n, size, size, 3)`` uint8 file beside ``path``, its space
     reserved; a full disk raises an ``OSError`` that says what to do."""
-    for stale in path.parent.glob(f"{path.name}.*.partial"):  # left by a killed build
-        stale.unlink(missing_ok=True)
+    remove_stale_temporaries(path, ".partial")  # left by a killed build
     partial = unique_sibling(path, ".partial")
     try:
         array = np.lib.format.open_memmap(

@@ -203,7 +203,6 @@ def train_run(
             cfg.model_name, len(names), pretrained=cfg.pretrained, weights_path=cfg.weights_path
         )
     device = distributed.local_device(pick_device(cfg.device))
-    model.to(device, memory_format=torch.channels_last)
     optimizer = make_optimizer(model, cfg)
     scheduler = make_scheduler(optimizer, cfg, len(loaders["train"]))
     history = fit(

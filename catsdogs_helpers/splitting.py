@@ -39,20 +39,7 @@ def split_dataset(
             f"need at least two classes with valid images; empty: {empty or 'none'}, found: "
             f"{labels}. Each class needs a folder of images under the image root."
         )
-    out = valid[["path", "label", "sha256"]].assign(split="", reason="")
-    out["group"] = duplicate_groups(valid)
-    conflict = out.groupby("group")["label"].transform("nunique") > 1
-    extra = out[~conflict].sort_values("path").duplicated("group", keep="first")
-    out.loc[conflict, ["split", "reason"]] = ["excluded", "label_conflict"]
-    out.loc[extra[extra].index, ["split", "reason"]] = ["excluded", "duplicate"]
-    pool = out[out["split"] == ""]
-    if limit_per_class:
-        kept = pd.concat(
-            g.sample(min(len(g), limit_per_class), random_state=seed)
-            for _, g in pool.groupby("label")
-        )
-        out.loc[pool.index.difference(kept.index), ["split", "reason"]] = ["excluded", "over_limit"]
-        pool = kept
+    out, pool = _exclusions(valid, seed, limit_per_class)
     counts = pool["label"].value_counts()
     if (counts < 10).any() or len(counts) < 2:
         raise ValueError(
@@ -65,6 +52,25 @@ def split_dataset(
     train, val = cut(rest, test_size=val_size, stratify=pool.loc[rest, "label"])
     out.loc[train, "split"], out.loc[val, "split"], out.loc[test, "split"] = SPLITS
     return out.sort_values("path").reset_index(drop=True)[SPLIT_COLUMNS]
+
+
+def _exclusions(valid: pd.DataFrame, seed: int, limit: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The split table with label conflicts, extra copies and (``limit``) the photos over it
+    excluded, and the rows left to split."""
+    out = valid[["path", "label", "sha256"]].assign(split="", reason="")
+    out["group"] = duplicate_groups(valid)
+    conflict = out.groupby("group")["label"].transform("nunique") > 1
+    extra = out[~conflict].sort_values("path").duplicated("group", keep="first")
+    out.loc[conflict, ["split", "reason"]] = ["excluded", "label_conflict"]
+    out.loc[extra[extra].index, ["split", "reason"]] = ["excluded", "duplicate"]
+    pool = out[out["split"] == ""]
+    if limit:
+        kept = pd.concat(
+            g.sample(min(len(g), limit), random_state=seed) for _, g in pool.groupby("label")
+        )
+        out.loc[pool.index.difference(kept.index), ["split", "reason"]] = ["excluded", "over_limit"]
+        pool = kept
+    return out, pool
 
 
 def split_summary(split: pd.DataFrame) -> pd.DataFrame:

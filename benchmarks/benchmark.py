@@ -10,6 +10,7 @@
     python benchmarks/benchmark.py --only export        # stage 9 alone (about 2 minutes)
     python benchmarks/benchmark.py --only levers        # stage 10 alone (about 20 minutes)
     python benchmarks/benchmark.py --only probe         # stage 11 alone (about 15 minutes)
+    python benchmarks/benchmark.py --only fold          # stage 12 alone (about 1 minute)
 
 Stages (each in its own process, so its peak memory is its own):
 
@@ -56,6 +57,10 @@ Stages (each in its own process, so its peak memory is its own):
     its strength chosen on validation) on the frozen ImageNet features of the centre crops,
     computed once, at the recipe's side and at 224 px: what a converged linear probe and a
     larger side pay, and what their features cost.
+12. fold: inference images/s (eval mode, no gradients, channels_last, the recipes' sides)
+    of ResNet-9 and EfficientNet-Lite0 as they are against :func:`models.fold_batch_norms`'
+    copy (each batch norm folded into the convolution before it), taking turns batch by
+    batch: what evaluation, prediction and a pretrained start's frozen features gain.
 
 Stages 1-3 use photos of the 10k subset enlarged to 500x375, the size of the real archive's
 photos. Ratios are measured within one run, so they hold on a noisy machine; absolute
@@ -420,6 +425,38 @@ def stage_pretrained(batch: int = 32, steps: int = 5, warmup: int = 2) -> dict:
             "threads": torch.get_num_threads()}  # fmt: skip
 
 
+def stage_fold(batch: int = 128, timed: int = 6) -> dict:
+    import torch
+
+    from catsdogs_helpers import devices, models, training
+
+    device = devices.pick_device("auto")
+    amp = devices.amp_dtype(device)
+    runs = {}
+    for name, side in (("resnet9", 96), ("efficientnet_lite0", 160)):
+        model = models.create_model(name, 2).to(device, memory_format=torch.channels_last)
+        x = torch.randn(batch, 3, side, side, device=device)
+        x = x.contiguous(memory_format=torch.channels_last)
+        for label, net in (("as it is", model.eval()), ("folded", models.fold_batch_norms(model))):
+
+            def forward(net=net, x=x):
+                with torch.no_grad(), devices.autocast(device, amp):
+                    net(x)
+
+            runs[f"{name} {side} px, {label}"] = forward
+    rates = training.images_per_second(runs, batch, device, timed=timed, warmup=2)
+    return {"device": str(device), "amp_dtype": str(amp), "batch": batch, "img_s": rates}
+
+
+def print_fold(f: dict) -> None:
+    print(f"\ninference images/s, batch norms folded ({f['device']}, {f['amp_dtype']}, "
+          f"batch {f['batch']}):")  # fmt: skip
+    rates = list(f["img_s"].items())
+    for (name, base), (folded_name, folded) in zip(rates[::2], rates[1::2], strict=True):
+        print(f"  {name:<36}{base:>7.0f}   {folded_name.rsplit(', ', 1)[1]:<8}"
+              f"{folded:>7.0f}  {folded / base:.2f}x")  # fmt: skip
+
+
 def loader_rate(loader, epochs: int = 2) -> tuple[float, float]:
     """``(images/s after the first batch, seconds to the first batch)`` of ``loader``, the
     median over ``epochs`` epochs. The first batch waits for the worker processes to start,
@@ -681,7 +718,7 @@ STAGES = {"data": stage_data, "train": stage_train, "scan": stage_scan,
           "time_to_accuracy": stage_time_to_accuracy, "first_runs": stage_first_runs,
           "trust": stage_trust, "pretrained": stage_pretrained,
           "loader": stage_loader, "export": stage_export, "levers": stage_levers,
-          "probe": stage_probe}  # fmt: skip
+          "probe": stage_probe, "fold": stage_fold}  # fmt: skip
 
 
 def run_stage(name: str, folder: Path) -> dict:
@@ -716,7 +753,7 @@ def main() -> None:
     names += ["first_runs"] if args.first_runs else []
     names += [n for n in ("loader", "export") if getattr(args, n)]
     names = args.only or names
-    if not DEV_ZIP.is_file() and set(names) - {"train", "pretrained", "loader", "export"}:
+    if not DEV_ZIP.is_file() and set(names) - {"train", "pretrained", "loader", "export", "fold"}:
         sys.exit(f"{DEV_ZIP} not found: set CATSDOGS_DEV_ZIP to the 10k subset's zip")
     results = {
         "date": time.strftime("%Y-%m-%d"),
@@ -743,7 +780,8 @@ def print_table(r: dict) -> None:
         print_speed(r)
     printers = {"time_to_accuracy": print_time_to_accuracy, "first_runs": print_first_runs,
                 "trust": print_trust, "pretrained": print_pretrained, "loader": print_loader,
-                "export": print_export, "levers": print_levers, "probe": print_probe}  # fmt: skip
+                "export": print_export, "levers": print_levers, "probe": print_probe,
+                "fold": print_fold}  # fmt: skip
     for stage, printer in printers.items():
         if stage in r:
             printer(r[stage])

@@ -18,6 +18,7 @@ from torchvision.transforms.v2 import functional as TF
 from .config import TTA_VIEWS, TTAS
 from .datasets import make_loader
 from .devices import autocast, to_model_input
+from .models import fold_batch_norms
 from .plumbing import progress_bar
 from .transforms import Preprocessing
 
@@ -76,7 +77,7 @@ def predict(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(probs, labels, positions)`` of every image the loader yields (skipped files: none);
     with ``per_view``, ``probs`` keeps each TTA view's (images, views, classes)."""
-    model.eval()
+    model = fold_batch_norms(model)  # eval mode, each batch norm folded into its conv
     batches, seen = [], 0
     for batch in progress_bar(loader, desc=desc, leave=False, disable=not progress):
         images, labels = batch[0], batch[1]

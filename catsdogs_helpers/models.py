@@ -3,6 +3,7 @@ from a PyPI package, so a pretrained start needs no download) and torchvision ar
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 from pathlib import Path
@@ -12,6 +13,7 @@ import torch
 import torchvision
 from torch import nn
 from torch.nn import functional as F
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from .config import MODEL_NAMES
 from .transforms import IMAGENET_MEAN, IMAGENET_STD
@@ -251,6 +253,47 @@ def create_model(
     else:
         model.classifier[-1] = new_head
     return model
+
+
+def fold_batch_norms(model: nn.Module) -> nn.Module:
+    """``model`` for inference (eval mode), as a copy in which every batch norm that takes a
+    convolution's output is folded into that convolution: in eval mode a batch norm is a
+    fixed scale and shift per channel, so the two are one convolution, and inference is
+    faster (benchmark stage 12). Outputs checked to be the same (else: unfolded)."""
+    model = getattr(model, "module", model).eval()  # under DistributedDataParallel: its model
+    if not any(isinstance(m, nn.BatchNorm2d) for m in model.modules()):
+        return model
+    folded, order = copy.deepcopy(model), []
+    hooks = [
+        m.register_forward_hook(lambda m, inputs, output: order.append((m, inputs[0], output)))
+        for m in folded.modules()
+        if isinstance(m, nn.Conv2d | nn.BatchNorm2d)
+    ]
+    probe = torch.randn(2, 3, 64, 64, device=next(model.parameters()).device)
+    try:
+        with torch.no_grad():
+            expected = folded(probe)
+    except RuntimeError:  # a model for other inputs than photos: left as it is
+        return model
+    finally:
+        for hook in hooks:
+            hook.remove()
+    _fold_pairs(folded, order)
+    with torch.no_grad():
+        same = torch.allclose(folded(probe), expected, rtol=1e-3, atol=1e-4)
+    return folded.to(memory_format=torch.channels_last) if same else model
+
+
+def _fold_pairs(model: nn.Module, order: list) -> None:
+    """Each batch norm of ``order`` (``(module, input, output)`` as they ran) whose input
+    is a convolution's output: folded into that convolution, its place an identity."""
+    parents = {m: (p, name) for p in model.modules() for name, m in p.named_children()}
+    made_by = {id(output): m for m, _, output in order if isinstance(m, nn.Conv2d)}
+    for bn, x, _ in order:
+        conv = made_by.get(id(x)) if isinstance(bn, nn.BatchNorm2d) else None
+        if conv is not None and bn.track_running_stats:
+            setattr(*parents[conv], fuse_conv_bn_eval(conv, bn))
+            setattr(*parents[bn], nn.Identity())
 
 
 def count_parameters(model: nn.Module) -> int:

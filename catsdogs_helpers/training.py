@@ -34,7 +34,7 @@ from torch import nn
 from . import runs
 from .config import FineTuning, RunConfig, seed_for
 from .devices import autocast, to_model_input
-from .models import create_model, head_of
+from .models import create_model, fold_batch_norms, head_of
 from .plumbing import atomic_path, progress_bar, remove_stale_temporaries
 from .tools import distributed
 from .transforms import Preprocessing, describe_pipeline, save_pipeline
@@ -109,7 +109,7 @@ def evaluate(
     amp_dtype: torch.dtype | None = None,
 ) -> EpochResult:
     """Plain cross-entropy and accuracy over every image of ``loader``, without learning."""
-    model.eval()
+    model = fold_batch_norms(model)  # eval mode, each batch norm folded into its conv
     totals = torch.zeros(2, device=device)  # summed NLL, right answers
     seen, start = 0, time.perf_counter()
     for images, labels, *_ in loader:
@@ -174,11 +174,10 @@ def head_inputs(
 ) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """``(what the output layer takes, labels)`` for each batch of ``loader``, in float32:
     the model in eval mode (batch norms' statistics, no dropout), without gradients."""
-    found, batches = [], []
-    hook = head_of(distributed.unwrap(model)).register_forward_hook(
+    found, batches, model = [], [], fold_batch_norms(model)  # eval mode, as in evaluate
+    hook = head_of(model).register_forward_hook(
         lambda module, inputs, output: found.append(inputs[0])
     )
-    model.eval()
     try:
         with torch.no_grad():
             for images, y in progress_bar(loader, desc="features", disable=not progress):

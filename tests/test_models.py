@@ -1,0 +1,64 @@
+"""Folding batch norms into convolutions for inference: the same outputs, fewer layers."""
+
+import pytest
+import torch
+from torch import nn
+
+from catsdogs_helpers import models, training
+
+
+def _with_real_statistics(model: nn.Module) -> nn.Module:
+    """Batch norms as after training (default ones fold to the identity and prove little)."""
+    torch.manual_seed(0)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-1, 1)
+            m.running_var.uniform_(0.5, 2)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.5, 0.5)
+    return model.eval()
+
+
+@pytest.mark.parametrize("name", ["resnet9", "efficientnet_lite0", "resnet18"])
+def test_folded_model_has_no_batch_norm_and_the_same_outputs(name):
+    model = _with_real_statistics(models.create_model(name, 2))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    folded = models.fold_batch_norms(model)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
+    x = torch.randn(3, 3, 80, 80)
+    with torch.no_grad():
+        torch.testing.assert_close(folded(x), model(x), rtol=1e-4, atol=1e-5)
+    after = model.state_dict()  # the model itself is left as it was
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert sum(isinstance(m, nn.BatchNorm2d) for m in model.modules()) > 0
+
+
+class _ConvUsedTwice(nn.Module):
+    """A convolution whose output feeds a batch norm and also a skip: no fold is exact."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.bn = nn.Conv2d(3, 3, 3, padding=1), nn.BatchNorm2d(3)
+
+    def forward(self, x):
+        y = self.conv(x)
+        return (self.bn(y) + y).mean((2, 3))
+
+
+def test_a_fold_that_would_change_the_outputs_is_not_made():
+    model = _with_real_statistics(_ConvUsedTwice())
+    kept = models.fold_batch_norms(model)
+    assert any(isinstance(m, nn.BatchNorm2d) for m in kept.modules())
+    assert not kept.training
+
+
+def test_evaluate_gives_what_the_unfolded_model_gives():
+    model = _with_real_statistics(models.create_model("resnet9", 2))
+    images = torch.randint(0, 256, (10, 64, 64, 3), dtype=torch.uint8)  # as loaders give
+    labels = torch.tensor([0, 1] * 5)
+    result = training.evaluate(model, [(images, labels)], torch.device("cpu"))
+    with torch.no_grad():
+        logits = model(training.to_model_input(images, torch.device("cpu")))
+    nll = nn.functional.cross_entropy(logits, labels).item()
+    assert result.loss == pytest.approx(nll, rel=1e-4)
+    assert result.accuracy == (logits.argmax(1) == labels).float().mean().item()

@@ -1,15 +1,6 @@
-"""Training: one epoch, one evaluation, the optimiser and schedule, and ``fit``.
-
-Notebook 04 shows :func:`train_one_epoch`, :func:`evaluate` and :func:`make_scheduler` as
-they are here, runs one epoch by hand, builds the optimiser and schedule, and hands them to
-:func:`fit`, which calls the same two functions every epoch and adds what a real run needs:
-checkpoints (``last.pt`` every epoch, ``best.pt`` when validation improves, written
-atomically; ``last.pt`` first, so that a run killed while saving is made whole from it when it
-starts again), resuming, reuse of a finished run and ``RunConflict`` for one with other
-settings, progressive resizing, early stopping, and fine-tuning of pretrained weights (the
-new head alone first, fitted to convergence by :func:`fit_head`; which layers train follows
-from the epoch number, so a resumed run continues in the right phase).
-"""
+"""Training: one epoch, one evaluation, the optimiser and schedule, and :func:`fit`, which adds
+checkpoints (``last.pt`` written first, so a run killed while saving is repaired from it),
+resuming, progressive resizing, early stopping and fine-tuning (the new head alone first)."""
 
 from __future__ import annotations
 
@@ -48,9 +39,8 @@ class CheckpointError(RuntimeError):
 
 @dataclass(frozen=True)
 class EpochResult:
-    """What one pass over a loader measured. ``loss`` is what the optimiser minimised (with
-    label smoothing, if any); ``nll`` is the plain cross-entropy, comparable between
-    training and validation."""
+    """What one pass over a loader measured. ``loss`` is what the optimiser minimised; ``nll``
+    is the plain cross-entropy, comparable between training and validation."""
 
     loss: float
     nll: float
@@ -137,13 +127,8 @@ def fit_head(
     progress: bool = True,
     **_: Any,
 ) -> EpochResult:
-    """A head-only epoch of a pretrained start, fitted to convergence: the frozen layers'
-    features of every training batch computed once (one forward pass, what an epoch of
-    :func:`train_one_epoch` with those layers frozen costs), then L-BFGS on the new output
-    layer alone, to the minimum of the plain cross-entropy plus the weight decay
-    ``optimizer`` gives it (label smoothing, which helps SGD, pulls a converged layer away
-    from the best one). ``scheduler`` steps once per batch, so the fine-tuning epochs after
-    keep its pace."""
+    """A head-only epoch: the frozen layers' features computed once, then L-BFGS on the output
+    layer to the minimum of plain cross-entropy plus weight decay; ``scheduler`` steps per batch."""
     head, start = head_of(distributed.unwrap(model)), time.perf_counter()
     batches = head_inputs(model, loader, device, amp_dtype=amp_dtype, image_size=image_size,
                           progress=progress)  # fmt: skip
@@ -190,8 +175,7 @@ def head_inputs(
 
 
 def _converge(head: nn.Linear, x, y, optimizer) -> None:
-    """``head`` at the minimum of the cross-entropy on ``(x, y)`` plus the weight decay of
-    its weights' group in ``optimizer`` (L-BFGS: a few dozen full-batch steps)."""
+    """``head`` at the minimum of cross-entropy on ``(x, y)`` plus its group's weight decay."""
     groups = optimizer.param_groups
     mine = (g for g in groups if any(p is head.weight for p in g["params"]))
     decay = next(mine, {"weight_decay": 0.0})["weight_decay"]
@@ -206,9 +190,6 @@ def _converge(head: nn.Linear, x, y, optimizer) -> None:
         return loss
 
     lbfgs.step(closure)
-
-
-# ------------------------------------------------------------------ what fit is made of
 
 
 def seed_everything(seed: int) -> None:
@@ -229,9 +210,8 @@ def _decay_groups(params: list, lr: float, weight_decay: float) -> list[dict]:
 def parameter_groups(
     model: nn.Module, lr: float, weight_decay: float, fine_tuning: FineTuning | None = None
 ) -> list[dict]:
-    """The optimiser's parameter groups, with and without weight decay. Fine-tuning: the new
-    output layer at ``lr``, every other parameter at ``lr * fine_tuning.backbone_lr_scale``
-    (frozen or not: a frozen one gets no gradient, and the optimiser skips it)."""
+    """The optimiser's parameter groups, with and without weight decay; fine-tuning: the output
+    layer at ``lr``, every other parameter at ``lr * fine_tuning.backbone_lr_scale``."""
     if fine_tuning is None:
         params = [p for p in model.parameters() if p.requires_grad]
         return _decay_groups(params, lr, weight_decay)
@@ -251,10 +231,8 @@ def trains_backbone(fine_tuning: FineTuning | None, epoch: int) -> bool:
 
 
 def set_trainable(model: nn.Module, fine_tuning: FineTuning | None, epoch: int) -> None:
-    """Freeze the pretrained layers in a head-only epoch, unfreeze them after (no change from
-    scratch). The backward pass then stops at the head, so a head epoch costs little more
-    than a forward pass, and :func:`train_one_epoch` leaves the frozen batch norms in eval
-    mode: the features the head learns from are the ones it will be evaluated on."""
+    """Freeze the pretrained layers in a head-only epoch, unfreeze them after (from scratch: no
+    change); :func:`train_one_epoch` keeps frozen batch norms in eval mode."""
     if fine_tuning is None:
         return
     everything = trains_backbone(fine_tuning, epoch)
@@ -339,10 +317,8 @@ class TrainingParts:
 
 
 def reseed_epoch(loader, seed: int) -> None:
-    """Seed one epoch's shuffling and augmentations from ``seed`` alone (see
-    :func:`catsdogs_helpers.config.seed_for`). Worker processes take their seeds from the
-    loader's generator. With several processes (a ``DistributedSampler``), all of them
-    shuffle by ``seed`` and each augments by its own :func:`distributed.process_seed`."""
+    """Seed one epoch's shuffling and augmentations from ``seed`` alone; with a
+    ``DistributedSampler`` all processes shuffle alike, each augments by its own seed."""
     sampler = getattr(loader, "sampler", None)
     if hasattr(sampler, "set_epoch"):
         sampler.set_epoch(seed)
@@ -355,22 +331,17 @@ def reseed_epoch(loader, seed: int) -> None:
         transform.set_random_seed(seed)
 
 
-# ---------------------------------------------------------------------------- checkpoints
-
-
 def _atomic_save(obj: Any, path: Path) -> None:
     with atomic_path(path) as tmp:
         torch.save(obj, tmp)
 
 
-#: What PyTorch's refusals advise (load with ``weights_only=False``, allow-list what the file
-#: holds): advice to let a file that may run code do so, never passed on.
+#: Words of PyTorch's advice to load a refused file unsafely: never passed on.
 _UNSAFE_ADVICE = ("weights_only", "safe_globals", "trust", "allowlist", "can still be loaded")
 
 
 def _reason(err: Exception) -> str:
-    """Why ``torch.load`` refused a file, in one line: its first two sentences that advise
-    nothing (none of PyTorch's advice to load the file unsafely)."""
+    """Why ``torch.load`` refused a file, in one line, without advice to load it unsafely."""
     text = re.sub(r"\x1b\[[0-9;]*m", "", str(err))  # PyTorch prints some advice in bold
     sentences = (s.strip() for s in re.split(r"(?<=[.!?])\s+|\n+", text))
     kept = [s for s in sentences if s and not any(w in s.lower() for w in _UNSAFE_ADVICE)]
@@ -428,9 +399,6 @@ def _set_rng_state(state: dict) -> None:
     random.setstate(state["python"])
 
 
-# ------------------------------------------------------------------------------------ fit
-
-
 @dataclass
 class FitState:
     """Where a run stands: epochs done, the best validation accuracy, and the history."""
@@ -477,8 +445,7 @@ def _state(checkpoint: dict) -> FitState:
 
 
 def _save_records(run_dir: Path, checkpoint: dict) -> None:
-    """What follows ``last.pt`` (written first: a re-run trusts it and rewrites the rest from
-    it): ``best.pt`` when this epoch is the best so far, ``history.csv``, ``summary.json``."""
+    """What follows ``last.pt``: ``best.pt`` at a best epoch, ``history.csv``, ``summary.json``."""
     if checkpoint["since_best"] == 0:  # the best epoch: best.pt is last.pt, unfinished
         _atomic_save({**checkpoint, "finished": False}, run_dir / "best.pt")
     runs.write_history(run_dir, checkpoint["history"])
@@ -486,8 +453,7 @@ def _save_records(run_dir: Path, checkpoint: dict) -> None:
 
 
 def _read_records(run_dir: Path) -> tuple[dict, list[dict]] | None:
-    """``summary.json`` and the rows of ``history.csv``; None when either is missing or not
-    as this package writes them."""
+    """``summary.json`` and the rows of ``history.csv``; None when either is missing or bad."""
     try:
         summary = runs.read_json(run_dir / "summary.json") or {}
         return summary, pd.read_csv(run_dir / "history.csv").to_dict("records")
@@ -496,8 +462,7 @@ def _read_records(run_dir: Path) -> tuple[dict, list[dict]] | None:
 
 
 def _repair(run_dir: Path, last: dict) -> None:
-    """Rewrite ``best.pt``, ``history.csv`` and ``summary.json`` from ``last.pt`` when a kill
-    while saving left them behind it (``summary.json``, written last, then differs)."""
+    """Rewrite the records after ``last.pt`` from it when a kill while saving left them behind."""
     summary, rows = _read_records(run_dir) or ({}, None)
     count = len(rows) if rows is not None else -1
     told = (summary.get("epochs_run"), summary.get("finished"), count)
@@ -513,8 +478,7 @@ def _repair(run_dir: Path, last: dict) -> None:
 
 
 def _finished_from_best(run_dir: Path, settings: dict) -> FitState | None:
-    """A finished run's state without ``last.pt``: from ``best.pt`` (these settings) and
-    ``summary.json`` and ``history.csv`` (finished, and agreeing with it), else None."""
+    """A finished run's state from ``best.pt`` and records agreeing with it, else None."""
     records = _read_records(run_dir)
     if records is None:
         return None
@@ -532,9 +496,7 @@ def _finished_from_best(run_dir: Path, settings: dict) -> FitState | None:
 
 
 def _read_last(run_dir: Path, settings: dict, overwrite: bool) -> dict | FitState | None:
-    """``last.pt``'s checkpoint, or None when there is none. When it is unreadable: None with
-    ``OVERWRITE`` (the run is replaced), else a finished run's state from ``best.pt``
-    (:func:`_finished_from_best`, with a warning), else the :class:`CheckpointError`."""
+    """``last.pt``, or None; unreadable: None to overwrite, else ``best.pt``'s finished state."""
     last = run_dir / "last.pt"
     if not last.is_file():
         return None
@@ -556,10 +518,7 @@ def _read_last(run_dir: Path, settings: dict, overwrite: bool) -> dict | FitStat
 
 
 def _start(run_dir: Path, model, parts, settings: dict, cfg: RunConfig) -> tuple[FitState, bool]:
-    """``(state, finished)``: the state of a finished run with the same settings (reused,
-    even with ``OVERWRITE``: it would only repeat itself), the restored state of an
-    interrupted run (``RESUME``), or a fresh state. A run that a kill left half-saved is made
-    whole again from ``last.pt`` first (:func:`_repair`)."""
+    """``(state, finished)``: a finished run reused (even to overwrite), resumed, or fresh."""
     overwrite = cfg.overwrite and distributed.is_main()
     previous = _read_last(run_dir, settings, overwrite)
     if isinstance(previous, FitState):
@@ -593,10 +552,7 @@ WRITTEN = ("last.pt", "best.pt", "history.csv", "summary.json", "train_pipeline.
 
 @contextmanager
 def _begin(run_dir: Path, model, parts, settings: dict, cfg: RunConfig):
-    """:func:`_start` while the run folder is claimed. With several processes, process 0
-    claims the folder, removes the temporary files a killed save left, and starts (replacing
-    files with ``OVERWRITE``) first; the others then read the same checkpoint, and never
-    change the folder."""
+    """:func:`_start` with the run folder claimed, on process 0 first; the others only read."""
     with ExitStack() as stack:
         with distributed.main_first():
             if distributed.is_main():
@@ -607,17 +563,14 @@ def _begin(run_dir: Path, model, parts, settings: dict, cfg: RunConfig):
 
 
 def _remove_stale_temporaries(run_dir: Path) -> None:
-    """Remove what saves killed half-way left beside :data:`WRITTEN` (the folder is claimed:
-    no save of this run is under way)."""
+    """Remove what saves killed half-way left beside :data:`WRITTEN` (the folder is claimed)."""
     removed = [p.name for name in WRITTEN for p in remove_stale_temporaries(run_dir / name)]
     if removed:
         log.info("removed temporary files a stopped save left in %s: %s", run_dir, removed)
 
 
 def _validate(model, val_loader, device: torch.device, amp_dtype) -> EpochResult:
-    """:func:`evaluate`, over all processes: each evaluates its share of the validation set
-    with process 0's batch-norm statistics (the ones its checkpoint saves), and the sums are
-    added up, so every process gets the same accuracy, the whole set's."""
+    """:func:`evaluate` over all processes' shares, with process 0's batch-norm statistics."""
     distributed.share_buffers(model)
     return distributed.reduce_result(evaluate(model, val_loader, device, amp_dtype=amp_dtype))
 
@@ -638,9 +591,7 @@ def _epoch_row(epoch: int, train: EpochResult, val: EpochResult, lr: float, size
 
 
 def _record(run_dir: Path, model, parts, state: FitState, meta: dict, cfg: RunConfig) -> bool:
-    """Update the state after an epoch, write checkpoints, history and summary; True when
-    training is done (the last epoch, or ``EARLY_STOPPING`` epochs without a better
-    validation accuracy). Every process updates its state; only process 0 writes."""
+    """Update ``state``, process 0 writes the run; True after the last epoch or an early stop."""
     row = state.history[-1]
     improved = row["val_acc"] > state.best_acc
     state.best_acc = max(state.best_acc, row["val_acc"])
@@ -682,12 +633,11 @@ class _Loop:
 
 
 def _run_epoch(loop: _Loop, state: FitState) -> None:
-    """One epoch of :func:`fit`: train at this epoch's size (while fine-tuning starts, the
-    new head alone), validate, step a per-epoch scheduler, and add the row to ``state``."""
+    """One epoch of :func:`fit`: train at this epoch's size, validate, add the row to ``state``."""
     (train_loader, val_loader), parts = loop.loaders, loop.parts
     model = distributed.unwrap(loop.model)
     size = loop.cfg.sizes()[state.epoch]
-    set_trainable(model, loop.cfg.fine_tuning, state.epoch)  # fine-tuning: the head alone first
+    set_trainable(model, loop.cfg.fine_tuning, state.epoch)
     batch_scheduler = None if per_epoch(parts.scheduler) else parts.scheduler
     step = loop.train_epoch
     if _fits_head(loop.cfg, step) and not trains_backbone(loop.cfg.fine_tuning, state.epoch):
@@ -717,8 +667,7 @@ def _run_epoch(loop: _Loop, state: FitState) -> None:
 
 
 def _fits_head(cfg: RunConfig, train_epoch: Callable) -> bool:
-    """Whether the head-only epochs are :func:`fit_head`'s: with pretrained weights and the
-    package's step (your own step trains them as it does the others)."""
+    """Whether head-only epochs use :func:`fit_head`: pretrained weights and the package's step."""
     return cfg.fine_tuning is not None and train_epoch is train_one_epoch
 
 
@@ -862,13 +811,8 @@ def images_per_second(
     timed: int = 5,
     warmup: int = 2,
 ) -> dict[str, float]:
-    """Images per second of each of ``steps`` (a name to one step on ``batch_size`` images,
-    e.g. :func:`optimiser_step`).
-
-    The steps take turns, so a machine that speeds up or slows down while measuring affects
-    them all alike. Each rate is the median of ``timed`` steps after ``warmup`` untimed ones
-    (the first steps pick kernels).
-    """
+    """Images per second of each of ``steps`` (a name to one step on ``batch_size`` images):
+    the median of ``timed`` steps after ``warmup``, taking turns so drift affects all alike."""
     times: dict[str, list[float]] = {name: [] for name in steps}
     for _ in range(warmup + timed):
         for name, step in steps.items():
@@ -891,10 +835,8 @@ def measure_training_speed(
     warmup: int = 2,
     saved: Path | None = None,
 ) -> dict[str, float]:
-    """Training images per second of one optimiser step on random data, for each of
-    ``settings`` (a name to keyword arguments: ``amp_dtype``, ``channels_last``), taking
-    turns step by step (:func:`images_per_second`). With ``saved`` (a JSON file), what it
-    measured there before with the same arguments is reused, and a new measure saved."""
+    """Training images per second for each of ``settings`` (a name to ``amp_dtype`` and
+    ``channels_last``); with ``saved`` (JSON), a measure of the same arguments is reused."""
     device = device or torch.device("cpu")
     key = {"model": model_name, "size": image_size, "batch": batch_size, "device": str(device)}
     key["settings"] = {name: {k: str(v) for k, v in o.items()} for name, o in settings.items()}

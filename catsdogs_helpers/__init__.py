@@ -1,19 +1,16 @@
-"""Helpers for the Cats vs Dogs notebook series. Import what you use, e.g.
-``from catsdogs_helpers import config, plotting``.
+"""Helpers for the Cats vs Dogs notebook series: ``from catsdogs_helpers import config, plotting``.
 
 The lessons' modules, in the order the data flows:
 
 - ``config``: paths, the parameters (one table, one :class:`config.RunConfig`), seeds.
-- ``workflow``: each notebook's work as calls that reuse what exists (``start``,
-  ``ensure_split``, ``prepare_training``, ``train_run``).
+- ``workflow``: each notebook's work as reusing calls (``start``, ``ensure_split``, ``train_run``).
 - ``downloading``: a resumable, verified download and a safe extraction (01).
 - ``layouts``: where the labels come from: class folders, file names or a CSV.
 - ``validating``: a verdict for every file, and the manifest (02).
 - ``duplicates``: exact and near-identical copies, across classes too (02).
 - ``splitting``: a stratified, seeded split that keeps copies together (02).
 - ``images``: decoding photos safely, at reduced scale.
-- ``transforms``: the Albumentations pipelines notebook 03 shows, and the evaluation
-  preprocessing.
+- ``transforms``: notebook 03's Albumentations pipelines, and the evaluation preprocessing.
 - ``datasets``: the decoded cache and the seeded loaders.
 - ``models``: ResNet-9 and torchvision's models, pretrained or not.
 - ``devices``: the device, mixed precision, batches to model input.
@@ -27,9 +24,8 @@ The lessons' modules, in the order the data flows:
 - ``widgets``: the photo upload in notebook 05.
 - ``plumbing``: atomic files, locks, progress bars, a parallel map.
 
-``tools``, which no lesson needs to read: ``series`` (run the notebooks with papermill),
-``trainer`` (train from the command line), ``distributed`` (torchrun), ``export`` (ONNX and
-TorchScript) and ``predict`` (the ``catsdogs-predict`` command).
+``tools``, which no lesson needs to read: ``series`` (papermill), ``trainer`` (command line),
+``distributed`` (torchrun), ``export`` (ONNX, TorchScript), ``predict`` (``catsdogs-predict``).
 """
 
 __version__ = "0.1.0"

@@ -1,8 +1,6 @@
-"""More than one GPU or machine: PyTorch's DistributedDataParallel, started by ``torchrun``.
-
-Outside a process group everything here does nothing, so a notebook stays one process. In a
-group ``BATCH_SIZE`` is the global batch, so a run does not depend on how many processes
-train it; process 0 prepares the data first and alone writes the run folder."""
+"""More than one GPU or machine: DistributedDataParallel, started by ``torchrun``. Outside a
+process group everything here does nothing; in one, ``BATCH_SIZE`` is the global batch, and
+process 0 prepares the data first and alone writes the run folder."""
 
 from __future__ import annotations
 
@@ -145,8 +143,7 @@ def reduce_result(result: R) -> R:
 
 
 def gather(tensor: torch.Tensor) -> torch.Tensor:
-    """``tensor`` of every process (each the same shape), one after the other; outside
-    ``torchrun``, ``tensor`` itself."""
+    """``tensor`` of every process (each the same shape), concatenated; alone: ``tensor``."""
     if not active():
         return tensor
     parts = [torch.empty_like(tensor) for _ in range(world_size())]

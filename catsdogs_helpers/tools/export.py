@@ -1,7 +1,6 @@
-"""Exporting a run's model: TorchScript and ONNX files that take photos as the test split does.
-
-Both take the uint8 ``(N, S, S, 3)`` batch and trace :func:`evaluation.probabilities` itself
-(one implementation); the decision, which calibration may change, stays in ``model.json``."""
+"""Exporting a run's model as TorchScript and ONNX files that take the uint8 ``(N, S, S, 3)``
+batch and trace :func:`evaluation.probabilities` itself; the decision, which calibration may
+change, stays in ``model.json``."""
 
 from __future__ import annotations
 

@@ -16,6 +16,7 @@ from torch.nn import functional as F
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from .config import MODEL_NAMES
+from .tools import distributed
 from .transforms import IMAGENET_MEAN, IMAGENET_STD
 
 PathArg = str | os.PathLike[str]
@@ -252,7 +253,7 @@ def create_model(
 def fold_batch_norms(model: nn.Module) -> nn.Module:
     """``model`` for inference: an eval-mode copy with each batch norm folded into the
     convolution before it (faster); else ``model`` in eval mode, e.g. if outputs would differ."""
-    model = getattr(model, "module", model).eval()  # under DistributedDataParallel: its model
+    model = distributed.unwrap(model).eval()
     if not any(isinstance(m, nn.BatchNorm2d) for m in model.modules()):
         return model
     folded, order = copy.deepcopy(model), []

@@ -22,6 +22,7 @@ from .devices import amp_dtype, pick_device
 from .evaluation import predict
 from .explaining import grad_cam_images
 from .layouts import PHOTO_SUFFIXES
+from .models import fold_batch_norms
 from .plumbing import write_csv
 from .training import CheckpointError, load_model
 from .transforms import Preprocessing
@@ -73,6 +74,7 @@ def load_classifier(
     names = tuple(checkpoint["class_names"])
     # float32 on a CPU: the answers then match the exported files' to the last digits
     dtype = amp_dtype(device) if device.type == "cuda" else None
+    model = fold_batch_norms(model)  # once: each prediction then skips folding
     return Classifier(model, names, preprocessing, rule, device, dtype, run_dir.name)
 
 

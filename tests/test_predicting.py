@@ -62,6 +62,8 @@ def test_preprocessing_is_saved_with_the_model_and_loaded_with_the_decision(peti
     classifier = predicting.load_classifier(cfg.run_dir, device="cpu", tta="none")
     assert classifier.decision == calibration.Decision(2.0) and classifier.name == "saved"
     assert classifier.preprocessing.tta == "none" and classifier.preprocessing.eval_size == 40
+    batch_norms = [m for m in classifier.model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert not batch_norms, "folded once when loaded, not again for every prediction"
     plain = predicting.predict_files(classifier, petimages / "Cat")
     ok = plain[plain["error"] == ""]
     assert (ok["predicted"] == np.where(ok["p_Cat"] >= 0.5, "Cat", "Dog")).all(), "most likely"

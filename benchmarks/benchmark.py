@@ -59,8 +59,9 @@ Stages (each in its own process, so its peak memory is its own):
     larger side pay, and what their features cost.
 12. fold: inference images/s (eval mode, no gradients, channels_last, the recipes' sides)
     of ResNet-9 and EfficientNet-Lite0 as they are against :func:`models.fold_batch_norms`'
-    copy (each batch norm folded into the convolution before it), taking turns batch by
-    batch: what evaluation, prediction and a pretrained start's frozen features gain.
+    copy (each batch norm folded into the convolution before it), and that copy run in
+    chunks that fit the CPU's caches (:func:`models.forward_in_chunks`), taking turns batch
+    by batch: what evaluation, prediction and a pretrained start's frozen features gain.
 
 Stages 1-3 use photos of the 10k subset enlarged to 500x375, the size of the real archive's
 photos. Ratios are measured within one run, so they hold on a noisy machine; absolute
@@ -437,11 +438,12 @@ def stage_fold(batch: int = 128, timed: int = 6) -> dict:
         model = models.create_model(name, 2).to(device, memory_format=torch.channels_last)
         x = torch.randn(batch, 3, side, side, device=device)
         x = x.contiguous(memory_format=torch.channels_last)
-        for label, net in (("as it is", model.eval()), ("folded", models.fold_batch_norms(model))):
+        folded = models.fold_batch_norms(model)
+        for label, net in (("as it is", model.eval()), ("folded", folded), ("chunks", folded)):
 
-            def forward(net=net, x=x):
+            def forward(net=net, x=x, chunks=label == "chunks"):
                 with torch.no_grad(), devices.autocast(device, amp):
-                    net(x)
+                    models.forward_in_chunks(net, x) if chunks else net(x)
 
             runs[f"{name} {side} px, {label}"] = forward
     rates = training.images_per_second(runs, batch, device, timed=timed, warmup=2)
@@ -451,10 +453,12 @@ def stage_fold(batch: int = 128, timed: int = 6) -> dict:
 def print_fold(f: dict) -> None:
     print(f"\ninference images/s, batch norms folded ({f['device']}, {f['amp_dtype']}, "
           f"batch {f['batch']}):")  # fmt: skip
+    print(f"  {'':<36}{'as it is':>9}{'folded':>10}{'':6}{'in chunks':>14}")
     rates = list(f["img_s"].items())
-    for (name, base), (folded_name, folded) in zip(rates[::2], rates[1::2], strict=True):
-        print(f"  {name:<36}{base:>7.0f}   {folded_name.rsplit(', ', 1)[1]:<8}"
-              f"{folded:>7.0f}  {folded / base:.2f}x")  # fmt: skip
+    columns = [rates[i::3] for i in range(3)]  # as it is, folded, in chunks
+    for (name, base), (_, folded), (_, chunks) in zip(*columns, strict=True):
+        print(f"  {name.rsplit(',', 1)[0]:<36}{base:>9.0f}{folded:>10.0f} {folded / base:.2f}x"
+              f"{chunks:>14.0f} {chunks / base:.2f}x ({chunks / folded:.2f}x folded)")  # fmt: skip
 
 
 def loader_rate(loader, epochs: int = 2) -> tuple[float, float]:

@@ -18,7 +18,7 @@ from torchvision.transforms.v2 import functional as TF
 from .config import TTA_VIEWS, TTAS
 from .datasets import make_loader
 from .devices import autocast, to_model_input
-from .models import fold_batch_norms
+from .models import fold_batch_norms, forward_in_chunks
 from .plumbing import progress_bar
 from .transforms import Preprocessing
 
@@ -60,7 +60,7 @@ def view_probabilities(
     p = preprocessing
     x = to_model_input(images, device, mean=p.mean, std=p.std)
     views = tta_views(x, p.eval_size, p.tta)
-    return torch.stack([model(view).float().softmax(1) for view in views], dim=1)
+    return torch.stack([forward_in_chunks(model, v).float().softmax(1) for v in views], dim=1)
 
 
 @torch.no_grad()

@@ -25,7 +25,7 @@ from torch import nn
 from . import runs
 from .config import FineTuning, RunConfig, seed_for
 from .devices import autocast, to_model_input
-from .models import create_model, fold_batch_norms, head_of
+from .models import create_model, fold_batch_norms, forward_in_chunks, head_of
 from .plumbing import atomic_path, progress_bar, remove_stale_temporaries
 from .tools import distributed
 from .transforms import Preprocessing, describe_pipeline, save_pipeline
@@ -106,7 +106,7 @@ def evaluate(
         x = to_model_input(images, device)
         y = labels.to(device, non_blocking=True)
         with autocast(device, amp_dtype):
-            logits = model(x).float()
+            logits = forward_in_chunks(model, x).float()
         nll = torch.nn.functional.cross_entropy(logits, y, reduction="sum")
         totals += torch.stack([nll, (logits.argmax(1) == y).sum()])
         seen += len(y)
@@ -167,8 +167,9 @@ def head_inputs(
         with torch.no_grad():
             for images, y in progress_bar(loader, desc="features", disable=not progress):
                 with autocast(device, amp_dtype):
-                    model(to_model_input(images, device, size=image_size))
-                batches.append((found.pop().float(), y.to(device)))
+                    forward_in_chunks(model, to_model_input(images, device, size=image_size))
+                batches.append((torch.cat(found).float(), y.to(device)))
+                found.clear()
     finally:
         hook.remove()
     return batches

@@ -62,3 +62,25 @@ def test_evaluate_gives_what_the_unfolded_model_gives():
     nll = nn.functional.cross_entropy(logits, labels).item()
     assert result.loss == pytest.approx(nll, rel=1e-4)
     assert result.accuracy == (logits.argmax(1) == labels).float().mean().item()
+
+
+def test_inference_in_chunks_gives_the_whole_batch_outputs(monkeypatch):
+    model = _with_real_statistics(models.create_model("resnet9", 2))
+    calls = []
+    model.register_forward_hook(lambda module, inputs, output: calls.append(len(inputs[0])))
+    x = torch.randn(7, 3, 32, 32)
+    monkeypatch.setattr(models, "CPU_CHUNK_PIXELS", 3 * 32 * 32)  # chunks of 3 photos
+    with torch.no_grad():
+        torch.testing.assert_close(models.forward_in_chunks(model, x), model(x))
+    assert calls == [3, 3, 1, 7]  # in chunks, then the whole batch
+
+
+def test_a_pretrained_start_features_are_the_same_in_chunks(monkeypatch):
+    model = _with_real_statistics(models.create_model("efficientnet_lite0", 2))
+    batches = [(torch.randint(0, 256, (5, 40, 40, 3), dtype=torch.uint8), torch.arange(5) % 2)]
+    cpu = torch.device("cpu")
+    whole = training.head_inputs(model, batches, cpu)
+    monkeypatch.setattr(models, "CPU_CHUNK_PIXELS", 2 * 40 * 40)
+    chunked = training.head_inputs(model, batches, cpu)
+    assert whole[0][0].shape == chunked[0][0].shape == (5, 1280)
+    torch.testing.assert_close(chunked[0][0], whole[0][0], rtol=1e-4, atol=1e-5)

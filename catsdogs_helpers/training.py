@@ -763,14 +763,27 @@ def plan_message(cfg: RunConfig, n_train: int, start: int) -> str:
     if measured != (cfg.model_name, cfg.image_size):
         return line + "; the time it needs follows the first epoch"
     rate = max(speed["images_per_s"].values())  # the fastest setting: the one training uses
-    seconds = training_seconds(cfg, sizes, n_train, rate)
+    seconds = training_seconds(cfg, sizes, n_train, rate, start)
     return line + f": about {seconds / 60:.0f} min at the {rate:.0f} images/s measured before"
 
 
-def training_seconds(cfg: RunConfig, sizes, n_train: int, images_per_s: float) -> float:
-    """The seconds ``n_train`` photos take over epochs of ``sizes``, at ``images_per_s`` at
-    ``IMAGE_SIZE``: an epoch costs as the square of its image side."""
-    return sum(n_train * (size / cfg.image_size) ** 2 for size in sizes) / images_per_s
+#: A forward pass without gradients (validation; a pretrained start's head-only epoch, whose
+#: features are computed once) against a training step: about a third, or less.
+FORWARD_COST = 1 / 3
+
+
+def training_seconds(
+    cfg: RunConfig, sizes, n_train: int, images_per_s: float, start: int = 0
+) -> float:
+    """The seconds ``n_train`` photos take over epochs of ``sizes`` (from epoch ``start``), at
+    ``images_per_s`` at ``IMAGE_SIZE``: an epoch costs as the square of its side, a head-only
+    epoch :data:`FORWARD_COST` of that."""
+    costs = [
+        (size / cfg.image_size) ** 2
+        * (1.0 if trains_backbone(cfg.fine_tuning, epoch) else FORWARD_COST)
+        for epoch, size in enumerate(sizes, start)
+    ]
+    return n_train * sum(costs) / images_per_s
 
 
 def expected_message(cfg: RunConfig, state: FitState) -> str:

@@ -26,6 +26,7 @@ from .models import create_model
 from .splitting import SPLITS, class_names, read_split, save_split, split_dataset
 from .tools import distributed
 from .training import (
+    FORWARD_COST,
     fit,
     make_optimizer,
     make_scheduler,
@@ -153,7 +154,7 @@ def epochs_within(
     for epochs in range(cfg.epochs, 0, -1):
         sizes = dataclasses.replace(cfg, epochs=epochs).sizes()
         train = training_seconds(cfg, sizes, n_train, images_per_s)
-        seconds = train + epochs * n_val / (3 * images_per_s)
+        seconds = train + epochs * n_val * FORWARD_COST / images_per_s
         if seconds <= cfg.time_budget * 60 or epochs == 1:
             return epochs, seconds
     raise ValueError(f"EPOCHS={cfg.epochs}: at least 1")

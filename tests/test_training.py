@@ -377,6 +377,15 @@ def test_fit_says_what_it_trains_then_how_long_the_rest_takes(tiny_run, caplog):
     assert "training resnet9" not in caplog.text
 
 
+def test_a_pretrained_start_head_only_epoch_is_planned_as_a_forward_pass():
+    cfg = config.make_config(MODEL_NAME="efficientnet_lite0", PRETRAINED=True, EPOCHS=3,
+                             IMAGE_SIZE=160, PROGRESSIVE=False)  # fmt: skip
+    step = 1000 / 50.0  # an epoch of 1,000 photos that trains every layer, at 50 images/s
+    seconds = training.training_seconds(cfg, cfg.sizes(), 1000, 50.0)
+    assert seconds == pytest.approx(step * (training.FORWARD_COST + 2))
+    assert training.training_seconds(cfg, cfg.sizes()[1:], 1000, 50.0, 1) == pytest.approx(2 * step)
+
+
 def test_fit_gives_the_expected_time_before_it_starts_where_the_step_was_measured(tiny_run):
     cfg, loaders = tiny_run
     cfg.run_dir.mkdir(parents=True, exist_ok=True)

@@ -121,7 +121,7 @@ def test_the_defaults_are_our_recipe_and_the_other_recipes_are_parameter_files()
     assert (tutorial.cache_size, tutorial.optimizer, tutorial.schedule) == (160, "adam", "plateau")
     assert (tutorial.early_stopping, tutorial.augment, tutorial.tta) == (5, "tutorial", "none")
     pretrained = config.make_config(**recipes["pretrained"])
-    assert pretrained.cache_size == 183 and pretrained.sizes() == (160,)
+    assert pretrained.cache_size == 219 and pretrained.sizes() == (192,)
     assert pretrained.fine_tuning == config.FineTuning(1, config.BACKBONE_LR_SCALE)
     assert series.read_recipe("quick.yaml") == recipes["quick"], "found in recipes/ by name"
 

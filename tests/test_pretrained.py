@@ -106,9 +106,9 @@ def test_the_head_is_the_new_output_layer(name):
 def test_the_pretrained_recipe_trains_the_head_on_lite0_and_a_scratch_run_is_unchanged():
     recipe = series.read_recipe("pretrained.yaml")
     cfg = config.make_config(**recipe)
-    assert (cfg.model_name, cfg.image_size, cfg.epochs) == ("efficientnet_lite0", 160, 1)
+    assert (cfg.model_name, cfg.image_size, cfg.epochs) == ("efficientnet_lite0", 192, 1)
     assert cfg.fine_tuning == config.FineTuning(head_epochs=1, backbone_lr_scale=0.1)
-    assert cfg.sizes() == (160,), "one size throughout, no progressive resizing"
+    assert cfg.sizes() == (192,), "one size throughout, no progressive resizing"
     assert not training.trains_backbone(cfg.fine_tuning, 0), "EPOCHS 1: the head alone"
     longer = config.make_config(**{**recipe, "EPOCHS": 3})
     assert [training.trains_backbone(longer.fine_tuning, e) for e in range(3)] == [

@@ -434,7 +434,7 @@ def stage_fold(batch: int = 128, timed: int = 6) -> dict:
     device = devices.pick_device("auto")
     amp = devices.amp_dtype(device)
     runs = {}
-    for name, side in (("resnet9", 96), ("efficientnet_lite0", 160)):
+    for name, side in (("resnet9", 96), ("efficientnet_lite0", 192)):
         model = models.create_model(name, 2).to(device, memory_format=torch.channels_last)
         x = torch.randn(batch, 3, side, side, device=device)
         x = x.contiguous(memory_format=torch.channels_last)

@@ -295,9 +295,9 @@ CPU_CHUNK_PIXELS = 256 * 1024
 def forward_in_chunks(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """``model(x)``; on a CPU, chunk by chunk of :data:`CPU_CHUNK_PIXELS`, whose activations
     stay in the CPU's caches: EfficientNet-Lite0 at 160 px runs about 2x faster than in one
-    batch of 64 (``benchmarks/benchmark.py --only fold``). For inference: batch norms in
-    training mode would see each chunk's statistics. Exported or compiled: one batch."""
-    if x.device.type != "cpu" or torch.compiler.is_compiling():
+    batch of 128 (``benchmarks/benchmark.py --only fold``). Exported or compiled, or in
+    training mode (batch norms would see each chunk's statistics): one batch."""
+    if x.device.type != "cpu" or model.training or torch.compiler.is_compiling():
         return model(x)
     chunk = max(1, CPU_CHUNK_PIXELS // (x.shape[-2] * x.shape[-1]))
     if len(x) <= chunk:

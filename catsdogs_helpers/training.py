@@ -772,26 +772,29 @@ def plan_message(cfg: RunConfig, n_train: int, start: int) -> str:
 FORWARD_COST = 1 / 3
 
 
+def epoch_cost(cfg: RunConfig, epoch: int, size: int) -> float:
+    """Epoch ``epoch``'s (from 0) cost against one at ``IMAGE_SIZE`` that trains every layer:
+    the square of its side, times :data:`FORWARD_COST` for a head-only epoch."""
+    head_only = not trains_backbone(cfg.fine_tuning, epoch)
+    return (size / cfg.image_size) ** 2 * (FORWARD_COST if head_only else 1.0)
+
+
 def training_seconds(
     cfg: RunConfig, sizes, n_train: int, images_per_s: float, start: int = 0
 ) -> float:
-    """The seconds ``n_train`` photos take over epochs of ``sizes`` (from epoch ``start``), at
-    ``images_per_s`` at ``IMAGE_SIZE``: an epoch costs as the square of its side, a head-only
-    epoch :data:`FORWARD_COST` of that."""
-    costs = [
-        (size / cfg.image_size) ** 2
-        * (1.0 if trains_backbone(cfg.fine_tuning, epoch) else FORWARD_COST)
-        for epoch, size in enumerate(sizes, start)
-    ]
+    """The seconds ``n_train`` photos take over epochs of ``sizes`` (from epoch ``start``) at
+    ``images_per_s``, the rate of an epoch at ``IMAGE_SIZE`` (:func:`epoch_cost`)."""
+    costs = [epoch_cost(cfg, epoch, size) for epoch, size in enumerate(sizes, start)]
     return n_train * sum(costs) / images_per_s
 
 
 def expected_message(cfg: RunConfig, state: FitState) -> str:
-    """After the first epoch: how long the rest will take at its measured rate (an epoch
-    costs as the square of its image side), and when it ends."""
+    """After the first epoch: how long the rest will take at its measured rate (costs as
+    :func:`epoch_cost`), and when it ends."""
     last = state.history[-1]
-    per_pixel = last["seconds"] / last["image_size"] ** 2
-    left = sum(per_pixel * size**2 for size in cfg.sizes()[state.epoch :])
+    per_cost = last["seconds"] / epoch_cost(cfg, state.epoch - 1, last["image_size"])
+    rest = enumerate(cfg.sizes()[state.epoch :], state.epoch)
+    left = sum(per_cost * epoch_cost(cfg, epoch, size) for epoch, size in rest)
     end = time.strftime("%H:%M", time.localtime(time.time() + left))
     return (
         f"epoch {state.epoch} took {last['seconds']:.0f} s: the other "

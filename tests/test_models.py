@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from catsdogs_helpers import models, training
+from catsdogs_helpers import evaluation, models, training, transforms
 
 
 def _with_real_statistics(model: nn.Module) -> nn.Module:
@@ -73,6 +73,29 @@ def test_inference_in_chunks_gives_the_whole_batch_outputs(monkeypatch):
     with torch.no_grad():
         torch.testing.assert_close(models.forward_in_chunks(model, x), model(x))
     assert calls == [3, 3, 1, 7]  # in chunks, then the whole batch
+    models.forward_in_chunks(model.train(), x)
+    assert calls[4:] == [7], "in training mode, where batch norms use the batch: whole"
+
+
+def _batch_sizes_seen(model: nn.Module) -> list[int]:
+    """The batch size of every forward of ``model`` and of its copies (folded ones too)."""
+    seen = []
+    model.register_forward_hook(lambda module, inputs, output: seen.append(len(inputs[0])))
+    return seen
+
+
+def test_evaluation_and_prediction_run_in_chunks_on_a_cpu(monkeypatch):
+    model = _with_real_statistics(models.create_model("resnet9", 2))
+    seen = _batch_sizes_seen(model)
+    monkeypatch.setattr(models, "CPU_CHUNK_PIXELS", 2 * 32 * 32)
+    images = torch.randint(0, 256, (5, 32, 32, 3), dtype=torch.uint8)
+    batches, cpu = [(images, torch.arange(5) % 2)], torch.device("cpu")
+    training.evaluate(model, batches, cpu)
+    assert seen[-3:] == [2, 2, 1] and 5 not in seen, "evaluate: chunks of 2, never all 5"
+    seen.clear()
+    plain = transforms.Preprocessing(cache_size=32, eval_size=32, tta="none")
+    evaluation.predict(model, batches, cpu, plain)
+    assert seen[-3:] == [2, 2, 1] and 5 not in seen, "predict: chunks of 2, never all 5"
 
 
 def test_a_pretrained_start_features_are_the_same_in_chunks(monkeypatch):
@@ -81,6 +104,8 @@ def test_a_pretrained_start_features_are_the_same_in_chunks(monkeypatch):
     cpu = torch.device("cpu")
     whole = training.head_inputs(model, batches, cpu)
     monkeypatch.setattr(models, "CPU_CHUNK_PIXELS", 2 * 40 * 40)
+    seen = _batch_sizes_seen(model)
     chunked = training.head_inputs(model, batches, cpu)
+    assert seen[-3:] == [2, 2, 1] and 5 not in seen, "in chunks of 2"
     assert whole[0][0].shape == chunked[0][0].shape == (5, 1280)
     torch.testing.assert_close(chunked[0][0], whole[0][0], rtol=1e-4, atol=1e-5)

@@ -384,6 +384,24 @@ def test_a_pretrained_start_head_only_epoch_is_planned_as_a_forward_pass():
     seconds = training.training_seconds(cfg, cfg.sizes(), 1000, 50.0)
     assert seconds == pytest.approx(step * (training.FORWARD_COST + 2))
     assert training.training_seconds(cfg, cfg.sizes()[1:], 1000, 50.0, 1) == pytest.approx(2 * step)
+    after_head = training.FitState(epoch=1, history=[{"seconds": 10.0, "image_size": 160}])
+    message = training.expected_message(cfg, after_head)  # 2 epochs of all layers: 30 s each
+    assert "the other 2 need about 1 min more" in message
+
+
+def test_the_plan_of_a_resumed_pretrained_start_counts_the_epochs_left(tmp_path, monkeypatch):
+    monkeypatch.setenv("CATSDOGS_RUNS_DIR", str(tmp_path))
+    cfg = config.make_config(MODEL_NAME="efficientnet_lite0", PRETRAINED=True, EPOCHS=3,
+                             IMAGE_SIZE=160, PROGRESSIVE=False)  # fmt: skip
+    key = {"model": "efficientnet_lite0", "size": 160, "batch": 32, "device": "cpu"}
+    runs.write_json(cfg.run_dir / "speed.json", {"key": key, "images_per_s": {"fp32": 50.0}})
+    n = 30000  # 600 s an epoch of all layers, 200 s the head-only first
+    assert training.plan_message(cfg, n, 0).endswith(
+        ": about 23 min at the 50 images/s measured before"
+    )
+    assert training.plan_message(cfg, n, 1).endswith(
+        ": about 20 min at the 50 images/s measured before"
+    )
 
 
 def test_fit_gives_the_expected_time_before_it_starts_where_the_step_was_measured(tiny_run):

@@ -11,6 +11,7 @@
     python benchmarks/benchmark.py --only levers        # stage 10 alone (about 20 minutes)
     python benchmarks/benchmark.py --only probe         # stage 11 alone (about 15 minutes)
     python benchmarks/benchmark.py --only fold          # stage 12 alone (about 1 minute)
+    python benchmarks/benchmark.py --only goals         # stage 13 alone (about 15 minutes)
 
 Stages (each in its own process, so its peak memory is its own):
 
@@ -62,6 +63,12 @@ Stages (each in its own process, so its peak memory is its own):
     copy (each batch norm folded into the convolution before it), and that copy run in
     chunks that fit the CPU's caches (:func:`models.forward_in_chunks`), taking turns batch
     by batch: what evaluation, prediction and a pretrained start's frozen features gain.
+13. goals: the accuracy and time goals of the recipes on the 10k subset, each beside its
+    baseline from the same run (the pretrained start beside the same photos from scratch):
+    the pretrained recipe (at least 98.5 % within 5 minutes), on 800 photos (95 %), the
+    quick run (88 % within 4 minutes) and the default recipe in ``TIME_BUDGET`` 7 (94 %
+    within 10 minutes), each timed from the extracted photos to test predictions, so
+    without the notebooks' lesson cells (speed table, epoch by hand, TTA table).
 
 Stages 1-3 use photos of the 10k subset enlarged to 500x375, the size of the real archive's
 photos. Ratios are measured within one run, so they hold on a noisy machine; absolute
@@ -290,14 +297,15 @@ def hash_drift(paths: list[Path]) -> dict:
     return {name: float(np.median(bits)) for name, bits in drift.items()}
 
 
-#: The README's quick first run, and a small data set's first run (5 epochs on 800 photos).
-def quick_run() -> dict:
-    """recipes/quick.yaml's parameters (the runs here are named ``bench``)."""
+def recipe(name: str, **changes) -> dict:
+    """``recipes/<name>.yaml``'s parameters with ``changes`` (the runs here are named ``bench``)."""
     from catsdogs_helpers.tools import series
 
-    return {k: v for k, v in series.read_recipe("quick.yaml").items() if k != "RUN_NAME"}
+    values = {k: v for k, v in series.read_recipe(f"{name}.yaml").items() if k != "RUN_NAME"}
+    return {**values, **changes}
 
 
+#: A small data set's first run (5 epochs on 800 photos), beside the README's quick run.
 SMALL_RUN = {"LIMIT_PER_CLASS": 400, "EPOCHS": 5}
 
 
@@ -540,12 +548,12 @@ LEVERS = {
 
 def stage_levers() -> dict:
     """The quick run, then each lever of :data:`LEVERS` alone: test accuracy and time."""
-    base = quick_run()
+    base = recipe("quick")
     return {name: train_and_test(**{**base, **change}) for name, change in LEVERS.items()}
 
 
 def stage_first_runs() -> dict:
-    return {"quick": train_and_test(**quick_run()), "small": train_and_test(**SMALL_RUN)}
+    return {"quick": train_and_test(**recipe("quick")), "small": train_and_test(**SMALL_RUN)}
 
 
 def frozen_features(model, dataset, device) -> tuple:
@@ -569,10 +577,9 @@ def linear_probe(side: int) -> dict:
     from sklearn.linear_model import LogisticRegression
 
     from catsdogs_helpers import devices, models, transforms, workflow
-    from catsdogs_helpers.tools import series
 
-    recipe = {k: v for k, v in series.read_recipe("pretrained.yaml").items() if k != "RUN_NAME"}
-    cfg, _, split, cache, start, prep_seconds = prepared_run(**{**recipe, "IMAGE_SIZE": side})
+    parameters = recipe("pretrained", IMAGE_SIZE=side)
+    cfg, _, split, cache, start, prep_seconds = prepared_run(**parameters)
     device = devices.pick_device(cfg.device)
     model = models.create_model(cfg.model_name, 2, pretrained=True).to(device).eval()
     model = model.to(memory_format=torch.channels_last)
@@ -597,11 +604,9 @@ def linear_probe(side: int) -> dict:
 def stage_probe() -> dict:
     """The pretrained recipe as it is, then its output layer fitted as a linear probe at the
     recipe's side and at 224 px."""
-    from catsdogs_helpers.tools import series
-
-    recipe = {k: v for k, v in series.read_recipe("pretrained.yaml").items() if k != "RUN_NAME"}
-    out = {"the pretrained recipe as it is": train_and_test(**recipe)}
-    for side in (recipe["IMAGE_SIZE"], 224):
+    pretrained = recipe("pretrained")
+    out = {"the pretrained recipe as it is": train_and_test(**pretrained)}
+    for side in (pretrained["IMAGE_SIZE"], 224):
         out[f"a converged linear probe at {side} px"] = linear_probe(side)
     return out
 
@@ -629,7 +634,7 @@ def stage_trust() -> dict:
         workflow,
     )
 
-    run = trained_run(**quick_run())
+    run = trained_run(**recipe("quick"))
     cfg, split, cache, model = run.cfg, run.split, run.cache, run.model
     sets = workflow.make_datasets(cfg, split, cache)
     device = devices.pick_device(cfg.device)
@@ -718,11 +723,57 @@ def stage_export(batch: int = 64, singles: int = 60, batches: int = 6, threads: 
     return out
 
 
+def goals() -> dict:
+    """name: (the run, its baseline or None, accuracy at least, minutes at most or None)."""
+    return {
+        "pretrained, 10,000 photos": (recipe("pretrained"), recipe("quick"), 0.985, 5),
+        "pretrained, 800 photos": (recipe("pretrained", LIMIT_PER_CLASS=400), SMALL_RUN, 0.95,
+                                   None),
+        "the quick run": (recipe("quick"), None, 0.88, 4),
+        "the default in TIME_BUDGET 7": (recipe("fast", LIMIT_PER_CLASS=5000, TIME_BUDGET=7),
+                                         None, 0.94, 10),
+    }  # fmt: skip
+
+
+def stage_goals() -> dict:
+    """Each run of :func:`goals` and its baseline, once each (the quick run is both)."""
+    done = {}
+
+    def run(parameters: dict) -> dict:
+        key = json.dumps(parameters, sort_keys=True)
+        if key not in done:
+            done[key] = train_and_test(**parameters)
+        return done[key]
+
+    out = {}
+    for name, (parameters, baseline, accuracy, minutes) in goals().items():
+        out[name] = {"run": run(parameters), "baseline": baseline and run(baseline),
+                     "accuracy_goal": accuracy, "minutes_goal": minutes}  # fmt: skip
+    return out
+
+
+def print_goals(goals: dict) -> None:
+    print("\ngoals (test accuracy; minutes from the extracted photos to test predictions):")
+    for name, g in goals.items():
+        if not isinstance(g, dict):  # the stage's peak memory
+            continue
+        r, base = g["run"], g["baseline"]
+        minutes = r["wall_seconds"] / 60
+        met = r["test_accuracy"] >= g["accuracy_goal"] and minutes <= (g["minutes_goal"] or 1e9)
+        within = f" within {g['minutes_goal']} min" if g["minutes_goal"] else ""
+        print(f"  {name}: {r['test_accuracy']:.1%} in {minutes:.1f} min ({r['epochs']} epochs, "
+              f"{r['n_test']} test photos); goal {g['accuracy_goal']:.1%}{within}: "
+              f"{'met' if met else 'NOT met'}")  # fmt: skip
+        if base:
+            print(f"    baseline, from scratch on the same photos: {base['test_accuracy']:.1%} "
+                  f"in {base['wall_seconds'] / 60:.1f} min")  # fmt: skip
+
+
 STAGES = {"data": stage_data, "train": stage_train, "scan": stage_scan,
           "time_to_accuracy": stage_time_to_accuracy, "first_runs": stage_first_runs,
           "trust": stage_trust, "pretrained": stage_pretrained,
           "loader": stage_loader, "export": stage_export, "levers": stage_levers,
-          "probe": stage_probe, "fold": stage_fold}  # fmt: skip
+          "probe": stage_probe, "fold": stage_fold, "goals": stage_goals}  # fmt: skip
 
 
 def run_stage(name: str, folder: Path) -> dict:
@@ -785,7 +836,7 @@ def print_table(r: dict) -> None:
     printers = {"time_to_accuracy": print_time_to_accuracy, "first_runs": print_first_runs,
                 "trust": print_trust, "pretrained": print_pretrained, "loader": print_loader,
                 "export": print_export, "levers": print_levers, "probe": print_probe,
-                "fold": print_fold}  # fmt: skip
+                "fold": print_fold, "goals": print_goals}  # fmt: skip
     for stage, printer in printers.items():
         if stage in r:
             printer(r[stage])

@@ -44,7 +44,8 @@ Stages (each in its own process, so its peak memory is its own):
    recipe's pipeline on a decoded cache, as training uses it) at 96 and 224 px, with 0
    workers, with the default number for this machine and with the number a GPU here would
    get, beside the training images/s of the recipe's model at that size (bf16/fp16 +
-   channels_last where available). The ratio loader/training below 1 means the model waits
+   channels_last where available), and the loader whose crop and flip run on the device
+   (what training uses on a GPU). The ratio loader/training below 1 means the model waits
    for its data. Runs on CUDA as on the CPU.
 9. export: predicting on the CPU with PyTorch against the exported ONNX file in ONNX
    Runtime, for the default recipe's model and preprocessing (ResNet-9, 96 px, flip
@@ -475,6 +476,7 @@ def loader_rate(loader, epochs: int = 2) -> tuple[float, float]:
     which happens once per epoch (they are restarted for their seeds, see
     :func:`catsdogs_helpers.datasets.seed_worker`), so it is reported on its own."""
     import numpy as np
+    import torch
 
     rates, starts = [], []
     for _ in range(epochs):
@@ -483,6 +485,8 @@ def loader_rate(loader, epochs: int = 2) -> tuple[float, float]:
         first = len(next(batches)[1])
         ready = time.perf_counter()
         images = sum(len(labels) for _images, labels in batches)
+        if torch.cuda.is_available():  # crops made on the GPU (DeviceCropFlip) are done
+            torch.cuda.synchronize()
         rates.append(images / (time.perf_counter() - ready))
         starts.append(ready - start)
         assert first and images
@@ -527,6 +531,9 @@ def stage_loader(sizes: tuple[int, ...] = (96, 224), n: int = 1024) -> dict:
                 row[f"loader_{w}_workers_img_s"], row[f"first_batch_{w}_workers_s"] = loader_rate(
                     loader
                 )
+            on_device = datasets.make_loader(dataset, batch_size=batch, shuffle=True,
+                num_workers=workers, drop_last=True, crop_on=device)  # fmt: skip
+            row["loader_on_device_img_s"] = loader_rate(on_device)[0]
             row["train_img_s"] = training.measure_training_speed(
                 recipe.model_name, {"ours": setting}, image_size=size, batch_size=batch,
                 device=device, steps=3, warmup=1,
@@ -904,6 +911,9 @@ def print_loader(r: dict) -> None:
             rate = row[f"loader_{w}_workers_img_s"]
             print(f"{size:>6}{w:>9}{rate:>14.0f}{row[f'first_batch_{w}_workers_s']:>13.2f}"
                   f"{row['train_img_s']:>13.0f}{rate / row['train_img_s']:>13.1f}x")  # fmt: skip
+        rate, train = row["loader_on_device_img_s"], row["train_img_s"]
+        print(f"{size:>6}{r['default_workers']:>9}{rate:>14.0f}{'':>13}{train:>13.0f}"
+              f"{rate / train:>13.1f}x  crop and flip on the {r['device']}")  # fmt: skip
     print("  (below 1x the model waits for its data: raise NUM_WORKERS, or use a lighter AUGMENT)")
 
 

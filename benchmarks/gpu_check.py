@@ -7,7 +7,7 @@
    (EfficientNet-Lite0, 224 px): fp32 and autocast (bf16 where the GPU has it, else fp16
    with loss scaling), channels_last off and on, images/s;
 2. the training loader's images/s against the model's, at 96 and 224 px (below 1x the
-   model waits for its data);
+   model waits for its data), its crop and flip in the workers and on the GPU;
 3. ``torch.compile`` off and on for the default model's step, and what compiling costs;
 4. the default recipe and the pretrained recipe end to end on the 10k subset's zip, from
    the extracted photos to test accuracy, with their time;
@@ -68,6 +68,11 @@ def loader_rows(sizes: tuple[int, ...], n: int) -> list[Row]:
         rows.append(
             ("loader", setting, f"{loader:.0f} img/s against {train:.0f}: {loader / train:.1f}x")
         )
+        loader = row["loader_on_device_img_s"]
+        rows.append(
+            ("loader", f"{setting}, crop and flip on the {out['device']}",
+             f"{loader:.0f} img/s against {train:.0f}: {loader / train:.1f}x"),
+        )  # fmt: skip
     return rows
 
 

@@ -4,6 +4,7 @@ loader workers started fresh (Windows, macOS) can import the classes."""
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import logging
 import os
@@ -166,7 +167,7 @@ class CachedImageDataset(Dataset):
         keep = cache.ok[indices]
         if not keep.all():
             log.warning("leaving out %d images that failed to decode", int((~keep).sum()))
-        self.cache_path = cache.path
+        self.cache_path, self.size = cache.path, cache.size
         self.indices = indices[keep]
         self.labels = labels[keep]
         self.transform = transform
@@ -236,6 +237,58 @@ def seed_worker(worker_id: int) -> None:
         transform.set_random_seed(seed)
 
 
+def crop_and_flip(
+    images: torch.Tensor, size: int, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """The light pipeline's ``RandomCrop(size, size)`` and ``HorizontalFlip(p=0.5)`` for a
+    whole uint8 ``(N, H, W, 3)`` batch on its device, in one gather: each image gets its own
+    window, flipped (its columns read backwards) half of the time."""
+    n, height, width, _ = images.shape
+    device = images.device
+    top = torch.randint(0, height - size + 1, (n, 1, 1), device=device, generator=generator)
+    left = torch.randint(0, width - size + 1, (n, 1, 1), device=device, generator=generator)
+    flip = torch.rand((n, 1, 1), device=device, generator=generator) < 0.5
+    steps = torch.arange(size, device=device).view(1, 1, size)
+    rows = top + steps.view(1, size, 1)  # (n, size, 1)
+    cols = left + torch.where(flip, size - 1 - steps, steps)  # (n, 1, size)
+    return images[torch.arange(n, device=device).view(n, 1, 1), rows, cols]
+
+
+def crop_flip_size(pipeline, cache_size: int) -> int | None:
+    """The crop side when ``pipeline`` is the light pipeline on ``cache_size`` squares (a
+    resize to that side, which changes nothing, a random crop, a flip at p=0.5), else None."""
+    steps = list(getattr(pipeline, "transforms", []))
+    kinds = [type(step).__name__ for step in steps]
+    if kinds != ["SmallestMaxSize", "RandomCrop", "HorizontalFlip"]:
+        return None
+    resize, crop, flip = steps
+    square = crop.height == crop.width and crop.p == 1 and flip.p == 0.5
+    return crop.height if square and resize.max_size == cache_size else None
+
+
+class DeviceCropFlip:
+    """A training loader whose crop and flip run on ``device`` (:func:`crop_and_flip`): its
+    workers only read the cache, so on a GPU loading keeps up with training. ``pipeline``,
+    the one it stands for, is what the run records; ``set_random_seed`` seeds the draws."""
+
+    def __init__(self, loader: DataLoader, pipeline, size: int, device: torch.device) -> None:
+        self.loader, self.pipeline, self.size, self.device = loader, pipeline, size, device
+        self.dataset, self.sampler = loader.dataset, loader.sampler
+        self.generator = loader.generator  # the shuffling's, which reseeding seeds
+        self.draws = torch.Generator(device=device)
+
+    def set_random_seed(self, seed: int) -> None:
+        self.draws.manual_seed(seed)
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self):
+        for images, *rest in self.loader:
+            images = images.to(self.device, non_blocking=True)
+            yield (crop_and_flip(images, self.size, self.draws), *rest)
+
+
 def make_loader(
     dataset: Dataset,
     *,
@@ -245,13 +298,21 @@ def make_loader(
     seed: int = 42,
     drop_last: bool = False,
     shard: bool = False,
-) -> DataLoader:
+    crop_on: torch.device | None = None,
+) -> DataLoader | DeviceCropFlip:
     """A seeded DataLoader of uint8 batches; with ``shard`` under ``torchrun``, of this
-    process's share (``batch_size`` per process)."""
+    process's share (``batch_size`` per process). With ``crop_on``, a light pipeline's crop
+    and flip run on that device (:class:`DeviceCropFlip`); other pipelines stay in the workers."""
+    pipeline = getattr(dataset, "transform", None)
+    on_device = crop_on is not None and hasattr(dataset, "size")
+    size = crop_flip_size(pipeline, dataset.size) if on_device else None
+    if size is not None:
+        dataset = copy.copy(dataset)
+        dataset.transform = None  # the workers hand over the cached squares as they are
     generator = torch.Generator()
     generator.manual_seed(seed)
     sampler = distributed.sampler_for(dataset, shuffle=shuffle) if shard else None
-    return DataLoader(
+    loader = DataLoader(
         dataset,
         batch_size=batch_size,
         shuffle=shuffle and sampler is None,
@@ -263,6 +324,7 @@ def make_loader(
         drop_last=drop_last,
         pin_memory=torch.cuda.is_available(),
     )
+    return loader if size is None else DeviceCropFlip(loader, pipeline, size, crop_on)
 
 
 def split_datasets(

@@ -330,6 +330,15 @@ def reseed_epoch(loader, seed: int) -> None:
     transform = getattr(getattr(loader, "dataset", None), "transform", None)
     if transform is not None and hasattr(transform, "set_random_seed"):
         transform.set_random_seed(seed)
+    if hasattr(loader, "set_random_seed"):  # a loader that crops and flips on the device
+        loader.set_random_seed(seed)
+
+
+def train_pipeline_of(loader) -> Any:
+    """The pipeline a training loader augments with: its own when it augments on the device
+    (:class:`~catsdogs_helpers.datasets.DeviceCropFlip`), else its dataset's (or None)."""
+    pipeline = getattr(loader, "pipeline", None)
+    return pipeline if pipeline is not None else getattr(loader.dataset, "transform", None)
 
 
 def _atomic_save(obj: Any, path: Path) -> None:
@@ -677,7 +686,7 @@ def run_settings(
 ) -> dict[str, Any]:
     """The settings a run records and is compared by: the configuration, the training
     pipeline (``A.to_dict``), the step, the optimiser, the schedule and the loss."""
-    pipeline = getattr(train_loader.dataset, "transform", None)
+    pipeline = train_pipeline_of(train_loader)
     step = step_name(train_epoch) + (" + fit_head" if _fits_head(cfg, train_epoch) else "")
     return {
         **cfg.to_dict(),
@@ -731,7 +740,7 @@ def fit(
     model.to(device, memory_format=torch.channels_last)
     with _begin(run_dir, model, parts, settings, cfg) as (state, done):
         if distributed.is_main() and settings["train_pipeline"] is not None:
-            save_pipeline(train_loader.dataset.transform, run_dir / "train_pipeline.json")
+            save_pipeline(train_pipeline_of(train_loader), run_dir / "train_pipeline.json")
         trained = model if done else distributed.wrap(model, device, cfg.pretrained)
         loaders = (train_loader, val_loader)
         loop = _Loop(trained, loaders, parts, cfg, device, amp_dtype, progress, train_epoch)

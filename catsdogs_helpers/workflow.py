@@ -116,7 +116,10 @@ def make_datasets(
 
 def make_loaders(cfg: RunConfig, datasets: dict, batch_size: int) -> dict:
     """Seeded loaders, evaluation at twice the batch; under ``torchrun`` train and val load
-    this process's share of the global ``batch_size``."""
+    this process's share of the global ``batch_size``. On a GPU the light pipeline's crop
+    and flip run there (:class:`~catsdogs_helpers.datasets.DeviceCropFlip`)."""
+    device = distributed.local_device(pick_device(cfg.device))
+    crop_on = device if device.type == "cuda" else None  # a GPU crops faster than workers
     loaders = {}
     for name, dataset in datasets.items():
         train, shard = name == "train", name in ("train", "val")
@@ -129,6 +132,7 @@ def make_loaders(cfg: RunConfig, datasets: dict, batch_size: int) -> dict:
             seed=seed_for(cfg.seed, "loader"),
             drop_last=train and len(dataset) > batch_size,
             shard=shard,
+            crop_on=crop_on if train else None,
         )
     return loaders
 

@@ -23,5 +23,6 @@ def test_the_gpu_check_runs_every_part_on_a_cpu(tmp_path):
     checks = [line.split(" | ")[0].lstrip("| ") for line in table[1:]]
     assert {"step", "loader", "compile", "end to end", "torchrun"} <= set(checks)
     assert any("resnet9 32 px, fp32, channels_last" in line for line in table)
+    assert any("crop and flip on the cpu" in line for line in table), "the loader on the device"
     assert any("efficientnet_lite0" in line and "test accuracy" in line for line in table)
     assert not any("failed" in line for line in table), "\n".join(table)

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
-from catsdogs_helpers import config, devices, models, runs, training, transforms, workflow
+from catsdogs_helpers import config, datasets, devices, models, runs, training, transforms, workflow
 
 
 @pytest.fixture
@@ -415,3 +415,38 @@ def test_fit_gives_the_expected_time_before_it_starts_where_the_step_was_measure
     assert message.endswith(f": about {seconds / 60:.0f} min at the 4 images/s measured before")
     other = dataclasses.replace(cfg, model_name="resnet18")
     assert training.plan_message(other, n, 0).endswith("the time it needs follows the first epoch")
+
+
+def test_a_loader_that_crops_on_the_device_trains_and_records_the_light_pipeline(tiny_run):
+    cfg, loaders = tiny_run
+    assert not isinstance(loaders["train"], datasets.DeviceCropFlip), "on a CPU: in the workers"
+    on_device = datasets.make_loader(
+        loaders["train"].dataset, batch_size=16, shuffle=True, drop_last=True,
+        crop_on=torch.device("cpu"),
+    )  # fmt: skip
+    assert isinstance(on_device, datasets.DeviceCropFlip)
+    assert on_device.dataset.transform is None, "the workers only read the cache"
+    assert loaders["train"].dataset.transform is not None, "the dataset given stays as it was"
+    images, labels = next(iter(on_device))
+    assert images.shape == (16, 48, 48, 3) and len(on_device) == len(loaders["train"])
+    epochs = []
+    for _ in range(2):
+        training.reseed_epoch(on_device, 7)
+        epochs.append(torch.cat([batch for batch, _ in on_device]))
+    assert torch.equal(*epochs), "an epoch's draws come from its seed"
+    _, history = _train(cfg, {**loaders, "train": on_device})
+    assert history["val_acc"].max() > 0.7
+    settings = runs.read_json(cfg.run_dir / "summary.json")["settings"]
+    light = transforms.describe_pipeline(loaders["train"].dataset.transform)
+    assert settings["train_pipeline"] == light, "the run records the pipeline it stands for"
+    _, again = _train(cfg, loaders)  # the same run, cropped by the workers: reused
+    pd.testing.assert_frame_equal(again, history)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the crop moves to a CUDA GPU only")
+def test_on_a_gpu_the_light_pipeline_crops_and_flips_there(tiny_run):
+    cfg, _ = tiny_run
+    loaders, _ = workflow.prepare_training(dataclasses.replace(cfg, device="cuda"), progress=False)
+    assert isinstance(loaders["train"], datasets.DeviceCropFlip)
+    images, _labels = next(iter(loaders["train"]))
+    assert images.is_cuda and images.shape[1:] == (48, 48, 3)

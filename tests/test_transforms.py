@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import albumentations as A
 import numpy as np
 import pytest
 import torch
@@ -99,3 +100,40 @@ def test_progressive_resizing_shrinks_whole_batches_on_the_device():
     torch.testing.assert_close(small[..., :30], bright, rtol=0, atol=1e-4)  # still bright
     assert small.mean().item() == pytest.approx(full.mean().item(), abs=1e-3), "same content"
     assert devices.to_model_input(batch, torch.device("cpu"), size=96).equal(full)
+
+
+def _window(image: torch.Tensor, out: torch.Tensor) -> tuple[int, int, bool] | None:
+    """Where ``out`` was cut from ``image`` (top, left, flipped), or None."""
+    size = out.shape[0]
+    for top in range(image.shape[0] - size + 1):
+        for left in range(image.shape[1] - size + 1):
+            window = image[top : top + size, left : left + size]
+            for flipped, candidate in ((False, window), (True, window.flip(1))):
+                if torch.equal(candidate, out):
+                    return top, left, flipped
+    return None
+
+
+def test_crop_and_flip_on_the_device_cuts_a_window_flipped_half_the_time():
+    images = torch.randint(0, 256, (96, 14, 12, 3), dtype=torch.uint8)
+    out = datasets.crop_and_flip(images, 8, torch.Generator().manual_seed(0))
+    assert out.shape == (96, 8, 8, 3) and out.dtype == torch.uint8
+    found = [_window(image, crop) for image, crop in zip(images, out, strict=True)]
+    assert None not in found, "every output is a window of its own input"
+    tops, lefts, flips = zip(*found, strict=True)
+    assert set(tops) == set(range(7)) and set(lefts) == set(range(5)), "every offset is drawn"
+    assert 30 < sum(flips) < 66, "flipped about half of the time"
+    again = datasets.crop_and_flip(images, 8, torch.Generator().manual_seed(0))
+    other = datasets.crop_and_flip(images, 8, torch.Generator().manual_seed(1))
+    assert torch.equal(out, again) and not torch.equal(out, other)
+
+
+def test_only_the_light_pipeline_is_moved_to_the_device():
+    light = transforms.light_pipeline(96, 110)
+    assert datasets.crop_flip_size(light, 110) == 96
+    assert datasets.crop_flip_size(light, 128) is None, "its resize would change the cache"
+    assert datasets.crop_flip_size(transforms.tutorial_pipeline(96, 110), 110) is None
+    assert datasets.crop_flip_size(transforms.no_augmentation(96, 110), 110) is None
+    rare = A.Compose([*light.transforms[:2], A.HorizontalFlip(p=0.2)])
+    assert datasets.crop_flip_size(rare, 110) is None
+    assert datasets.crop_flip_size(None, 110) is None

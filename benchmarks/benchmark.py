@@ -533,7 +533,8 @@ def stage_loader(sizes: tuple[int, ...] = (96, 224), n: int = 1024) -> dict:
                 )
             on_device = datasets.make_loader(dataset, batch_size=batch, shuffle=True,
                 num_workers=workers, drop_last=True, crop_on=device)  # fmt: skip
-            row["loader_on_device_img_s"] = loader_rate(on_device)[0]
+            if isinstance(on_device, datasets.DeviceCropFlip):  # the light pipeline only
+                row["loader_on_device_img_s"] = loader_rate(on_device)[0]
             row["train_img_s"] = training.measure_training_speed(
                 recipe.model_name, {"ours": setting}, image_size=size, batch_size=batch,
                 device=device, steps=3, warmup=1,
@@ -911,6 +912,8 @@ def print_loader(r: dict) -> None:
             rate = row[f"loader_{w}_workers_img_s"]
             print(f"{size:>6}{w:>9}{rate:>14.0f}{row[f'first_batch_{w}_workers_s']:>13.2f}"
                   f"{row['train_img_s']:>13.0f}{rate / row['train_img_s']:>13.1f}x")  # fmt: skip
+        if "loader_on_device_img_s" not in row:
+            continue
         rate, train = row["loader_on_device_img_s"], row["train_img_s"]
         print(f"{size:>6}{r['default_workers']:>9}{rate:>14.0f}{'':>13}{train:>13.0f}"
               f"{rate / train:>13.1f}x  crop and flip on the {r['device']}")  # fmt: skip

@@ -68,6 +68,8 @@ def loader_rows(sizes: tuple[int, ...], n: int) -> list[Row]:
         rows.append(
             ("loader", setting, f"{loader:.0f} img/s against {train:.0f}: {loader / train:.1f}x")
         )
+        if "loader_on_device_img_s" not in row:  # AUGMENT other than light: in the workers
+            continue
         loader = row["loader_on_device_img_s"]
         rows.append(
             ("loader", f"{setting}, crop and flip on the {out['device']}",

@@ -262,8 +262,9 @@ def crop_flip_size(pipeline, cache_size: int) -> int | None:
     if kinds != ["SmallestMaxSize", "RandomCrop", "HorizontalFlip"]:
         return None
     resize, crop, flip = steps
-    square = crop.height == crop.width and crop.p == 1 and flip.p == 0.5
-    return crop.height if square and resize.max_size == cache_size else None
+    square = crop.height == crop.width <= cache_size and crop.p == 1 and flip.p == 0.5
+    plain = square and not crop.pad_if_needed and resize.max_size == cache_size
+    return crop.height if plain else None
 
 
 class DeviceCropFlip:
@@ -284,6 +285,11 @@ class DeviceCropFlip:
         return len(self.loader)
 
     def __iter__(self):
+        if self.dataset.transform is not None:  # set after the loader was made: it would
+            raise ValueError(  # crop twice, and the run would record the light pipeline
+                "this training loader crops and flips on the device: to train with another "
+                "pipeline, make the loaders again (workflow.prepare_training(cfg, pipeline))"
+            )
         for images, *rest in self.loader:
             images = images.to(self.device, non_blocking=True)
             yield (crop_and_flip(images, self.size, self.draws), *rest)

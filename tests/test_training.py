@@ -16,7 +16,9 @@ from catsdogs_helpers import config, datasets, devices, models, runs, training, 
 def tiny_run(petimages, monkeypatch):
     """A configured run on the synthetic images: 48 px, two epochs."""
     monkeypatch.setenv("CATSDOGS_DATA_DIR", str(petimages.parent))
-    cfg = config.make_config(RUN_NAME="t", EPOCHS=2, IMAGE_SIZE=48, BATCH_SIZE=16, NUM_WORKERS=0)
+    cfg = config.make_config(
+        RUN_NAME="t", EPOCHS=2, IMAGE_SIZE=48, BATCH_SIZE=16, NUM_WORKERS=0, DEVICE="cpu"
+    )
     loaders, cfg = workflow.prepare_training(cfg, progress=False)
     return cfg, loaders
 
@@ -441,6 +443,9 @@ def test_a_loader_that_crops_on_the_device_trains_and_records_the_light_pipeline
     assert settings["train_pipeline"] == light, "the run records the pipeline it stands for"
     _, again = _train(cfg, loaders)  # the same run, cropped by the workers: reused
     pd.testing.assert_frame_equal(again, history)
+    on_device.dataset.transform = transforms.heavy_pipeline(48, 55)
+    with pytest.raises(ValueError, match="crops and flips on the device: to train with anoth"):
+        next(iter(on_device))
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="the crop moves to a CUDA GPU only")

@@ -137,3 +137,6 @@ def test_only_the_light_pipeline_is_moved_to_the_device():
     rare = A.Compose([*light.transforms[:2], A.HorizontalFlip(p=0.2)])
     assert datasets.crop_flip_size(rare, 110) is None
     assert datasets.crop_flip_size(None, 110) is None
+    padded = A.Compose([light.transforms[0], A.RandomCrop(128, 128, pad_if_needed=True),
+                        light.transforms[2]])  # fmt: skip
+    assert datasets.crop_flip_size(padded, 110) is None, "a crop larger than the cache"

@@ -78,9 +78,7 @@ PARAMETERS: dict[str, Parameter] = {
         ),
         Parameter("PRETRAINED", False, "start from ImageNet weights: see recipes/pretrained.yaml"),
         Parameter("EPOCHS", 22, "passes over the training photos", (), 1),
-        Parameter(
-            "TIME_BUDGET", 0.0, "minutes of training: the most epochs up to EPOCHS that fit", (), 0
-        ),
+        Parameter("TIME_BUDGET", 0.0, "minutes of training: the epochs and side that fit", (), 0),
         Parameter("BATCH_SIZE", 128, "photos per step; halved (to 16) for small data sets", (), 1),
         Parameter("IMAGE_SIZE", 96, "side of the crops the model sees (32 or more)", (), 32),
         Parameter(

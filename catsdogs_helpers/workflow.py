@@ -34,7 +34,7 @@ from .training import (
     seed_everything,
     training_seconds,
 )
-from .transforms import eval_transforms, preprocessing_for
+from .transforms import describe_pipeline, eval_transforms, preprocessing_for
 from .transforms import train_pipeline as make_train_pipeline
 from .validating import validate_folder
 
@@ -57,6 +57,7 @@ def start(namespace: Mapping[str, Any]) -> RunConfig:
     configuration (:func:`config.from_parameters`), its folders printed."""
     setup_logging()
     cfg = from_parameters(namespace)
+    cfg = saved_plan(cfg) or cfg  # TIME_BUDGET's epochs and side, once planned
     print(f"data: {cfg.data_dir}\nrun:  {cfg.run_dir}")
     return cfg
 
@@ -140,57 +141,122 @@ def make_loaders(cfg: RunConfig, datasets: dict, batch_size: int) -> dict:
 def prepare_training(
     cfg: RunConfig, train_pipeline: A.Compose | None = None, *, progress: bool = True
 ) -> tuple[dict, RunConfig]:
-    """The loaders, and the configuration for this data set (:meth:`RunConfig.for_data` and
-    :func:`plan_time_budget`)."""
+    """The loaders, and the configuration for this data set (:func:`plan_time_budget`, then
+    :meth:`RunConfig.for_data`)."""
     split = ensure_split(cfg, progress=progress)
-    cache = ensure_cache(cfg, split, progress=progress)
-    datasets = make_datasets(cfg, split, cache, train_pipeline)
-    cfg = cfg.for_data(len(datasets["train"]))
-    cfg = plan_time_budget(cfg, len(datasets["train"]), len(datasets["val"]))
-    return make_loaders(cfg, datasets, cfg.batch_size), cfg
+    counts = split["split"].value_counts()
+    n_train, n_val = int(counts.get("train", 0)), int(counts.get("val", 0))
+    default = train_pipeline is None or same_pipeline(train_pipeline, make_train_pipeline(cfg))
+    planned = plan_time_budget(cfg, n_train, n_val, shrink=default)
+    if planned.image_size != cfg.image_size:
+        train_pipeline = make_train_pipeline(planned)  # AUGMENT's, at the side chosen
+    cache = ensure_cache(planned, split, progress=progress)
+    datasets = make_datasets(planned, split, cache, train_pipeline)
+    planned = planned.for_data(len(datasets["train"]))
+    return make_loaders(planned, datasets, planned.batch_size), planned
+
+
+def same_pipeline(a: A.Compose, b: A.Compose) -> bool:
+    return describe_pipeline(a) == describe_pipeline(b)
+
+
+def budget_sides(cfg: RunConfig) -> list[int]:
+    """The sides ``TIME_BUDGET`` may train at from scratch: ``IMAGE_SIZE``, then down by 8 to
+    2/3 of it (a pretrained start keeps its side)."""
+    if cfg.pretrained:
+        return [cfg.image_size]
+    floor = max(32, int(round(cfg.image_size * 2 / 3 / 8)) * 8)
+    return [cfg.image_size, *range(cfg.image_size - 8, floor - 1, -8)]
 
 
 def epochs_within(
-    cfg: RunConfig, images_per_s: float, n_train: int, n_val: int
+    cfg: RunConfig, images_per_s: float, n_train: int, n_val: int, side: int | None = None
 ) -> tuple[int, float]:
-    """The most epochs, 1 to ``EPOCHS``, that fit in ``TIME_BUDGET`` minutes at ``images_per_s``,
-    and their expected seconds (over the budget when one epoch does not fit)."""
+    """The most epochs, 1 to ``EPOCHS``, that fit in ``TIME_BUDGET`` minutes at ``images_per_s``
+    (measured at ``IMAGE_SIZE``) when training at ``side``, and their expected seconds (over
+    the budget when one epoch does not fit)."""
+    side = side or cfg.image_size
+    area = (side / cfg.image_size) ** 2
     for epochs in range(cfg.epochs, 0, -1):
-        sizes = dataclasses.replace(cfg, epochs=epochs).sizes()
+        sizes = dataclasses.replace(cfg, epochs=epochs, image_size=side).sizes()
         train = training_seconds(cfg, sizes, n_train, images_per_s)
-        seconds = train + epochs * n_val * FORWARD_COST / images_per_s
+        seconds = train + epochs * n_val * FORWARD_COST * area / images_per_s
         if seconds <= cfg.time_budget * 60 or epochs == 1:
             return epochs, seconds
     raise ValueError(f"EPOCHS={cfg.epochs}: at least 1")
 
 
-def plan_time_budget(cfg: RunConfig, n_train: int, n_val: int) -> RunConfig:
-    """``cfg`` with the epochs ``TIME_BUDGET`` allows at the rate measured here; the choice is
-    kept in ``time_budget.json`` and reused."""
+def side_and_epochs(
+    cfg: RunConfig, images_per_s: float, n_train: int, n_val: int, shrink: bool = True
+) -> tuple[int, int, float]:
+    """``(side, epochs, seconds)``: the largest side of :func:`budget_sides` at which all
+    ``EPOCHS`` fit the budget, else the smallest with the epochs that fit there. From scratch,
+    more epochs at a smaller side beat fewer at the full one (docs/results.md)."""
+    sides = budget_sides(cfg) if shrink else [cfg.image_size]
+    for side in sides:
+        epochs, seconds = epochs_within(cfg, images_per_s, n_train, n_val, side)
+        if epochs == cfg.epochs:
+            break
+    return side, epochs, seconds
+
+
+def _plan_key(cfg: RunConfig, n_train: int, shrink: bool) -> dict:
+    return {"minutes": cfg.time_budget, "epochs": cfg.epochs, "model": cfg.model_name,
+            "size": cfg.image_size, "batch": cfg.batch_size, "shrink": shrink,
+            "train": n_train}  # fmt: skip
+
+
+def saved_plan(cfg: RunConfig, n_train: int | None = None, shrink: bool = True) -> RunConfig | None:
+    """``cfg`` as ``time_budget.json`` planned it, if that plan was made for ``cfg`` (as asked,
+    or as already planned); ``n_train`` None (:func:`start`): for any photos and pipeline."""
+    saved = runs.read_json(cfg.run_dir / "time_budget.json") if cfg.time_budget else None
+    if saved is None or cfg.overwrite:
+        return None
+    saved.setdefault("image_size", saved["key"]["size"])  # a plan made before it chose sides
+    saved["key"].setdefault("shrink", False)
+    loose = ("train", "shrink") if n_train is None else ()
+    made_for = {k: v for k, v in saved["key"].items() if k not in loose}
+    asked = {k: v for k, v in _plan_key(cfg, n_train, shrink).items() if k not in loose}
+    planned = {**made_for, "epochs": saved["epochs"], "size": saved["image_size"]}
+    if asked not in (made_for, planned):
+        return None
+    return dataclasses.replace(cfg, epochs=saved["epochs"], image_size=saved["image_size"])
+
+
+def plan_time_budget(cfg: RunConfig, n_train: int, n_val: int, shrink: bool = True) -> RunConfig:
+    """``cfg`` with the epochs and image side (:func:`side_and_epochs`) that ``TIME_BUDGET``
+    allows at the rate measured here; the choice is kept in ``time_budget.json`` and reused.
+    ``shrink`` False keeps ``IMAGE_SIZE`` (a training pipeline of your own is made for it)."""
     if not cfg.time_budget:
         return cfg
-    path = cfg.run_dir / "time_budget.json"
-    key = {"minutes": cfg.time_budget, "epochs": cfg.epochs, "model": cfg.model_name,
-           "size": cfg.image_size, "batch": cfg.batch_size, "train": n_train}  # fmt: skip
-    saved = runs.read_json(path)
-    if saved is not None and saved["key"] == key and not cfg.overwrite:
-        log.info("TIME_BUDGET: %d epochs, as chosen before (%s)", saved["epochs"], path)
-        return dataclasses.replace(cfg, epochs=saved["epochs"])
+    before = saved_plan(cfg, n_train, shrink)
+    if before is not None:
+        log.info("TIME_BUDGET: %d epochs at %d px, as chosen before (%s)", before.epochs,
+                 before.image_size, cfg.run_dir / "time_budget.json")  # fmt: skip
+        return before
     device = pick_device(cfg.device)
     setting = {"run": {"amp_dtype": amp_dtype(device), "channels_last": True}}
     rate = measure_training_speed(
         cfg.model_name, setting, image_size=cfg.image_size, batch_size=32, device=device
     )["run"]
-    epochs, seconds = epochs_within(cfg, rate, n_train, n_val)
-    runs.write_json(path, {"key": key, "epochs": epochs, "images_per_s": rate, "seconds": seconds})
+    side, epochs, seconds = side_and_epochs(cfg, rate, n_train, n_val, shrink)
+    runs.write_json(cfg.run_dir / "time_budget.json", {"key": _plan_key(cfg, n_train, shrink),
+                    "epochs": epochs, "image_size": side, "images_per_s": rate,
+                    "seconds": seconds})  # fmt: skip
+    log.info(plan_line(cfg, side, epochs, rate, seconds))
+    return dataclasses.replace(cfg, epochs=epochs, image_size=side)
+
+
+def plan_line(cfg: RunConfig, side: int, epochs: int, rate: float, seconds: float) -> str:
     end = time.strftime("%H:%M", time.localtime(time.time() + seconds))
-    log.info(
-        "TIME_BUDGET %g min: %d of %d epochs fit at the %.0f images/s measured here, about "
-        "%.1f min (until about %s)%s", cfg.time_budget, epochs, cfg.epochs, rate, seconds / 60,
-        end, "" if seconds <= cfg.time_budget * 60 else ": more than the budget, as one epoch "
-        "needs that long (a smaller IMAGE_SIZE or LIMIT_PER_CLASS shortens it)",
-    )  # fmt: skip
-    return dataclasses.replace(cfg, epochs=epochs)
+    smaller = f" at {side} px (all of them would not fit at IMAGE_SIZE {cfg.image_size})"
+    over = ": more than the budget, as one epoch needs that long (a smaller IMAGE_SIZE or "
+    return (
+        f"TIME_BUDGET {cfg.time_budget:g} min: {epochs} of {cfg.epochs} epochs fit"
+        f"{smaller if side != cfg.image_size else ''}, at the {rate:.0f} images/s measured "
+        f"here, about {seconds / 60:.1f} min (until about {end})"
+        f"{over + 'LIMIT_PER_CLASS shortens it)' if seconds > cfg.time_budget * 60 else ''}"
+    )
 
 
 def train_run(

@@ -3,11 +3,12 @@ machine (here a fake rate: the choice depends only on it), recorded in the run a
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 import pytest
 
-from catsdogs_helpers import config, runs, training, workflow
+from catsdogs_helpers import config, runs, training, transforms, workflow
 
 
 def test_the_epochs_that_fit_follow_the_rate_and_the_sizes():
@@ -28,6 +29,29 @@ def test_the_epochs_that_fit_follow_the_rate_and_the_sizes():
     assert slow == 1 and slow_seconds > 600, "below one epoch: one, said to take longer"
 
 
+def test_from_scratch_the_plan_trades_the_side_for_epochs():
+    cfg = config.make_config(EPOCHS=22, TIME_BUDGET=7.0)  # 96 px
+    assert workflow.budget_sides(cfg) == [96, 88, 80, 72, 64]
+    n_train, n_val = 8000, 1000
+    side, epochs, seconds = workflow.side_and_epochs(cfg, 130.0, n_train, n_val)
+    at_full, _ = workflow.epochs_within(cfg, 130.0, n_train, n_val)
+    assert side == 64 and at_full < epochs <= 22 and seconds <= 420, "smaller, more epochs"
+    assert workflow.side_and_epochs(cfg, 130.0, n_train, n_val, shrink=False)[:2] == (96, at_full)
+    side, epochs, _ = workflow.side_and_epochs(cfg, 260.0, n_train, n_val)
+    assert epochs == 22 and 64 < side < 96, "the largest side at which all the epochs fit"
+    assert workflow.epochs_within(cfg, 260.0, n_train, n_val, side + 8)[0] < 22
+    assert workflow.side_and_epochs(cfg, 1e5, n_train, n_val)[:2] == (96, 22), "fast: as asked"
+    pretrained = config.make_config(
+        MODEL_NAME="efficientnet_lite0", PRETRAINED=True, IMAGE_SIZE=192, TIME_BUDGET=0.1
+    )
+    assert workflow.side_and_epochs(pretrained, 10.0, n_train, n_val)[0] == 192, "keeps its side"
+
+
+def _counts(cfg) -> tuple[int, int]:
+    counts = workflow.ensure_split(cfg, progress=False)["split"].value_counts()
+    return int(counts["train"]), int(counts["val"])
+
+
 def test_the_plan_measures_once_records_its_choice_and_reuses_it(petimages, monkeypatch, caplog):
     monkeypatch.setenv("CATSDOGS_DATA_DIR", str(petimages.parent))
     measured = []
@@ -38,24 +62,47 @@ def test_the_plan_measures_once_records_its_choice_and_reuses_it(petimages, monk
 
     monkeypatch.setattr(workflow, "measure_training_speed", fake_rate)
     tiny = {"RUN_NAME": "budget", "IMAGE_SIZE": 48, "NUM_WORKERS": 0, "EPOCHS": 10}
-    cfg = config.make_config(TIME_BUDGET=0.25, **tiny)  # 15 s
+    cfg = config.make_config(TIME_BUDGET=0.2, **tiny)  # 12 s
     with caplog.at_level(logging.INFO, logger="catsdogs_helpers"):
         loaders, planned = workflow.prepare_training(cfg, progress=False)
-    n_train, n_val = len(loaders["train"].dataset), len(loaders["val"].dataset)
-    expected, _ = workflow.epochs_within(planned, 20.0, n_train, n_val)
-    assert planned.epochs == expected and 1 <= expected < 10 and measured == [48]
-    assert f"TIME_BUDGET 0.25 min: {expected} of 10 epochs fit at the 20 images/s" in caplog.text
+    n_train, n_val = _counts(cfg)
+    side, expected, _ = workflow.side_and_epochs(cfg, 20.0, n_train, n_val)
+    assert (planned.epochs, planned.image_size) == (expected, side) and measured == [48]
+    assert 1 <= expected < 10 and side == 32, "not even 32 px fits all ten epochs"
+    assert f"TIME_BUDGET 0.2 min: {expected} of 10 epochs fit at 32 px" in caplog.text
+    images, _ = next(iter(loaders["train"]))
+    assert images.shape[1:3] == (32, 32), "the loaders crop at the side chosen"
+    assert loaders["val"].dataset.size == planned.cache_size == 37
     saved = runs.read_json(cfg.run_dir / "time_budget.json")
-    assert saved["epochs"] == expected and saved["images_per_s"] == 20.0
+    assert (saved["epochs"], saved["image_size"], saved["images_per_s"]) == (expected, 32, 20.0)
     monkeypatch.setattr(workflow, "measure_training_speed", lambda *a, **k: {"run": 1e6})
     _, again = workflow.prepare_training(cfg, progress=False)
-    assert again.epochs == expected, "the choice recorded, not a new measure"
+    assert again == planned, "the choice recorded, not a new measure"
     _, other = workflow.prepare_training(
         config.make_config(TIME_BUDGET=1.0, **tiny), progress=False
     )
-    assert other.epochs == 10, "another budget: measured again (a fast machine now)"
+    assert (other.epochs, other.image_size) == (10, 48), "another budget: measured again"
     _, unlimited = workflow.prepare_training(config.make_config(**tiny), progress=False)
-    assert unlimited.epochs == 10
+    assert (unlimited.epochs, unlimited.image_size) == (10, 48)
+
+
+def test_a_later_notebook_starts_from_the_plan(petimages, monkeypatch):
+    """Notebook 05 (a new kernel) gets the epochs and side notebook 04's plan chose, and a
+    training pipeline of your own keeps IMAGE_SIZE."""
+    monkeypatch.setenv("CATSDOGS_DATA_DIR", str(petimages.parent))
+    monkeypatch.setattr(workflow, "measure_training_speed", lambda *a, **k: {"run": 20.0})
+    params = {"RUN_NAME": "later", "IMAGE_SIZE": 48, "NUM_WORKERS": 0, "EPOCHS": 10}
+    _, planned = workflow.prepare_training(
+        config.make_config(TIME_BUDGET=0.25, **params), progress=False
+    )
+    later = workflow.start({**params, "TIME_BUDGET": 0.25})
+    assert (later.epochs, later.image_size) == (planned.epochs, planned.image_size) != (10, 48)
+    assert workflow.start({**params, "TIME_BUDGET": 0.5}).image_size == 48, "another budget"
+    own = config.make_config(TIME_BUDGET=0.25, **{**params, "RUN_NAME": "own"})
+    pipeline = transforms.train_pipeline(dataclasses.replace(own, augment="none"))
+    loaders, kept = workflow.prepare_training(own, pipeline, progress=False)
+    assert kept.image_size == 48 and kept.epochs < 10
+    assert next(iter(loaders["train"]))[0].shape[1:3] == (48, 48)
 
 
 def test_a_budget_trains_the_epochs_it_chose(petimages, monkeypatch):

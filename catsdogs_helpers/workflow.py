@@ -34,7 +34,7 @@ from .training import (
     seed_everything,
     training_seconds,
 )
-from .transforms import describe_pipeline, eval_transforms, preprocessing_for
+from .transforms import PIPELINES, describe_pipeline, eval_transforms, preprocessing_for
 from .transforms import train_pipeline as make_train_pipeline
 from .validating import validate_folder
 
@@ -146,7 +146,9 @@ def prepare_training(
     split = ensure_split(cfg, progress=progress)
     counts = split["split"].value_counts()
     n_train, n_val = int(counts.get("train", 0)), int(counts.get("val", 0))
-    default = train_pipeline is None or same_pipeline(train_pipeline, make_train_pipeline(cfg))
+    default = cfg.augment in PIPELINES and (  # AUGMENT's own, which can be made at any side
+        train_pipeline is None or same_pipeline(train_pipeline, make_train_pipeline(cfg))
+    )
     planned = plan_time_budget(cfg, n_train, n_val, shrink=default)
     if planned.image_size != cfg.image_size:
         train_pipeline = make_train_pipeline(planned)  # AUGMENT's, at the side chosen
@@ -208,13 +210,14 @@ def _plan_key(cfg: RunConfig, n_train: int, shrink: bool) -> dict:
 
 def saved_plan(cfg: RunConfig, n_train: int | None = None, shrink: bool = True) -> RunConfig | None:
     """``cfg`` as ``time_budget.json`` planned it, if that plan was made for ``cfg`` (as asked,
-    or as already planned); ``n_train`` None (:func:`start`): for any photos and pipeline."""
+    or as already planned); ``n_train`` None (:func:`start`): for any photos and pipeline.
+    ``OVERWRITE`` keeps it too, so that every notebook trains and evaluates the same run."""
     saved = runs.read_json(cfg.run_dir / "time_budget.json") if cfg.time_budget else None
-    if saved is None or cfg.overwrite:
+    if saved is None:
         return None
-    saved.setdefault("image_size", saved["key"]["size"])  # a plan made before it chose sides
-    saved["key"].setdefault("shrink", False)
     loose = ("train", "shrink") if n_train is None else ()
+    if "image_size" not in saved:  # a plan of epochs alone, its batch fitted to the data
+        saved["image_size"], loose = saved["key"]["size"], (*loose, "shrink", "batch")
     made_for = {k: v for k, v in saved["key"].items() if k not in loose}
     asked = {k: v for k, v in _plan_key(cfg, n_train, shrink).items() if k not in loose}
     planned = {**made_for, "epochs": saved["epochs"], "size": saved["image_size"]}
@@ -231,8 +234,9 @@ def plan_time_budget(cfg: RunConfig, n_train: int, n_val: int, shrink: bool = Tr
         return cfg
     before = saved_plan(cfg, n_train, shrink)
     if before is not None:
-        log.info("TIME_BUDGET: %d epochs at %d px, as chosen before (%s)", before.epochs,
-                 before.image_size, cfg.run_dir / "time_budget.json")  # fmt: skip
+        path = cfg.run_dir / "time_budget.json"
+        log.info("TIME_BUDGET: %d epochs at %d px, as chosen before (%s: delete it to measure "
+                 "again)", before.epochs, before.image_size, path)  # fmt: skip
         return before
     device = pick_device(cfg.device)
     setting = {"run": {"amp_dtype": amp_dtype(device), "channels_last": True}}

@@ -86,23 +86,58 @@ def test_the_plan_measures_once_records_its_choice_and_reuses_it(petimages, monk
     assert (unlimited.epochs, unlimited.image_size) == (10, 48)
 
 
-def test_a_later_notebook_starts_from_the_plan(petimages, monkeypatch):
-    """Notebook 05 (a new kernel) gets the epochs and side notebook 04's plan chose, and a
-    training pipeline of your own keeps IMAGE_SIZE."""
+def test_a_later_notebook_evaluates_the_run_the_plan_trained(petimages, monkeypatch):
+    """As notebook 04 (AUGMENT's pipeline passed) then 05 in a new kernel: 05 starts from the
+    plan's side and epochs, even with OVERWRITE, and reuses the finished run."""
     monkeypatch.setenv("CATSDOGS_DATA_DIR", str(petimages.parent))
     monkeypatch.setattr(workflow, "measure_training_speed", lambda *a, **k: {"run": 20.0})
     params = {"RUN_NAME": "later", "IMAGE_SIZE": 48, "NUM_WORKERS": 0, "EPOCHS": 10}
-    _, planned = workflow.prepare_training(
-        config.make_config(TIME_BUDGET=0.25, **params), progress=False
-    )
+    cfg = workflow.start({**params, "TIME_BUDGET": 0.25})
+    loaders, planned = workflow.prepare_training(cfg, transforms.train_pipeline(cfg))
+    assert planned.image_size == 32 and next(iter(loaders["train"]))[0].shape[1:3] == (32, 32)
+    _, history = workflow.train_run(cfg, progress=False)
+
+    def no_measure(*args, **kwargs):
+        raise AssertionError("measured again: the plan was not reused")
+
+    monkeypatch.setattr(workflow, "measure_training_speed", no_measure)
+    for overwrite in (False, True):
+        later = workflow.start({**params, "TIME_BUDGET": 0.25, "OVERWRITE": overwrite})
+        assert (later.epochs, later.image_size) == (planned.epochs, 32)
+        assert later.cache_size == planned.cache_size
     later = workflow.start({**params, "TIME_BUDGET": 0.25})
-    assert (later.epochs, later.image_size) == (planned.epochs, planned.image_size) != (10, 48)
+    _, again = workflow.train_run(later, progress=False)
+    assert again.equals(history), "the finished run, reused"
+    settings = training.load_checkpoint(cfg.run_dir / "best.pt")["settings"]
+    assert (settings["image_size"], settings["epochs"]) == (32, planned.epochs)
     assert workflow.start({**params, "TIME_BUDGET": 0.5}).image_size == 48, "another budget"
-    own = config.make_config(TIME_BUDGET=0.25, **{**params, "RUN_NAME": "own"})
+
+
+def test_your_own_pipeline_keeps_image_size(petimages, monkeypatch):
+    monkeypatch.setenv("CATSDOGS_DATA_DIR", str(petimages.parent))
+    monkeypatch.setattr(workflow, "measure_training_speed", lambda *a, **k: {"run": 20.0})
+    params = {"IMAGE_SIZE": 48, "NUM_WORKERS": 0, "EPOCHS": 10, "TIME_BUDGET": 0.25}
+    own = config.make_config(RUN_NAME="own", **params)
     pipeline = transforms.train_pipeline(dataclasses.replace(own, augment="none"))
     loaders, kept = workflow.prepare_training(own, pipeline, progress=False)
     assert kept.image_size == 48 and kept.epochs < 10
     assert next(iter(loaders["train"]))[0].shape[1:3] == (48, 48)
+    transforms.save_pipeline(transforms.train_pipeline(own), "mine.json")
+    in_file = config.make_config(RUN_NAME="file", AUGMENT="mine.json", **params)
+    _, kept = workflow.prepare_training(in_file, progress=False)
+    assert kept.image_size == 48, "a pipeline file is made for IMAGE_SIZE"
+
+
+def test_a_plan_of_epochs_alone_is_still_read(monkeypatch, tmp_path):
+    monkeypatch.setenv("CATSDOGS_RUNS_DIR", str(tmp_path))
+    cfg = config.make_config(RUN_NAME="old", TIME_BUDGET=7.0)
+    key = {"minutes": 7.0, "epochs": 22, "model": "resnet9", "size": 96, "batch": 32,
+           "train": 640}  # fmt: skip
+    runs.write_json(cfg.run_dir / "time_budget.json", {"key": key, "epochs": 8})
+    for n_train in (None, 640):
+        old = workflow.saved_plan(cfg, n_train)
+        assert old is not None and (old.epochs, old.image_size) == (8, 96)
+    assert workflow.saved_plan(cfg, 700) is None, "other photos: planned again"
 
 
 def test_a_budget_trains_the_epochs_it_chose(petimages, monkeypatch):

@@ -146,9 +146,9 @@ def prepare_training(
     split = ensure_split(cfg, progress=progress)
     counts = split["split"].value_counts()
     n_train, n_val = int(counts.get("train", 0)), int(counts.get("val", 0))
-    default = cfg.augment in PIPELINES and (  # AUGMENT's own, which can be made at any side
-        train_pipeline is None or same_pipeline(train_pipeline, make_train_pipeline(cfg))
-    )
+    default = bool(cfg.time_budget) and cfg.augment in PIPELINES  # AUGMENT's: made at any side
+    if default and train_pipeline is not None:
+        default = describe_pipeline(train_pipeline) == describe_pipeline(make_train_pipeline(cfg))
     planned = plan_time_budget(cfg, n_train, n_val, shrink=default)
     if planned.image_size != cfg.image_size:
         train_pipeline = make_train_pipeline(planned)  # AUGMENT's, at the side chosen
@@ -156,10 +156,6 @@ def prepare_training(
     datasets = make_datasets(planned, split, cache, train_pipeline)
     planned = planned.for_data(len(datasets["train"]))
     return make_loaders(planned, datasets, planned.batch_size), planned
-
-
-def same_pipeline(a: A.Compose, b: A.Compose) -> bool:
-    return describe_pipeline(a) == describe_pipeline(b)
 
 
 def budget_sides(cfg: RunConfig) -> list[int]:
@@ -217,7 +213,8 @@ def saved_plan(cfg: RunConfig, n_train: int | None = None, shrink: bool = True) 
         return None
     loose = ("train", "shrink") if n_train is None else ()
     if "image_size" not in saved:  # a plan of epochs alone, its batch fitted to the data
-        saved["image_size"], loose = saved["key"]["size"], (*loose, "shrink", "batch")
+        saved["image_size"] = saved["key"]["size"]
+        loose = (*loose, "shrink", "batch")
     made_for = {k: v for k, v in saved["key"].items() if k not in loose}
     asked = {k: v for k, v in _plan_key(cfg, n_train, shrink).items() if k not in loose}
     planned = {**made_for, "epochs": saved["epochs"], "size": saved["image_size"]}
@@ -232,9 +229,9 @@ def plan_time_budget(cfg: RunConfig, n_train: int, n_val: int, shrink: bool = Tr
     ``shrink`` False keeps ``IMAGE_SIZE`` (a training pipeline of your own is made for it)."""
     if not cfg.time_budget:
         return cfg
+    path = cfg.run_dir / "time_budget.json"
     before = saved_plan(cfg, n_train, shrink)
     if before is not None:
-        path = cfg.run_dir / "time_budget.json"
         log.info("TIME_BUDGET: %d epochs at %d px, as chosen before (%s: delete it to measure "
                  "again)", before.epochs, before.image_size, path)  # fmt: skip
         return before
@@ -244,22 +241,25 @@ def plan_time_budget(cfg: RunConfig, n_train: int, n_val: int, shrink: bool = Tr
         cfg.model_name, setting, image_size=cfg.image_size, batch_size=32, device=device
     )["run"]
     side, epochs, seconds = side_and_epochs(cfg, rate, n_train, n_val, shrink)
-    runs.write_json(cfg.run_dir / "time_budget.json", {"key": _plan_key(cfg, n_train, shrink),
-                    "epochs": epochs, "image_size": side, "images_per_s": rate,
-                    "seconds": seconds})  # fmt: skip
+    plan = {"key": _plan_key(cfg, n_train, shrink), "epochs": epochs, "image_size": side}
+    runs.write_json(path, {**plan, "images_per_s": rate, "seconds": seconds})
     log.info(plan_line(cfg, side, epochs, rate, seconds))
     return dataclasses.replace(cfg, epochs=epochs, image_size=side)
 
 
 def plan_line(cfg: RunConfig, side: int, epochs: int, rate: float, seconds: float) -> str:
     end = time.strftime("%H:%M", time.localtime(time.time() + seconds))
-    smaller = f" at {side} px (all of them would not fit at IMAGE_SIZE {cfg.image_size})"
-    over = ": more than the budget, as one epoch needs that long (a smaller IMAGE_SIZE or "
+    smaller = ""
+    if side != cfg.image_size:
+        smaller = f" at {side} px (all of them would not fit at IMAGE_SIZE {cfg.image_size})"
+    over = ""
+    if seconds > cfg.time_budget * 60:
+        over = (": more than the budget, as one epoch needs that long (a smaller IMAGE_SIZE or "
+                "LIMIT_PER_CLASS shortens it)")  # fmt: skip
     return (
-        f"TIME_BUDGET {cfg.time_budget:g} min: {epochs} of {cfg.epochs} epochs fit"
-        f"{smaller if side != cfg.image_size else ''}, at the {rate:.0f} images/s measured "
-        f"here, about {seconds / 60:.1f} min (until about {end})"
-        f"{over + 'LIMIT_PER_CLASS shortens it)' if seconds > cfg.time_budget * 60 else ''}"
+        f"TIME_BUDGET {cfg.time_budget:g} min: {epochs} of {cfg.epochs} epochs fit{smaller}, at "
+        f"the {rate:.0f} images/s measured here, about {seconds / 60:.1f} min (until about "
+        f"{end}){over}"
     )
 
 

@@ -190,6 +190,10 @@ class CachedImageDataset(Dataset):
         state["_array"] = None
         return state
 
+    def images(self, n: int = 256) -> np.ndarray:
+        """The first ``n`` images as cached, ``transform`` not applied: uint8 ``(n, H, W, 3)``."""
+        return np.array(np.load(self.cache_path, mmap_mode="r")[self.indices[:n]])
+
 
 class ImageFileDataset(Dataset):
     """Images decoded from files on each access; one that fails yields ``None`` (logged),

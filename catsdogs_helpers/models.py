@@ -16,6 +16,7 @@ from torch.nn import functional as F
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from .config import MODEL_NAMES
+from .devices import to_model_input
 from .tools import distributed
 from .transforms import IMAGENET_MEAN, IMAGENET_STD
 
@@ -38,7 +39,8 @@ class _Residual(nn.Module):
 
 class ResNet9(nn.Module):
     """The ResNet-9 of the DAWNBench speed runs, sized for 64-128 px photos: fast enough on a
-    CPU for the epochs it needs from scratch."""
+    CPU for the epochs it needs from scratch. Training sets its first layer with
+    :func:`whiten_first_layer`."""
 
     def __init__(self, num_classes: int, width: int = 32) -> None:
         super().__init__()
@@ -50,8 +52,45 @@ class ResNet9(nn.Module):
         self.fc = nn.Linear(8 * w, num_classes, bias=False)
         self.scale = 0.125  # keeps the initial logits small
 
+    @property
+    def first_conv(self) -> nn.Conv2d:
+        return self.features[0][0]
+
     def forward(self, x):
         return self.fc(self.features(x)) * self.scale
+
+
+def _patch_covariance(conv: nn.Conv2d, images: torch.Tensor) -> torch.Tensor:
+    """The covariance of the patches ``conv`` sees in uint8 ``(N, H, W, 3)`` ``images``."""
+    total, outer, count = 0.0, 0.0, 0
+    for chunk in images.split(32):  # a few MB of patches at a time
+        x = to_model_input(chunk, torch.device("cpu"), channels_last=False)
+        patches = F.unfold(x, conv.kernel_size, padding=conv.padding, stride=conv.stride)
+        patches = patches.transpose(1, 2).reshape(-1, patches.shape[1]).double()
+        total, outer = total + patches.sum(0), outer + patches.T @ patches
+        count += len(patches)
+    mean = total / count
+    return outer / count - torch.outer(mean, mean)
+
+
+@torch.no_grad()
+def whiten_first_layer(model: nn.Module, images, eps: float = 1e-2) -> bool:
+    """Set ResNet-9's first layer to fixed whitening filters, not trained (airbench's patch
+    whitening): the main directions in which the 3x3 patches of ``images`` (uint8
+    ``(N, H, W, 3)``: training photos) vary, each scaled to unit variance, and their
+    negatives. The layers after it then start from decorrelated inputs and learn faster:
+    +1.7 points in 10 epochs (docs/results.md). Other models are left as they are (False)."""
+    model = distributed.unwrap(model)
+    if not isinstance(model, ResNet9):
+        return False
+    conv = model.first_conv
+    variances, directions = torch.linalg.eigh(_patch_covariance(conv, torch.as_tensor(images)))
+    keep = conv.out_channels // 2  # the largest variances (eigh sorts them ascending)
+    variances, directions = variances.flip(0)[:keep], directions.flip(1)[:, :keep]
+    filters = (directions / (variances + eps).sqrt()).T.reshape(keep, *conv.weight.shape[1:])
+    conv.weight.copy_(torch.cat([filters, -filters]).float())
+    conv.weight.requires_grad_(False)  # fixed: the optimiser leaves it out
+    return True
 
 
 def _bn(channels: int) -> nn.BatchNorm2d:

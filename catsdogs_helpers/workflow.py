@@ -22,7 +22,7 @@ from .datasets import CachedImageDataset, ImageCache, build_cache, make_loader, 
 from .devices import amp_dtype, pick_device
 from .downloading import prepare_dataset
 from .layouts import find_image_root
-from .models import create_model
+from .models import create_model, whiten_first_layer
 from .splitting import SPLITS, class_names, read_split, save_split, split_dataset
 from .tools import distributed
 from .training import (
@@ -277,6 +277,7 @@ def train_run(
         model = create_model(
             cfg.model_name, len(names), pretrained=cfg.pretrained, weights_path=cfg.weights_path
         )
+        whiten_first_layer(model, loaders["train"].dataset.images())  # ResNet-9's
     device = distributed.local_device(pick_device(cfg.device))
     optimizer = make_optimizer(model, cfg)
     scheduler = make_scheduler(optimizer, cfg, len(loaders["train"]))

@@ -1,10 +1,12 @@
-"""Folding batch norms into convolutions for inference: the same outputs, fewer layers."""
+"""Folding batch norms into convolutions for inference: the same outputs, fewer layers; the
+whitened first layer of ResNet-9."""
 
 import pytest
 import torch
 from torch import nn
+from torch.nn import functional as F
 
-from catsdogs_helpers import evaluation, models, training, transforms
+from catsdogs_helpers import config, devices, evaluation, models, training, transforms
 
 
 def _with_real_statistics(model: nn.Module) -> nn.Module:
@@ -109,3 +111,45 @@ def test_a_pretrained_start_features_are_the_same_in_chunks(monkeypatch):
     assert seen[-3:] == [2, 2, 1] and 5 not in seen, "in chunks of 2"
     assert whole[0][0].shape == chunked[0][0].shape == (5, 1280)
     torch.testing.assert_close(chunked[0][0], whole[0][0], rtol=1e-4, atol=1e-5)
+
+
+def _photo_like(n: int = 32, size: int = 40):
+    """uint8 images whose neighbouring pixels and colour channels go together, as in photos."""
+    generator = torch.Generator().manual_seed(0)
+    x = F.interpolate(torch.rand(n, 3, size // 4, size // 4, generator=generator), size=size)
+    x = 0.7 * x.mean(1, keepdim=True) + 0.3 * x
+    return (x * 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+
+
+def _first_layer_covariance(weight, conv, images):
+    x = devices.to_model_input(torch.from_numpy(images), torch.device("cpu"), channels_last=False)
+    out = F.conv2d(x, weight, stride=conv.stride, padding=conv.padding)
+    return torch.cov(out.transpose(0, 1).reshape(len(weight), -1))
+
+
+def test_the_whitened_first_layer_decorrelates_the_patches_and_is_not_trained():
+    images = _photo_like()
+    model = models.create_model("resnet9", 2)
+    conv = model.first_conv
+    half = conv.out_channels // 2
+    before = _first_layer_covariance(conv.weight[:half].detach(), conv, images)
+    assert models.whiten_first_layer(model, images)
+    torch.testing.assert_close(conv.weight[half:], -conv.weight[:half])  # and the negatives
+    after = _first_layer_covariance(conv.weight[:half], conv, images)
+    off = ~torch.eye(half, dtype=torch.bool)
+    correlation = before / before.diag().sqrt().outer(before.diag().sqrt())
+    assert correlation[off].abs().max() > 0.5, "random filters see correlated outputs"
+    assert after[off].abs().max() < 0.02, "whitened: uncorrelated"
+    assert 0.99 < after[0, 0] <= 1.0 and (after.diag() <= 1.0).all(), "unit variance, or less"
+    assert (after.diag().diff() <= 1e-6).all(), "the directions of most variance first"
+    optimizer = training.make_optimizer(model, config.make_config())
+    trained = {id(p) for group in optimizer.param_groups for p in group["params"]}
+    assert not conv.weight.requires_grad and id(conv.weight) not in trained
+
+
+def test_whitening_leaves_other_models_as_they_are():
+    model = models.create_model("resnet18", 2)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    assert not models.whiten_first_layer(model, _photo_like())
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert all(p.requires_grad for p in model.parameters())

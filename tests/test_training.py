@@ -27,6 +27,7 @@ def _train(cfg, loaders, *, scheduler=None, **kwargs):
     """What notebook 04 does: a seeded model, the optimiser and schedule of ``cfg``, fit."""
     training.seed_everything(cfg.seed)
     model = models.create_model(cfg.model_name, 2)
+    models.whiten_first_layer(model, loaders["train"].dataset.images())
     optimizer = training.make_optimizer(model, cfg)
     if scheduler is None:
         scheduler = training.make_scheduler(optimizer, cfg, len(loaders["train"]))
@@ -68,6 +69,16 @@ def test_training_writes_checkpoints_history_and_learns(tiny_run):
     x = torch.randn(2, 3, 48, 48)
     model.eval()
     torch.testing.assert_close(loaded(x), model.to(memory_format=torch.contiguous_format)(x))
+
+
+def test_a_run_trains_resnet9_on_a_first_layer_whitened_from_its_photos_and_fixed(tiny_run):
+    cfg, loaders = tiny_run
+    model, _ = workflow.train_run(cfg, progress=False)
+    expected = models.create_model("resnet9", 2)
+    models.whiten_first_layer(expected, loaders["train"].dataset.images())
+    torch.testing.assert_close(model.first_conv.weight, expected.first_conv.weight)
+    saved, _ = training.load_model(cfg.run_dir / "best.pt")  # what notebook 05 loads
+    torch.testing.assert_close(saved.first_conv.weight, expected.first_conv.weight)
 
 
 def test_the_run_records_the_pipeline_it_trained_with(tiny_run):

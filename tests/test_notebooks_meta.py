@@ -105,6 +105,11 @@ def test_train_notebook_shows_and_runs_the_step_that_fit_uses():
     assert "train_epoch=training.train_one_epoch" in code
     assert "plotting.show_code(training.make_scheduler)" in code
     assert "optimizer=optimizer," in code and "scheduler=scheduler," in code, "fit gets its parts"
+    whiten = 'models.whiten_first_layer(model, loaders["train"].dataset.images())'
+    assert "plotting.show_code(models.whiten_first_layer)" in code
+    fit_model = code.rindex("model = models.create_model(")
+    assert fit_model < code.index(whiten, fit_model) < code.index("training.make_optimizer(model")
+    assert code.index(whiten) < by_hand, "the model of the epoch by hand is whitened as well"
 
 
 def _pipelines_of_notebook_03(cfg):

@@ -105,7 +105,7 @@ PARAMETERS: dict[str, Parameter] = {
         Parameter(
             "EARLY_STOPPING", 0, "stop after this many epochs without improvement (0: never)", (), 0
         ),
-        Parameter("TTA", "flip_crops", "test-time augmentation: none, flip or flip_crops", TTAS),
+        Parameter("TTA", "flip", "test-time augmentation: none, flip or flip_crops", TTAS),
         Parameter("NUM_WORKERS", -1, "-1: automatic; 0: load in the main process", (), -1),
         Parameter("LIMIT_PER_CLASS", 0, "0: all photos; else a seeded subset per class", (), 0),
         Parameter("DEVICE", "auto", "auto (CUDA, then MPS, then CPU), cuda, mps or cpu", DEVICES),

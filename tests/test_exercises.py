@@ -146,7 +146,7 @@ def test_05_exercises_3_and_4_in_new_cells(data, tmp_path):
     )
     exercise_4 = (
         "crops = predicting.predict_files("
-        'predicting.load_classifier(cfg.run_dir, tta="flip"), source)\n'
+        'predicting.load_classifier(cfg.run_dir, tta="flip_crops"), source)\n'
         "print(crops[['path', 'predicted', 'confidence']])\n"
         "assert len(crops) == len(predictions) and (crops['error'] == predictions['error']).all()\n"
     )  # fmt: skip

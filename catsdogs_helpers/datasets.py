@@ -191,8 +191,10 @@ class CachedImageDataset(Dataset):
         return state
 
     def images(self, n: int = 256) -> np.ndarray:
-        """The first ``n`` images as cached, ``transform`` not applied: uint8 ``(n, H, W, 3)``."""
-        return np.array(np.load(self.cache_path, mmap_mode="r")[self.indices[:n]])
+        """``n`` images (or all, if fewer) evenly spaced through the dataset, so of every
+        class, as cached, ``transform`` not applied: uint8 ``(n, H, W, 3)``."""
+        spaced = np.unique(np.linspace(0, len(self) - 1, min(n, len(self))).astype(np.int64))
+        return np.array(np.load(self.cache_path, mmap_mode="r")[self.indices[spaced]])
 
 
 class ImageFileDataset(Dataset):

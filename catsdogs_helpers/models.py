@@ -63,7 +63,7 @@ class ResNet9(nn.Module):
 def _patch_covariance(conv: nn.Conv2d, images: torch.Tensor) -> torch.Tensor:
     """The covariance of the patches ``conv`` sees in uint8 ``(N, H, W, 3)`` ``images``."""
     total, outer, count = 0.0, 0.0, 0
-    for chunk in images.split(32):  # a few MB of patches at a time
+    for chunk in images.split(max(1, 2**20 // (images.shape[1] * images.shape[2]))):  # ~100 MB
         x = to_model_input(chunk, torch.device("cpu"), channels_last=False)
         patches = F.unfold(x, conv.kernel_size, padding=conv.padding, stride=conv.stride)
         patches = patches.transpose(1, 2).reshape(-1, patches.shape[1]).double()
@@ -91,6 +91,14 @@ def whiten_first_layer(model: nn.Module, images, eps: float = 1e-2) -> bool:
     conv.weight.copy_(torch.cat([filters, -filters]).float())
     conv.weight.requires_grad_(False)  # fixed: the optimiser leaves it out
     return True
+
+
+def first_layer_of(model: nn.Module) -> str:
+    """``"whitened"`` for a ResNet-9 whose first layer :func:`whiten_first_layer` set, else
+    ``"learned"``: a run records it, so that it is never mistaken for the other kind."""
+    model = distributed.unwrap(model)
+    fixed = isinstance(model, ResNet9) and not model.first_conv.weight.requires_grad
+    return "whitened" if fixed else "learned"
 
 
 def _bn(channels: int) -> nn.BatchNorm2d:

@@ -22,8 +22,10 @@ from .plumbing import atomic_path, held
 IDENTITY = (
     *("seed", "limit_per_class", "model_name", "pretrained", "epochs", "batch_size"),
     *("image_size", "cache_size", "sizes", "optimizer", "lr", "schedule", "weight_decay"),
-    *("label_smoothing", "early_stopping", "train_pipeline", "step", "parts"),
+    *("label_smoothing", "early_stopping", "train_pipeline", "step", "parts", "first_layer"),
 )
+#: What a run recorded before a setting existed: runs older than whitening learned it.
+FORMER = {"first_layer": "learned"}
 
 
 class RunConflict(RuntimeError):
@@ -32,7 +34,7 @@ class RunConflict(RuntimeError):
 
 def identity(settings: dict[str, Any]) -> dict[str, Any]:
     """The part of a run's settings that decides whether its work can be reused."""
-    return {key: settings.get(key) for key in IDENTITY}
+    return {key: settings.get(key, FORMER.get(key)) for key in IDENTITY}
 
 
 def differences(before: dict[str, Any], now: dict[str, Any]) -> dict[str, tuple]:

@@ -25,7 +25,7 @@ from torch import nn
 from . import runs
 from .config import FineTuning, RunConfig, seed_for
 from .devices import autocast, to_model_input
-from .models import create_model, fold_batch_norms, forward_in_chunks, head_of
+from .models import create_model, first_layer_of, fold_batch_norms, forward_in_chunks, head_of
 from .plumbing import atomic_path, progress_bar, remove_stale_temporaries
 from .tools import distributed
 from .transforms import Preprocessing, describe_pipeline, save_pipeline
@@ -735,7 +735,10 @@ def fit(
     run_dir = cfg.run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
     parts = _training_parts(cfg, optimizer, scheduler, loss_fn, device, amp_dtype)
-    settings = run_settings(cfg, train_loader, parts, train_epoch)
+    settings = {
+        **run_settings(cfg, train_loader, parts, train_epoch),
+        "first_layer": first_layer_of(model),
+    }
     meta = _checkpoint_meta(settings, class_names, cfg, preprocessing)
     model.to(device, memory_format=torch.channels_last)
     with _begin(run_dir, model, parts, settings, cfg) as (state, done):

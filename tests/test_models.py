@@ -140,15 +140,16 @@ def test_the_whitened_first_layer_decorrelates_the_patches_and_is_not_trained():
     correlation = before / before.diag().sqrt().outer(before.diag().sqrt())
     assert correlation[off].abs().max() > 0.5, "random filters see correlated outputs"
     assert after[off].abs().max() < 0.02, "whitened: uncorrelated"
-    assert 0.99 < after[0, 0] <= 1.0 and (after.diag() <= 1.0).all(), "unit variance, or less"
+    assert 0.99 < after[0, 0] <= 1.0, "unit variance where the patches vary most"
     assert (after.diag().diff() <= 1e-6).all(), "the directions of most variance first"
     optimizer = training.make_optimizer(model, config.make_config())
     trained = {id(p) for group in optimizer.param_groups for p in group["params"]}
     assert not conv.weight.requires_grad and id(conv.weight) not in trained
 
 
-def test_whitening_leaves_other_models_as_they_are():
-    model = models.create_model("resnet18", 2)
+@pytest.mark.parametrize("name", ["resnet18", "efficientnet_lite0"])
+def test_whitening_leaves_other_models_as_they_are(name):
+    model = models.create_model(name, 2)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     assert not models.whiten_first_layer(model, _photo_like())
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())

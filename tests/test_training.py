@@ -23,11 +23,12 @@ def tiny_run(petimages, monkeypatch):
     return cfg, loaders
 
 
-def _train(cfg, loaders, *, scheduler=None, **kwargs):
+def _train(cfg, loaders, *, scheduler=None, whiten=True, **kwargs):
     """What notebook 04 does: a seeded model, the optimiser and schedule of ``cfg``, fit."""
     training.seed_everything(cfg.seed)
     model = models.create_model(cfg.model_name, 2)
-    models.whiten_first_layer(model, loaders["train"].dataset.images())
+    if whiten:
+        models.whiten_first_layer(model, loaders["train"].dataset.images())
     optimizer = training.make_optimizer(model, cfg)
     if scheduler is None:
         scheduler = training.make_scheduler(optimizer, cfg, len(loaders["train"]))
@@ -113,6 +114,19 @@ def test_finished_run_is_loaded_not_retrained_and_other_settings_refused(tiny_ru
         _train(cfg, loaders, scheduler=_cosine)
     _, replaced = _train(dataclasses.replace(other, overwrite=True), loaders)
     assert len(replaced) == 3
+
+
+def test_a_run_with_a_whitened_first_layer_is_not_mistaken_for_one_without(tiny_run):
+    cfg, loaders = tiny_run
+    _train(cfg, loaders)
+    with pytest.raises(runs.RunConflict, match="first_layer: 'whitened' then, 'learned' now"):
+        _train(cfg, loaders, whiten=False)  # notebook 04 with its whitening line deleted
+    older = runs.read_json(cfg.run_dir / "summary.json")["settings"]
+    del older["first_layer"]  # a run recorded before the setting existed learned it
+    assert runs.identity(older)["first_layer"] == "learned"
+    _train(dataclasses.replace(cfg, overwrite=True), loaders, whiten=False)
+    settings = runs.read_json(cfg.run_dir / "summary.json")["settings"]
+    assert settings["first_layer"] == "learned"
 
 
 def _cosine(optimizer):
@@ -466,3 +480,12 @@ def test_on_a_gpu_the_light_pipeline_crops_and_flips_there(tiny_run):
     assert isinstance(loaders["train"], datasets.DeviceCropFlip)
     images, _labels = next(iter(loaders["train"]))
     assert images.is_cuda and images.shape[1:] == (48, 48, 3)
+
+
+def test_the_whitening_photos_are_spread_over_the_training_set(tiny_run):
+    _, loaders = tiny_run
+    dataset = loaders["train"].dataset
+    cached = np.load(dataset.cache_path)
+    assert (dataset.images(2) == cached[dataset.indices[[0, -1]]]).all(), "the first, the last"
+    assert set(dataset.labels[[0, -1]]) == {0, 1}, "so of both classes (sorted by path)"
+    assert len(dataset.images(len(dataset) + 5)) == len(dataset), "no more than there are"

@@ -682,10 +682,11 @@ def _fits_head(cfg: RunConfig, train_epoch: Callable) -> bool:
 
 
 def run_settings(
-    cfg: RunConfig, train_loader, parts: TrainingParts, train_epoch: Callable
+    cfg: RunConfig, train_loader, parts: TrainingParts, train_epoch: Callable, model: nn.Module
 ) -> dict[str, Any]:
     """The settings a run records and is compared by: the configuration, the training
-    pipeline (``A.to_dict``), the step, the optimiser, the schedule and the loss."""
+    pipeline (``A.to_dict``), the step, the optimiser, the schedule, the loss and whether
+    ResNet-9's first layer is whitened."""
     pipeline = train_pipeline_of(train_loader)
     step = step_name(train_epoch) + (" + fit_head" if _fits_head(cfg, train_epoch) else "")
     return {
@@ -693,6 +694,7 @@ def run_settings(
         "train_pipeline": describe_pipeline(pipeline) if pipeline is not None else None,
         "step": step,
         "parts": describe_parts(parts.optimizer, parts.scheduler, parts.loss_fn),
+        "first_layer": first_layer_of(model),
     }
 
 
@@ -735,10 +737,7 @@ def fit(
     run_dir = cfg.run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
     parts = _training_parts(cfg, optimizer, scheduler, loss_fn, device, amp_dtype)
-    settings = {
-        **run_settings(cfg, train_loader, parts, train_epoch),
-        "first_layer": first_layer_of(model),
-    }
+    settings = run_settings(cfg, train_loader, parts, train_epoch, model)
     meta = _checkpoint_meta(settings, class_names, cfg, preprocessing)
     model.to(device, memory_format=torch.channels_last)
     with _begin(run_dir, model, parts, settings, cfg) as (state, done):

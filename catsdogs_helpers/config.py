@@ -92,7 +92,7 @@ PARAMETERS: dict[str, Parameter] = {
         Parameter("AUGMENT", "light", "light, tutorial, heavy, none, or a pipeline file (A.save)"),
         Parameter("OPTIMIZER", "sgd", "sgd (Nesterov momentum 0.9) or adam", OPTIMIZERS),
         Parameter(
-            "LR", 0.2, "peak learning rate; for sgd per 128 photos, scaled with the batch", (), 0
+            "LR", 0.4, "peak learning rate; for sgd per 128 photos, scaled with the batch", (), 0
         ),
         Parameter(
             "SCHEDULE",

@@ -109,7 +109,7 @@ def test_a_notebook_value_that_is_no_parameter_is_an_error():
 
 def test_the_defaults_are_our_recipe_and_the_other_recipes_are_parameter_files():
     fast = config.make_config()
-    assert (fast.model_name, fast.epochs, fast.image_size, fast.lr) == ("resnet9", 22, 96, 0.2)
+    assert (fast.model_name, fast.epochs, fast.image_size, fast.lr) == ("resnet9", 22, 96, 0.4)
     assert fast.cache_size == 110 and fast.for_data(10_000).batch_size == 128
     recipes = {path.stem: series.read_recipe(path) for path in RECIPES.glob("*.yaml")}
     assert set(recipes) == {"fast", "quick", "tutorial", "pretrained"}
@@ -149,13 +149,13 @@ def test_bad_parameters_say_what_to_change(kwargs, message):
 
 def test_small_data_sets_get_smaller_batches_and_scaled_learning_rates():
     cfg = config.make_config()
-    assert cfg.for_data(8000).batch_size == 128 and cfg.for_data(8000).lr == pytest.approx(0.2)
+    assert cfg.for_data(8000).batch_size == 128 and cfg.for_data(8000).lr == pytest.approx(0.4)
     small = cfg.for_data(640)
-    assert small.batch_size == 16 and small.lr == pytest.approx(0.2 * 16 / 128)
+    assert small.batch_size == 16 and small.lr == pytest.approx(0.4 * 16 / 128)
     assert 640 / small.batch_size >= config.MIN_STEPS_PER_EPOCH
     assert cfg.for_data(10).batch_size == 16, "never below 16"
     assert config.make_config(BATCH_SIZE=8).for_data(10).batch_size == 8, "a smaller one stays"
-    assert config.make_config(BATCH_SIZE=16).for_data(8000).lr == pytest.approx(0.2 * 16 / 128)
+    assert config.make_config(BATCH_SIZE=16).for_data(8000).lr == pytest.approx(0.4 * 16 / 128)
     adam = config.make_config(OPTIMIZER="adam", LR=1e-3)
     assert adam.for_data(640).lr == pytest.approx(1e-3), "Adam's rate does not scale"
 
@@ -176,7 +176,7 @@ def test_seeds_come_from_one_place():
 
 def test_to_dict_is_plain():
     values = config.make_config(RUN_NAME="x").to_dict()
-    assert values["lr"] == 0.2 and isinstance(values["data_dir"], str)
+    assert values["lr"] == 0.4 and isinstance(values["data_dir"], str)
     assert values["run_name"] == "x" and values["cache_size"] == 110
     json.dumps(values)
 

@@ -68,8 +68,9 @@ Stages (each in its own process, so its peak memory is its own):
     by batch: what evaluation, prediction and a pretrained start's frozen features gain.
 13. goals: the accuracy and time goals of the recipes on the 10k subset, each beside its
     baseline from the same run (the pretrained start beside the same photos from scratch;
-    the quick run and the default beside themselves with ResNet-9's first layer learned,
-    not whitened by :func:`models.whiten_first_layer`):
+    the quick run beside itself with ResNet-9's first layer learned, not whitened by
+    :func:`models.whiten_first_layer`; the default beside the recipe before, that layer
+    learned and ``LR`` 0.2):
     the pretrained recipe (at least 98.5 % within 5 minutes), on 800 photos (95 %), the
     quick run (88 % within 4 minutes) and the default recipe in ``TIME_BUDGET`` 7 (94 %
     within 10 minutes), each timed from the extracted photos to test predictions, so

@@ -343,10 +343,7 @@ def prepared_run(**parameters) -> tuple:
     return cfg, manifest, split, cache, start, time.perf_counter() - start
 
 
-#: Not a parameter: with it true, TIME_BUDGET keeps IMAGE_SIZE and cuts epochs alone (the
-#: plan before it chose the side too), the baseline of the side it chooses.
-KEEP_SIDE = "keep_side"
-#: Not a parameter either: with it true, ResNet-9's first layer is learned like the others
+#: Not a parameter: with it true, ResNet-9's first layer is learned like the others
 #: (not :func:`models.whiten_first_layer`), the baseline of the whitened one.
 LEARNED_FIRST_LAYER = "learned_first_layer"
 
@@ -355,18 +352,15 @@ def trained_run(**parameters) -> TrainedRun:
     """A run from the extracted 10k photos with these parameters, trained."""
     from catsdogs_helpers import workflow
 
-    keep_side = parameters.pop(KEEP_SIDE, False)
     learned = parameters.pop(LEARNED_FIRST_LAYER, False)
     cfg, manifest, split, cache, start, prep_seconds = prepared_run(**parameters)
-    sides, whiten = workflow.budget_sides, workflow.whiten_first_layer
-    if keep_side:
-        workflow.budget_sides = lambda cfg: [cfg.image_size]  # extra code: the former plan
+    whiten = workflow.whiten_first_layer
     if learned:
         workflow.whiten_first_layer = lambda model, images: False  # extra code: the former model
     try:
         model, history = workflow.train_run(cfg, progress=False)
     finally:
-        workflow.budget_sides, workflow.whiten_first_layer = sides, whiten
+        workflow.whiten_first_layer = whiten
     cfg = workflow.saved_plan(cfg) or cfg  # TIME_BUDGET's epochs and side
     if cfg.cache_size != cache.size:
         cache = workflow.ensure_cache(cfg, split, progress=False)
@@ -794,12 +788,10 @@ def stage_goals() -> dict:
 def baseline_name(run: dict, baseline: dict) -> str:
     """What a goal's baseline changes in its run's parameters."""
     changes = []
-    if baseline.get(KEEP_SIDE):
-        changes.append("the plan keeping IMAGE_SIZE")
     if baseline.get(LEARNED_FIRST_LAYER):
         changes.append("the first layer learned, not whitened")
-    if baseline.get("LR") != run.get("LR") and run.get("MODEL_NAME") == baseline.get("MODEL_NAME"):
-        changes.append(f"LR {baseline.get('LR')}")
+    if "LR" in baseline and baseline["LR"] != run.get("LR"):  # set by the baseline itself
+        changes.append(f"LR {baseline['LR']}")
     return ", ".join(changes) or "from scratch on the same photos"
 
 

@@ -255,10 +255,8 @@ def test_a_run_says_its_head_was_fitted_so_an_sgd_head_run_is_not_taken_for_it(p
     model = models.create_model(cfg.model_name, 2, pretrained=True, weights_path=cfg.weights_path)
     optimizer = training.make_optimizer(model, cfg)
     parts = training.TrainingParts(optimizer, None, None, torch.nn.CrossEntropyLoss())
-    step = training.run_settings(cfg, loaders["train"], parts, training.train_one_epoch, model)[
-        "step"
-    ]
-    assert step == "catsdogs_helpers.training.train_one_epoch + fit_head"
+    settings = training.run_settings(cfg, loaders["train"], parts, training.train_one_epoch, model)
+    assert settings["step"] == "catsdogs_helpers.training.train_one_epoch + fit_head"
     own = training.run_settings(cfg, loaders["train"], parts, _recorder([]), model)["step"]
     assert "fit_head" not in own, "your own step trains the head as it trains the rest"
     scratch = dataclasses.replace(cfg, pretrained=False)
